@@ -1,0 +1,1 @@
+"""ear: a self-hosted listening service (identify, similar, humming)."""

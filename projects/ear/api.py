@@ -1,0 +1,94 @@
+"""HTTP routes: thin, each one a call into the catalog."""
+from __future__ import annotations
+
+import hmac
+import time
+from functools import wraps
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from .catalog import Catalog, METADATA_FIELDS
+from .decode import SAMPLE_RATE, decode
+from .errors import EarError
+
+bp = Blueprint("api", __name__)
+
+
+def catalog() -> Catalog:
+    return current_app.extensions["ear"]
+
+
+def uploaded_audio() -> tuple[bytes, str]:
+    """The audio of a request: multipart field `audio`, or else the raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("audio")
+        if upload is None:
+            raise EarError("missing_audio", "Send the audio in the multipart field 'audio'.")
+        return upload.read(), upload.filename or "upload"
+    # Any other content type (curl --data-binary sends a form type) is the audio itself.
+    return request.get_data(cache=False, parse_form_data=False), "upload"
+
+
+def admin_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        token = catalog().config.admin_token
+        if not token:
+            raise EarError("admin_disabled", "Set EAR_ADMIN_TOKEN to allow changes over HTTP.", 403)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise EarError("unauthorized", "A valid 'Authorization: Bearer <admin token>' is needed.", 401)
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def track_json(track) -> dict:
+    return {**track.to_json(), "url": url_for("api.get_track", track_id=track.id, _external=True)}
+
+
+@bp.get("/health")
+def health():
+    table = catalog().table
+    table.refresh()
+    return jsonify(status="ok", tracks=len(table.track_ids()), landmarks=table.landmark_count)
+
+
+@bp.post("/identify")
+def identify():
+    started = time.perf_counter()
+    config = catalog().config
+    data, _ = uploaded_audio()
+    samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
+    matches = catalog().identify(samples)
+    return jsonify(
+        matches=[m.to_json() for m in matches],
+        query_seconds=round(samples.size / SAMPLE_RATE, 3),
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+@bp.get("/tracks")
+def list_tracks():
+    return jsonify(tracks=[track_json(t) for t in catalog().tracks()])
+
+
+@bp.get("/tracks/<int:track_id>")
+def get_track(track_id: int):
+    return jsonify(track_json(catalog().get(track_id)))
+
+
+@bp.post("/tracks")
+@admin_required
+def add_track():
+    data, filename = uploaded_audio()
+    metadata = {k: request.form.get(k, "").strip() for k in METADATA_FIELDS}
+    track, created = catalog().add(data, name=request.form.get("source") or filename,
+                                   metadata=metadata)
+    return jsonify(created=created, track=track_json(track)), 201 if created else 200
+
+
+@bp.delete("/tracks/<int:track_id>")
+@admin_required
+def delete_track(track_id: int):
+    track = catalog().remove(track_id)
+    return jsonify(removed=track.to_json(brief=True))

@@ -1,0 +1,42 @@
+"""The Flask application factory."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .catalog import Catalog
+from .config import Config, load_config
+from .errors import EarError
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app; the catalog is opened here (in Gunicorn's master, before the fork)."""
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
+    app.extensions["ear"] = Catalog(config)
+    # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
+
+    from .api import bp
+    app.register_blueprint(bp)
+
+    @app.errorhandler(EarError)
+    def ear_error(exc: EarError):
+        return jsonify(exc.to_json()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"The upload is larger than the {config.max_upload_mb} MB allowed."
+        return jsonify({"error": {"code": code, "message": message}}), exc.code
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        app.logger.exception("unhandled error")
+        return jsonify({"error": {"code": "internal", "message": "Something went wrong in ear."}}), 500
+
+    return app

@@ -1,0 +1,178 @@
+"""The `ear` command: ingest, identify, tracks, remove, serve, eval."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .catalog import Catalog, PreparedTrack, audio_files
+from .config import Config, load_config
+from .decode import decode
+from .errors import EarError
+
+_BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ear", description=__doc__)
+    parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")
+    p.add_argument("paths", nargs="+")
+    for name in ("title", "artist", "album", "genre"):
+        p.add_argument(f"--{name}", help=f"{name} for every file (default: from its tags)")
+
+    p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    sub.add_parser("tracks", help="list the catalog")
+    p = sub.add_parser("remove", help="remove tracks from the catalog")
+    p.add_argument("ids", nargs="+", type=int)
+    sub.add_parser("compact", help="merge the fingerprint store, dropping removed tracks")
+
+    p = sub.add_parser("serve", help="development server (Gunicorn is for production)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int)
+
+    p = sub.add_parser("eval", help="benchmark identification on degraded clips of a catalog")
+    from .eval import add_arguments
+    add_arguments(p)
+
+    args = parser.parse_args(argv)
+    config = load_config(data_dir=args.data_dir)
+    handler = globals()["cmd_" + args.command]
+    try:
+        return handler(config, args) or 0
+    except EarError as exc:
+        print(f"ear: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_ingest(config: Config, args) -> int:
+    catalog = Catalog(config)
+    metadata = {k: getattr(args, k) for k in ("title", "artist", "album", "genre")}
+    files = list(audio_files(args.paths))
+    failures = 0
+    batch: list[PreparedTrack] = []
+    progress = _Progress(len(files))
+
+    def flush() -> None:
+        for track, created in catalog.store(batch):
+            verb = "added" if created else "exists"
+            progress.line(f"{verb}\t{track.id}\t{track.artist or '-'}\t{track.title}\t{track.source}")
+        batch.clear()
+
+    for path in files:
+        try:
+            batch.append(catalog.prepare(path, name=str(path), metadata=metadata))
+        except EarError as exc:
+            failures += 1
+            progress.line(f"skipped\t{path}\t{exc.code}: {exc.message}", err=True)
+        progress.step()
+        if len(batch) >= _BATCH_TRACKS:
+            flush()
+    if batch:
+        flush()
+    progress.done()
+    return 1 if failures and failures == len(files) else 0
+
+
+def cmd_identify(config: Config, args) -> int:
+    catalog = Catalog(config)
+    for file in args.files:
+        result: dict = {"query": file}
+        try:
+            samples = decode(file, max_seconds=config.max_query_seconds,
+                             timeout_s=config.decode_timeout_s)
+            result["matches"] = [m.to_json() for m in catalog.identify(samples)]
+        except EarError as exc:
+            result["error"] = exc.to_json()["error"]
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{file}: error: {result['error']['message']}")
+        elif not result["matches"]:
+            print(f"{file}: no match")
+        else:
+            best = result["matches"][0]
+            t = best["track"]
+            print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
+                  f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
+    return 0
+
+
+def cmd_tracks(config: Config, args) -> int:
+    for t in Catalog(config).tracks():
+        print(f"{t.id}\t{t.duration:8.1f}s\t{t.artist or '-'}\t{t.title}\t{t.source}")
+    return 0
+
+
+def cmd_remove(config: Config, args) -> int:
+    catalog = Catalog(config)
+    status = 0
+    for track_id in args.ids:
+        try:
+            track = catalog.remove(track_id)
+            print(f"removed\t{track.id}\t{track.title}")
+        except EarError as exc:
+            print(f"ear: {exc.message}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_compact(config: Config, args) -> int:
+    catalog = Catalog(config)
+    catalog.compact()
+    print(f"{catalog.table.landmark_count} landmarks in {len(catalog.table.manifest.segments)} segment(s)")
+    return 0
+
+
+def cmd_serve(config: Config, args) -> int:
+    from .app import create_app
+    create_app(config).run(host=args.host, port=args.port or config.port)
+    return 0
+
+
+def cmd_eval(config: Config, args) -> int:
+    from .eval import run
+    return run(config, args)
+
+
+class _Progress:
+    """Lines on stdout; on a terminal, a bar on stderr below them."""
+
+    def __init__(self, total: int):
+        self.total, self.count, self.started = total, 0, time.monotonic()
+        self.show = sys.stderr.isatty() and total > 1
+
+    def line(self, text: str, err: bool = False) -> None:
+        if self.show:
+            sys.stderr.write("\r\033[K")
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        self._draw()
+
+    def step(self) -> None:
+        self.count += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.show:
+            filled = int(30 * self.count / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total} "
+                             f"{time.monotonic() - self.started:.0f}s")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.show:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Every input's way in: FFmpeg in a subprocess → mono float32 at 16 kHz, under guard.
+
+FFmpeg reads from a pipe with only the `pipe` protocol allowed, so a playlist (HLS, concat)
+cannot make it open other files or the network. MP4/MOV keeps its index at the end and needs
+seeking: that one container is read from a file (a temp file for uploads, always removed) with
+the demuxer forced to `mov` and only the `file` protocol allowed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import BadAudio
+
+SAMPLE_RATE = 16000
+MIN_SECONDS = 1.0
+SILENCE_RMS = 1e-4  # -80 dBFS: nothing a microphone or a track would give
+_CHUNK = 1 << 16
+
+
+def decode(
+    source: bytes | str | os.PathLike,
+    *,
+    max_seconds: float,
+    timeout_s: float,
+    min_seconds: float = MIN_SECONDS,
+) -> np.ndarray:
+    """Decode `source` (raw bytes or a file path) to mono float32 at SAMPLE_RATE.
+
+    Raises BadAudio with a code naming the problem: empty, unreadable, not_audio,
+    no_audio_stream, truncated, too_short, too_long, silent, decode_timeout.
+    """
+    with _ffmpeg_input(source) as (input_args, stdin_source):
+        cmd = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *input_args,
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1",
+            # One sample past the cap tells "too long" apart from "exactly at the cap".
+            "-t", f"{max_seconds + 1.0 / SAMPLE_RATE:.6f}",
+            "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-f", "wav", "-fflags", "+bitexact",
+            "pipe:1",
+        ]
+        returncode, samples, stderr = _run(cmd, stdin_source, timeout_s, _read_wav_mono)
+    if returncode is None:
+        raise BadAudio("decode_timeout", f"Decoding took longer than {timeout_s:g} s.", 422)
+    if samples is None or (returncode != 0 and samples.size < min_seconds * SAMPLE_RATE):
+        raise _explain(stderr)
+    if samples.size > max_seconds * SAMPLE_RATE:
+        raise BadAudio("too_long", f"The audio is longer than the {max_seconds:g} s allowed.", 413)
+    if samples.size < min_seconds * SAMPLE_RATE:
+        raise BadAudio("too_short",
+                       f"Only {samples.size / SAMPLE_RATE:.2f} s of audio; at least {min_seconds:g} s needed.",
+                       422)
+    if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+        raise BadAudio("silent", "The audio is silent.", 422)
+    return samples
+
+
+def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> dict[str, str]:
+    """Title, artist, album and genre from the container's or stream's tags (lower-case keys).
+
+    Tags are a courtesy: any failure gives an empty dict, never an error.
+    """
+    try:
+        with _ffmpeg_input(source) as (input_args, stdin_source):
+            cmd = ["ffprobe", "-v", "error", *input_args, "-show_entries",
+                   "format_tags:stream_tags", "-of", "json"]
+            returncode, out, _ = _run(cmd, stdin_source, timeout_s, lambda s: s.read())
+        info = json.loads(out or b"{}")
+    except (BadAudio, ValueError):
+        return {}
+    tags: dict[str, str] = {}
+    for entry in [info.get("format", {})] + info.get("streams", []):
+        for key, value in (entry.get("tags") or {}).items():
+            if key.lower() in ("title", "artist", "album", "genre") and str(value).strip():
+                tags.setdefault(key.lower(), str(value).strip())
+    return tags
+
+
+@contextmanager
+def _ffmpeg_input(source: bytes | str | os.PathLike) -> Iterator[tuple[list[str], bytes | Path | None]]:
+    """FFmpeg input arguments for `source`, and what to feed its stdin (None: nothing)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise BadAudio("empty", "The upload is empty: no audio was sent.")
+        if _is_mp4(data[:12]):
+            with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                yield _mp4_args(tmp.name), None
+            return
+        yield _PIPE_ARGS, data
+        return
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(12)
+    except OSError as exc:
+        raise BadAudio("unreadable", f"Cannot read {path}: {exc.strerror}.", 404) from exc
+    if size == 0:
+        raise BadAudio("empty", f"{path} is empty.")
+    yield (_mp4_args(str(path)), None) if _is_mp4(head) else (_PIPE_ARGS, path)
+
+
+_PIPE_ARGS = ["-protocol_whitelist", "pipe", "-i", "pipe:0"]
+
+
+def _mp4_args(path: str) -> list[str]:
+    # The absolute path keeps a name like "a:b.mp4" from reading as a protocol.
+    return ["-protocol_whitelist", "file", "-f", "mov", "-i", "file:" + os.path.abspath(path)]
+
+
+def _is_mp4(head: bytes) -> bool:
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+def _run(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float,
+         read_stdout: Callable) -> tuple[int | None, object, str]:
+    """Run FFmpeg/ffprobe feeding stdin from a thread; (returncode or None on timeout, stdout, stderr)."""
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, on_timeout)
+    timer.start()
+    stderr_chunks: list[bytes] = []
+    helpers = [threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)]
+    if stdin_source is not None:
+        helpers.append(threading.Thread(target=_feed, args=(proc.stdin, stdin_source), daemon=True))
+    for t in helpers:
+        t.start()
+    try:
+        output = read_stdout(proc.stdout)
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in helpers:
+            t.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+    return (None if timed_out.is_set() else proc.returncode), output, stderr
+
+
+def _feed(pipe, source: bytes | Path) -> None:
+    try:
+        if isinstance(source, bytes):
+            view = memoryview(source)
+            for start in range(0, len(view), _CHUNK):
+                pipe.write(view[start:start + _CHUNK])
+        else:
+            with open(source, "rb") as fh:
+                while block := fh.read(_CHUNK):
+                    pipe.write(block)
+    except (BrokenPipeError, OSError):
+        pass  # FFmpeg stops reading once it has enough (the -t cap) or gives up on bad input
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _read_exact(stream, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        block = stream.read(n - len(buf))
+        if not block:
+            break
+        buf += block
+    return buf
+
+
+def _read_wav_mono(stream) -> np.ndarray | None:
+    """Read FFmpeg's streamed WAV, averaging channels (no +3 dB gain of `-ac 1`)."""
+    if _read_exact(stream, 12)[8:12] != b"WAVE":
+        return None
+    channels = 1
+    while True:
+        header = _read_exact(stream, 8)
+        if len(header) < 8:
+            return None
+        chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
+        if chunk_id == b"data":
+            break  # streamed output has no known size: the data runs to the end
+        body = _read_exact(stream, size + (size & 1))
+        if chunk_id == b"fmt ":
+            channels = struct.unpack("<H", body[2:4])[0]
+    frame_bytes = 4 * channels
+    parts: list[np.ndarray] = []
+    leftover = b""
+    while True:
+        block = stream.read(_CHUNK * 4)
+        if not block:
+            break
+        block = leftover + block
+        usable = len(block) - len(block) % frame_bytes
+        leftover = block[usable:]
+        frames = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
+        parts.append(frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy())
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _explain(stderr: str) -> BadAudio:
+    text = stderr.lower()
+    if "not on whitelist" in text:
+        return BadAudio("not_audio", "The input refers to other files or URLs (a playlist?); "
+                        "send the audio itself.", 415)
+    if "moov atom not found" in text or "end of file" in text or "truncat" in text:
+        return BadAudio("truncated", "The file is truncated or damaged; no audio could be read.")
+    if "matches no streams" in text:
+        return BadAudio("no_audio_stream", "The file has no audio stream.", 415)
+    return BadAudio("not_audio", "This is not audio FFmpeg can read.", 415)

@@ -1,0 +1,98 @@
+"""Audio → log spectrogram → spectral peaks (the event points that landmarks are made of)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decode import SAMPLE_RATE
+
+N_FFT = 512  # 32 ms
+HOP = 256  # 16 ms: offsets land within ±8 ms of the truth
+FRAME_SECONDS = HOP / SAMPLE_RATE
+F_MIN_BIN = 4  # 125 Hz: below it is room rumble and the 100 Hz band limit of phone mics
+F_MAX_BIN = 160  # 5 kHz: above it peaks rarely survive noise, reverb and Opus
+_LEVEL_RADIUS = 62  # frames: ±1 s
+_RANK_RADIUS = 31  # frames: ±0.5 s
+_WINDOW = np.hanning(N_FFT).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PeakDensity:
+    """How many peaks to keep: more for a short noisy query than for a stored track."""
+
+    per_second: float
+    freq_radius: int
+    time_radius: int
+
+
+TRACK_PEAKS = PeakDensity(per_second=11.0, freq_radius=4, time_radius=3)
+QUERY_PEAKS = PeakDensity(per_second=20.0, freq_radius=4, time_radius=3)
+
+
+def spectrogram(samples: np.ndarray) -> np.ndarray:
+    """Log-magnitude STFT, shape (frames, F_MAX_BIN), float32."""
+    if samples.size < N_FFT:
+        samples = np.pad(samples, (0, N_FFT - samples.size))
+    frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]
+    spec = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)[:, :F_MAX_BIN]).astype(np.float32)
+    return np.log(spec + 1e-6)
+
+
+def _max_filter(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Running maximum over ±radius along axis, by doubling window widths (O(n log r))."""
+    if radius <= 0:
+        return x
+    x = np.moveaxis(x, axis, 0)
+    width = 2 * radius + 1
+    padded = np.concatenate([np.full((radius,) + x.shape[1:], -np.inf, x.dtype), x,
+                             np.full((radius,) + x.shape[1:], -np.inf, x.dtype)])
+    out = padded.copy()
+    span = 1
+    while span * 2 <= width:
+        out[:-span] = np.maximum(out[:-span], out[span:])
+        span *= 2
+    if span < width:  # cover the rest with one overlapping step
+        rest = width - span
+        out[:-rest] = np.maximum(out[:-rest], out[rest:])
+    return np.moveaxis(out[: x.shape[0]], 0, axis)
+
+
+def _running_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over ±radius frames (fewer at the edges), per bin."""
+    csum = np.concatenate([np.zeros((1, x.shape[1]), np.float64), np.cumsum(x, axis=0)])
+    idx = np.arange(x.shape[0])
+    lo = np.clip(idx - radius, 0, x.shape[0])
+    hi = np.clip(idx + radius + 1, 0, x.shape[0])
+    return ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
+
+
+def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks as (frame, bin) int32 arrays, sorted by frame.
+
+    Everything here is local in time, so a clip yields the same peaks as the same stretch of
+    the whole track (but for its edges): a peak is the maximum of its neighbourhood and above
+    the mean level over ±1 s; of those, a peak is kept when fewer than `per_second` stronger
+    ones lie within ±0.5 s of it. The spectrum is not whitened: in a noisy room the quiet bins
+    drown, and whitened they would offer as many (noise) peaks as the loud bins where the
+    music still stands out.
+    """
+    spec = spectrogram(samples)
+    spec -= _running_mean(spec.mean(axis=1, keepdims=True), _LEVEL_RADIUS)
+    local_max = _max_filter(_max_filter(spec, density.freq_radius, 1), density.time_radius, 0)
+    is_peak = (spec == local_max) & (spec > 0)
+    is_peak[:, :F_MIN_BIN] = False
+    t, f = np.nonzero(is_peak)
+    if t.size == 0:
+        return t.astype(np.int32), f.astype(np.int32)
+    strength = spec[t, f]
+    half = _RANK_RADIUS
+    lo = np.searchsorted(t, t - half, side="left")
+    hi = np.searchsorted(t, t + half, side="right")
+    width = int((hi - lo).max())
+    window = lo[:, None] + np.arange(width)[None, :]
+    inside = window < hi[:, None]
+    window = np.minimum(window, t.size - 1)
+    stronger = ((strength[window] > strength[:, None]) & inside).sum(axis=1)
+    keep = stronger < density.per_second
+    return t[keep].astype(np.int32), f[keep].astype(np.int32)

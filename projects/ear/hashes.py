@@ -1,0 +1,64 @@
+"""Spectral peaks → landmark hashes: each peak paired with a few that follow it (Wang 2003).
+
+A hash packs (anchor bin, bin difference, frame difference) into HASH_BITS bits; its time is
+the anchor's frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .features import QUERY_PEAKS, TRACK_PEAKS, PeakDensity, peaks
+
+HASH_BITS = 22
+_F_BITS, _DF_BITS, _DT_BITS = 8, 7, 7
+MAX_DF = (1 << (_DF_BITS - 1)) - 1  # ±63 bins
+MIN_DT, MAX_DT = 1, 63  # frames: up to 1 s ahead
+_LOOKAHEAD = 24  # peaks examined after each anchor
+
+
+@dataclass(frozen=True)
+class Pairing:
+    fanout: int
+
+
+TRACK_PAIRING = Pairing(fanout=3)
+QUERY_PAIRING = Pairing(fanout=6)
+
+
+def landmarks(t: np.ndarray, f: np.ndarray, pairing: Pairing) -> tuple[np.ndarray, np.ndarray]:
+    """Pair peaks (sorted by frame) into (hash uint32, anchor frame int32) arrays."""
+    n = t.size
+    if n < 2:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    t = t.astype(np.int64)
+    f = f.astype(np.int64)
+    steps = np.arange(1, _LOOKAHEAD + 1)
+    j = np.arange(n)[:, None] + steps[None, :]
+    valid = j < n
+    j = np.minimum(j, n - 1)
+    dt = t[j] - t[:, None]
+    df = f[j] - f[:, None]
+    valid &= (dt >= MIN_DT) & (dt <= MAX_DT) & (np.abs(df) <= MAX_DF)
+    # The nearest `fanout` valid targets of each anchor.
+    valid &= np.cumsum(valid, axis=1) <= pairing.fanout
+    anchor, step = np.nonzero(valid)
+    target = j[anchor, step]
+    hashes = (
+        (f[anchor] << (_DF_BITS + _DT_BITS))
+        | ((f[target] - f[anchor] + MAX_DF) << _DT_BITS)
+        | (t[target] - t[anchor])
+    )
+    return hashes.astype(np.uint32), t[anchor].astype(np.int32)
+
+
+def track_landmarks(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse landmarks for storing a catalog track."""
+    return landmarks(*peaks(samples, TRACK_PEAKS), TRACK_PAIRING)
+
+
+def query_landmarks(samples: np.ndarray, density: PeakDensity = QUERY_PEAKS,
+                    pairing: Pairing = QUERY_PAIRING) -> tuple[np.ndarray, np.ndarray]:
+    """Denser landmarks for a query: more chances that a stored one is among them."""
+    return landmarks(*peaks(samples, density), pairing)

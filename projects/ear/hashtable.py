@@ -1,0 +1,266 @@
+"""The landmark store: immutable sorted segments on disk, memory-mapped, 8 bytes a landmark.
+
+Each landmark is one uint64 key: hash (22 bits) | track id (20 bits) | frame (22 bits). A segment
+is a sorted array of keys in its own file, so a lookup is two binary searches per hash and the
+store costs nothing in memory beyond the pages the searches touch. Adding tracks writes a new
+segment; small segments are merged (by hash range, so a merge never holds more than a slice in
+memory). Removal records the track as removed; merges drop its keys.
+
+`manifest.json` names the live segments. It is replaced atomically (write, fsync, rename), so
+readers see either the old set of files or the new one. Writers serialise on an flock.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .hashes import HASH_BITS
+
+TRACK_BITS, TIME_BITS = 20, 22
+MAX_TRACK_ID = (1 << TRACK_BITS) - 1
+MAX_FRAME = (1 << TIME_BITS) - 1
+_TRACK_SHIFT = TIME_BITS
+_HASH_SHIFT = TRACK_BITS + TIME_BITS
+_MERGE_SLICES = 64
+MAX_BUCKET = 2000  # hits per hash per segment: a hash this common says nothing about the track
+
+
+@dataclass
+class Manifest:
+    generation: int = 0
+    next_track_id: int = 1
+    segments: list[dict] = field(default_factory=list)  # {"file", "count", "tracks"}
+    removed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Hits:
+    query_index: np.ndarray  # which query landmark matched
+    track_id: np.ndarray
+    frame: np.ndarray  # the stored landmark's frame
+
+
+def pack(hashes: np.ndarray, track_id: int, frames: np.ndarray) -> np.ndarray:
+    """Sorted uint64 keys for one track's landmarks."""
+    if not 0 < track_id <= MAX_TRACK_ID:
+        raise ValueError(f"track id {track_id} outside 1..{MAX_TRACK_ID}")
+    frames = np.minimum(frames.astype(np.uint64), MAX_FRAME)
+    keys = (hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)) | (
+        np.uint64(track_id) << np.uint64(_TRACK_SHIFT)) | frames
+    keys.sort()
+    return keys
+
+
+class HashTable:
+    """Open (and create) the store in `directory`. Reads are lock-free; writes take the lock."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._manifest_path = self.directory / "manifest.json"
+        self._loaded_stamp: tuple | None = None
+        self.manifest = Manifest()
+        self._segments: list[np.ndarray] = []
+        self._removed = np.zeros(0, np.int64)
+        self._obsolete: list[str] = []
+        self.refresh()
+
+    # ---- reading -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up changes another process made (cheap when nothing changed: one stat)."""
+        try:
+            st = self._manifest_path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._loaded_stamp:
+            return
+        manifest = Manifest(**json.loads(self._manifest_path.read_text()))
+        segments = []
+        for seg in manifest.segments:
+            path = self.directory / seg["file"]
+            segments.append(np.memmap(path, dtype=np.uint64, mode="r") if seg["count"] else
+                            np.zeros(0, np.uint64))
+        self.manifest, self._segments = manifest, segments
+        self._removed = np.array(sorted(manifest.removed), np.int64)
+        self._loaded_stamp = stamp
+
+    @property
+    def landmark_count(self) -> int:
+        return sum(seg["count"] for seg in self.manifest.segments)
+
+    def track_ids(self) -> set[int]:
+        ids = {t for seg in self.manifest.segments for t in seg["tracks"]}
+        return ids - set(self.manifest.removed)
+
+    def lookup(self, hashes: np.ndarray) -> Hits:
+        """All stored landmarks whose hash is among `hashes` (of removed tracks, none)."""
+        self.refresh()
+        lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
+        hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
+        parts_q, parts_v = [], []
+        for keys in self._segments:
+            if keys.size == 0:
+                continue
+            lo = np.searchsorted(keys, lo_keys)
+            hi = np.searchsorted(keys, hi_keys)
+            counts = hi - lo
+            counts[counts > MAX_BUCKET] = 0
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            query_index = np.repeat(np.arange(hashes.size), counts)
+            starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+            parts_q.append(query_index)
+            parts_v.append(np.asarray(keys[starts + np.arange(total)]))
+        if not parts_v:
+            empty = np.zeros(0, np.int64)
+            return Hits(empty, empty, empty)
+        values = np.concatenate(parts_v)
+        query_index = np.concatenate(parts_q)
+        track_id = ((values >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)).astype(np.int64)
+        frame = (values & np.uint64(MAX_FRAME)).astype(np.int64)
+        if self._removed.size:
+            live = ~np.isin(track_id, self._removed)
+            query_index, track_id, frame = query_index[live], track_id[live], frame[live]
+        return Hits(query_index, track_id, frame)
+
+    # ---- writing -------------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator["HashTable"]:
+        """Hold the writers' lock, with the newest manifest loaded."""
+        with open(self.directory / "lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.refresh()
+                self._sweep()
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _sweep(self) -> None:
+        """Delete segment files no manifest names: leftovers of a writer that crashed."""
+        named = {s["file"] for s in self.manifest.segments}
+        for path in self.directory.glob("seg-*"):
+            if path.name not in named:
+                path.unlink(missing_ok=True)
+
+    def allocate_ids(self, n: int) -> list[int]:
+        """Track ids never handed out before (kept in the manifest, so a crash cannot reuse one).
+
+        Call inside `writing()`; the ids are taken when the next manifest is saved.
+        """
+        first = self.manifest.next_track_id
+        if first + n - 1 > MAX_TRACK_ID:
+            raise RuntimeError("the fingerprint store has run out of track ids")
+        self.manifest.next_track_id = first + n
+        return list(range(first, first + n))
+
+    def add(self, keys_by_track: dict[int, np.ndarray]) -> None:
+        """Store tracks' packed keys as one new segment (inside `writing()`)."""
+        keys = np.concatenate(list(keys_by_track.values())) if keys_by_track else np.zeros(0, np.uint64)
+        keys.sort()
+        name = self._write_segment(keys)
+        self.manifest.segments.append({"file": name, "count": int(keys.size),
+                                       "tracks": sorted(keys_by_track)})
+        self._compact()
+        self._save()
+
+    def remove(self, track_ids: list[int]) -> None:
+        """Mark tracks removed (inside `writing()`); their keys go at the next merge."""
+        self.manifest.removed = sorted(set(self.manifest.removed) | set(track_ids))
+        self._save()
+
+    def merge_all(self) -> None:
+        """Merge every segment into one, dropping removed tracks (inside `writing()`)."""
+        if len(self.manifest.segments) > 1 or self.manifest.removed:
+            self._merge(list(range(len(self.manifest.segments))))
+        self._save()
+
+    def _compact(self) -> None:
+        # Merge the newest segments while the newest is at least half the size of the one
+        # before it: segment sizes grow geometrically, so there are O(log n) of them and each
+        # landmark is rewritten O(log n) times, never the whole table on every add.
+        segs = self.manifest.segments
+        while len(segs) >= 2 and segs[-1]["count"] * 2 >= segs[-2]["count"]:
+            self._merge([len(segs) - 2, len(segs) - 1])
+            segs = self.manifest.segments
+
+    def _merge(self, positions: list[int]) -> None:
+        chosen = [self.manifest.segments[p] for p in positions]
+        arrays = [np.memmap(self.directory / s["file"], dtype=np.uint64, mode="r") if s["count"]
+                  else np.zeros(0, np.uint64) for s in chosen]
+        removed = np.array(self.manifest.removed, np.uint64)
+        bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
+        name, tmp = self._new_segment_path()
+        total = 0
+        tracks: set[int] = set()
+        with open(tmp, "wb") as out:
+            for i in range(_MERGE_SLICES):
+                parts = []
+                for arr in arrays:
+                    lo = np.searchsorted(arr, bounds[i])
+                    hi = np.searchsorted(arr, bounds[i + 1]) if i + 1 < _MERGE_SLICES else arr.size
+                    parts.append(np.asarray(arr[lo:hi]))
+                block = np.concatenate(parts)
+                if removed.size:
+                    ids = (block >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)
+                    block = block[~np.isin(ids, removed)]
+                block.sort()
+                out.write(block.tobytes())
+                total += block.size
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.directory / name)
+        for s in chosen:
+            tracks.update(s["tracks"])
+        tracks -= set(self.manifest.removed)
+        first = min(positions)
+        kept = [s for p, s in enumerate(self.manifest.segments) if p not in positions]
+        kept.insert(first, {"file": name, "count": total, "tracks": sorted(tracks)})
+        self.manifest.segments = kept
+        # A removed id that no segment holds any more need not be remembered.
+        still_held = {t for s in kept for t in s["tracks"]}
+        self.manifest.removed = [t for t in self.manifest.removed if t in still_held]
+        self._obsolete += [s["file"] for s in chosen]
+
+    def _new_segment_path(self) -> tuple[str, Path]:
+        self.manifest.generation += 1
+        name = f"seg-{self.manifest.generation:08d}.u64"
+        return name, self.directory / (name + ".tmp")
+
+    def _write_segment(self, keys: np.ndarray) -> str:
+        name, tmp = self._new_segment_path()
+        with open(tmp, "wb") as out:
+            out.write(keys.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.directory / name)
+        return name
+
+    def _save(self) -> None:
+        tmp = self._manifest_path.with_suffix(".tmp")
+        data = json.dumps(self.manifest.__dict__, separators=(",", ":"))
+        with open(tmp, "w") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self._manifest_path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        # Files replaced by a merge go only once the manifest that no longer names them is
+        # durable; readers that still map them keep their pages until they refresh.
+        for name in self._obsolete:
+            (self.directory / name).unlink(missing_ok=True)
+        self._obsolete = []
+        self.refresh()
