@@ -1,7 +1,336 @@
-"""`ear eval`: placeholder until the benchmark lands."""
-def add_arguments(parser):
-    parser.add_argument("--catalog")
+"""`ear eval`: identification benchmark on degraded clips of a catalog, printed as tables.
+
+Everything lands in a work folder (`--work`), so a second run reuses the catalog, the
+distractors and the query files, and only identifies again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .catalog import Catalog, PreparedTrack, audio_files
+from .config import Config
+from .db import Track, database
+from .decode import SAMPLE_RATE, decode
+from .degrade import (LEVELS, RATE, degrade, encode_opus_webm, pink_noise, read_clip, resample)
+from .errors import EarError
+from .hashes import track_landmarks
+
+_BABBLE_TEXT = [
+    "I told him we would meet at the station after lunch, but the train was late again.",
+    "Could you pass me the menu? I think they changed the specials since last week.",
+    "The weather has been strange all month, rain in the morning and sun by the evening.",
+    "She said the concert was sold out, so we will probably watch it online instead.",
+    "Do you remember where we parked? I am sure it was somewhere near the bakery.",
+    "They are building a new bridge across the river and the traffic is terrible.",
+]
+_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-us+f3", "en+m3", "en+f4"]
 
 
-def run(config, args):
+def add_arguments(p) -> None:
+    p.add_argument("--catalog", action="append", required=True, metavar="DIR",
+                   help="folder of catalog audio (repeatable)")
+    p.add_argument("--unknown", action="append", default=[], metavar="DIR",
+                   help="folder of audio NOT in the catalog, for the false-positive rate")
+    p.add_argument("--work", default="eval-work", help="folder for the catalog, queries, results")
+    p.add_argument("--levels", default="CLEAN,SOFT,HARD,ULTRA")
+    p.add_argument("--lengths", default="5,10", help="clip lengths in seconds")
+    p.add_argument("--clips-per-track", type=int, default=1, help="per length and level")
+    p.add_argument("--unknown-clips", type=int, default=100, help="per level")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--distractors", type=int, default=0,
+                   help="add this many pitch/tempo-shifted copies of catalog tracks")
+    p.add_argument("--rebuild", action="store_true", help="ingest the catalog again")
+
+
+def run(config: Config, args) -> int:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = replace(config, data_dir=work / "catalog")
+    if args.rebuild and cfg.data_dir.exists():
+        subprocess.run(["rm", "-rf", str(cfg.data_dir)], check=True)
+    catalog = Catalog(cfg)
+    ingest_stats = _ingest(catalog, args.catalog, work / "ingest.json")
+    _add_distractors(catalog, args.distractors, args.seed)
+    levels = [LEVELS[name.strip().upper()] for name in args.levels.split(",")]
+    lengths = [float(x) for x in args.lengths.split(",")]
+    with database.connection_context():
+        real = list(Track.select().where(~Track.source.startswith("distractor:")).order_by(Track.id))
+        total_tracks = Track.select().count()
+    noise = _noise_bank(work / "noise", args.seed)
+    queries = _make_queries(work / "queries", real, levels, lengths, args, noise)
+    unknown = _make_unknown(work / "unknown", args.unknown, levels, args, noise)
+
+    results = _identify_all(catalog, queries + unknown)
+    (work / "results.json").write_text(json.dumps(results))
+    catalog.table.refresh()
+    index_bytes = sum((cfg.fingerprint_dir / s["file"]).stat().st_size
+                      for s in catalog.table.manifest.segments)
+    with database.connection_context():
+        catalog_seconds = sum(t.duration for t in Track.select(Track.duration))
+    print(f"catalog: {len(real)} tracks ({total_tracks - len(real)} distractors), "
+          f"{catalog_seconds / 3600:.1f} h, {catalog.table.landmark_count} landmarks, "
+          f"index {index_bytes / 1e6:.1f} MB = {index_bytes / catalog_seconds:.0f} bytes/s of audio")
+    if ingest_stats:
+        print(f"ingest: {ingest_stats['audio_s'] / ingest_stats['cpu_s']:.0f}x real time per CPU core "
+              f"(decode included; {ingest_stats['audio_s'] / ingest_stats['wall_s']:.0f}x wall), "
+              f"{ingest_stats['tracks']} tracks, {ingest_stats['skipped']} skipped")
+    print(_table(results, levels, lengths))
+    rss = _proc_status()
+    print(f"memory: peak RSS {rss.get('VmHWM', 0) / 1024:.0f} MB (this process, ingest included), "
+          f"now {rss.get('VmRSS', 0) / 1024:.0f} MB")
     return 0
+
+
+# ---- catalog ---------------------------------------------------------------------------------
+def _ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | None:
+    if catalog.table.landmark_count:
+        return json.loads(stats_path.read_text()) if stats_path.exists() else None
+    files = list(audio_files(folders))
+    started_wall, started_cpu = time.perf_counter(), _cpu_seconds()
+    batch: list[PreparedTrack] = []
+    audio_s, skipped = 0.0, 0
+    for path in files:
+        try:
+            item = catalog.prepare(path, name=str(path))
+        except EarError as exc:
+            print(f"skipped {path}: {exc.message}")
+            skipped += 1
+            continue
+        audio_s += item.duration
+        batch.append(item)
+        if len(batch) >= 50:
+            catalog.store(batch)
+            batch.clear()
+    if batch:
+        catalog.store(batch)
+    stats = {"tracks": len(files) - skipped, "skipped": skipped, "audio_s": audio_s,
+             "wall_s": time.perf_counter() - started_wall, "cpu_s": _cpu_seconds() - started_cpu}
+    stats_path.write_text(json.dumps(stats))
+    return stats
+
+
+def _add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
+    """Pitch/tempo-shifted copies (3-15 % off speed) of catalog tracks: unlike anything a
+    query should match, but music with the same texture and statistics."""
+    with database.connection_context():
+        have = Track.select().where(Track.source.startswith("distractor:")).count()
+        originals = list(Track.select().where(~Track.source.startswith("distractor:")).order_by(Track.id))
+    if have >= wanted or not originals:
+        return
+    rng = np.random.default_rng(seed + 7)
+    started = time.perf_counter()
+    copies = -(-wanted // len(originals))
+    batch: list[PreparedTrack] = []
+    made = have
+    for original in originals:
+        if made >= wanted:
+            break
+        samples = decode(original.source, max_seconds=catalog.config.max_track_seconds, timeout_s=600)
+        for _ in range(min(copies, wanted - made)):
+            factor = float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.15) + 1)
+            shifted = resample(samples, factor)
+            hashes, frames = track_landmarks(shifted)
+            batch.append(PreparedTrack(
+                source=f"distractor:{original.id}:{factor:.4f}", metadata={"title": f"distractor {made}"},
+                duration=shifted.size / SAMPLE_RATE, content_hash=f"distractor-{made}",
+                hashes=hashes, frames=frames))
+            made += 1
+            if len(batch) >= 200:
+                catalog.store(batch)
+                batch.clear()
+                print(f"distractors: {made}/{wanted} ({time.perf_counter() - started:.0f} s)", flush=True)
+    if batch:
+        catalog.store(batch)
+
+
+# ---- queries ---------------------------------------------------------------------------------
+def _noise_bank(folder: Path, seed: int) -> dict[str, np.ndarray]:
+    """Three kinds of room noise at RATE: speech babble, pink noise, and ambience (recorded
+    sound effects from Debian game packages, when installed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bank = {}
+    rng = np.random.default_rng(seed)
+    babble_path = folder / "babble.npy"
+    if not babble_path.exists():
+        voices = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k, (voice, text) in enumerate(zip(_VOICES, _BABBLE_TEXT)):
+                wav = Path(tmp) / f"{k}.wav"
+                subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(wav),
+                                " ".join(_BABBLE_TEXT[k:] + _BABBLE_TEXT[:k])], check=True)
+                voices.append(read_clip(wav, 0, 600))
+        n = min(v.size for v in voices)
+        babble = sum(np.roll(v[:n], rng.integers(0, n)) for v in voices)
+        np.save(babble_path, babble.astype(np.float32))
+    bank["babble"] = np.load(babble_path)
+    bank["pink"] = pink_noise(RATE * 60, rng)
+    ambience_path = folder / "ambience.npy"
+    if not ambience_path.exists():
+        effects = [p for d in ("/usr/share/games/frozen-bubble/snd", "/usr/share/hyperrogue/sounds")
+                   for p in sorted(Path(d).glob("*.ogg")) if "zik" not in p.name]
+        mix = np.zeros(RATE * 60, np.float32)
+        for p in effects[:80]:
+            try:
+                sound = read_clip(p, 0, 20)
+            except subprocess.CalledProcessError:
+                continue
+            at = rng.integers(0, mix.size - sound.size)
+            mix[at:at + sound.size] += sound * rng.uniform(0.2, 1.0)
+        mix += pink_noise(mix.size, rng) * 0.05 * (np.std(mix) or 1.0)
+        np.save(ambience_path, mix)
+    bank["ambience"] = np.load(ambience_path)
+    return bank
+
+
+def _make_queries(folder: Path, tracks: list[Track], levels, lengths, args, noise) -> list[dict]:
+    spec = {"seed": args.seed, "tracks": [t.id for t in tracks], "lengths": lengths,
+            "levels": [lv.name for lv in levels], "per": args.clips_per_track}
+    index = folder / "queries.json"
+    if index.exists():
+        saved = json.loads(index.read_text())
+        if saved["spec"] == spec:
+            return saved["queries"]
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    jobs = []
+    for track in tracks:
+        for length in lengths:
+            for _ in range(args.clips_per_track):
+                if track.duration < length * 1.05 + 0.5:
+                    continue
+                start = float(rng.uniform(0, track.duration - length * 1.02 - 0.2))
+                for k, level in enumerate(levels):
+                    slower = level.speed_error and len(jobs) % 2 == 1
+                    speed = 1.0 + (level.speed_error * (1 if len(jobs) % 4 == 1 else -1) if slower else 0)
+                    jobs.append({"file": str(folder / f"{len(jobs):05d}-{level.name}.webm"),
+                                 "source": track.source, "track_id": track.id, "start_s": start,
+                                 "length_s": length, "level": level.name, "speed": speed,
+                                 "noise": list(noise)[len(jobs) % len(noise)],
+                                 "seed": int(rng.integers(1 << 31))})
+    _render(jobs, noise)
+    index.write_text(json.dumps({"spec": spec, "queries": jobs}))
+    return jobs
+
+
+def _make_unknown(folder: Path, dirs: list[str], levels, args, noise) -> list[dict]:
+    if not dirs:
+        return []
+    files = list(audio_files(dirs))
+    spec = {"seed": args.seed, "files": [str(f) for f in files], "n": args.unknown_clips,
+            "levels": [lv.name for lv in levels]}
+    index = folder / "queries.json"
+    if index.exists():
+        saved = json.loads(index.read_text())
+        if saved["spec"] == spec:
+            return saved["queries"]
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed + 1)
+    durations = {}
+    for f in files:
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                              "-of", "csv=p=0", str(f)], capture_output=True, text=True)
+        try:
+            durations[f] = float(out.stdout.strip())
+        except ValueError:
+            pass
+    usable = [f for f, d in durations.items() if d > 12]
+    jobs = []
+    for n in range(args.unknown_clips):
+        f = usable[n % len(usable)]
+        length = 10.0 if n % 2 else 5.0
+        start = float(rng.uniform(0, durations[f] - length - 0.5))
+        for level in levels:
+            jobs.append({"file": str(folder / f"{len(jobs):05d}-{level.name}.webm"), "source": str(f),
+                         "track_id": None, "start_s": start, "length_s": length,
+                         "level": level.name, "speed": 1.0,
+                         "noise": list(noise)[len(jobs) % len(noise)], "seed": int(rng.integers(1 << 31))})
+    _render(jobs, noise)
+    index.write_text(json.dumps({"spec": spec, "queries": jobs}))
+    return jobs
+
+
+def _render(jobs: list[dict], noise: dict[str, np.ndarray]) -> None:
+    def one(job: dict) -> None:
+        level = LEVELS[job["level"]]
+        rng = np.random.default_rng(job["seed"])
+        clip = read_clip(Path(job["source"]), job["start_s"], job["length_s"] * job["speed"] + 0.05)
+        if job["speed"] != 1.0:
+            clip = resample(clip, job["speed"])
+        clip = clip[: int(job["length_s"] * RATE)]
+        encode_opus_webm(degrade(clip, level, noise[job["noise"]], rng), Path(job["file"]), level.opus_kbps)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(one, jobs))
+    print(f"rendered {len(jobs)} query clips in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+# ---- identification --------------------------------------------------------------------------
+def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
+    results = []
+    for q in queries:
+        samples = decode(q["file"], max_seconds=catalog.config.max_query_seconds, timeout_s=60)
+        started = time.perf_counter()
+        matches = catalog.identify(samples)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        results.append({**q, "elapsed_ms": elapsed_ms,
+                        "matches": [{"track_id": m.track.id, "offset_s": m.offset_s,
+                                     "score": m.score, "confidence": m.confidence} for m in matches]})
+    return results
+
+
+def _table(results: list[dict], levels, lengths) -> str:
+    lines = [f"{'level':6} {'len':>4} {'n':>4} {'top-1':>6} {'top-5':>6} {'off±0.5':>8} {'off±2':>6} "
+             f"{'p50 ms':>7} {'p95 ms':>7} {'unk n':>6} {'FP':>6}"]
+    for level in levels:
+        for length in lengths + [None]:
+            known = [r for r in results if r["level"] == level.name and r["track_id"] is not None
+                     and (length is None or r["length_s"] == length)]
+            unknown = [r for r in results if r["level"] == level.name and r["track_id"] is None
+                       and (length is None or r["length_s"] == length)]
+            if not known:
+                continue
+            top1 = [r for r in known if r["matches"] and r["matches"][0]["track_id"] == r["track_id"]]
+            top5 = [r for r in known if any(m["track_id"] == r["track_id"] for m in r["matches"][:5])]
+            off05 = [r for r in top1 if _offset_ok(r, 0.5)]
+            off2 = [r for r in top1 if _offset_ok(r, 2.0)]
+            lat = np.array([r["elapsed_ms"] for r in known])
+            fp = [r for r in unknown if r["matches"]]
+            pct = lambda part, whole: f"{100 * len(part) / max(len(whole), 1):5.1f}%"
+            lines.append(
+                f"{level.name:6} {('all' if length is None else f'{length:g}s'):>4} {len(known):4d} "
+                f"{pct(top1, known):>6} {pct(top5, known):>6} {pct(off05, top1):>8} {pct(off2, top1):>6} "
+                f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 95):7.1f} "
+                f"{len(unknown):6d} {pct(fp, unknown) if unknown else '-':>6}")
+    return "\n".join(lines)
+
+
+def _offset_ok(result: dict, tolerance: float) -> bool:
+    # Any reported offset of the right track counts: ambiguous offsets are all returned.
+    return any(m["track_id"] == result["track_id"] and abs(m["offset_s"] - result["start_s"]) <= tolerance
+               for m in result["matches"])
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _proc_status() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            out[key] = int(value.split()[0])
+    return out

@@ -14,6 +14,10 @@ F_MIN_BIN = 4  # 125 Hz: below it is room rumble and the 100 Hz band limit of ph
 F_MAX_BIN = 160  # 5 kHz: above it peaks rarely survive noise, reverb and Opus
 _LEVEL_RADIUS = 62  # frames: ±1 s
 _RANK_RADIUS = 31  # frames: ±0.5 s
+_RANK_CHUNK = 8192
+_BLOCK_FRAMES = 3750  # 60 s
+_MARGIN_FRAMES = 128  # > level radius + rank radius + time radius
+_FLOOR = float(np.log(1e-3))  # log magnitude of a tone near -80 dBFS: below it, nothing to hear
 _WINDOW = np.hanning(N_FFT).astype(np.float32)
 
 
@@ -68,6 +72,27 @@ def _running_mean(x: np.ndarray, radius: int) -> np.ndarray:
 
 
 def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral peaks as (frame, bin) int32 arrays, sorted by frame (see `_block_peaks`).
+
+    A long track is taken in blocks with margins wider than any neighbourhood used, which
+    gives the same peaks as one pass and bounds the memory a one-hour track needs.
+    """
+    total = max(1, 1 + (samples.size - N_FFT) // HOP)
+    if total <= _BLOCK_FRAMES + 2 * _MARGIN_FRAMES:
+        return _block_peaks(samples, density)
+    ts, fs = [], []
+    for first in range(0, total, _BLOCK_FRAMES):
+        begin = max(0, first - _MARGIN_FRAMES)
+        end = min(total, first + _BLOCK_FRAMES + _MARGIN_FRAMES)
+        t, f = _block_peaks(samples[begin * HOP:(end - 1) * HOP + N_FFT], density)
+        t += begin
+        core = (t >= first) & (t < first + _BLOCK_FRAMES)
+        ts.append(t[core])
+        fs.append(f[core])
+    return np.concatenate(ts), np.concatenate(fs)
+
+
+def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray]:
     """Spectral peaks as (frame, bin) int32 arrays, sorted by frame.
 
     Everything here is local in time, so a clip yields the same peaks as the same stretch of
@@ -78,21 +103,24 @@ def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.nda
     music still stands out.
     """
     spec = spectrogram(samples)
+    audible = spec > _FLOOR
     spec -= _running_mean(spec.mean(axis=1, keepdims=True), _LEVEL_RADIUS)
     local_max = _max_filter(_max_filter(spec, density.freq_radius, 1), density.time_radius, 0)
-    is_peak = (spec == local_max) & (spec > 0)
+    is_peak = (spec == local_max) & (spec > 0) & audible
+    # A plateau (digital silence, a clipped tone) is no peak: ask for a drop on both sides.
+    is_peak[:, 1:-1] &= (spec[:, 1:-1] > spec[:, :-2]) & (spec[:, 1:-1] > spec[:, 2:])
     is_peak[:, :F_MIN_BIN] = False
     t, f = np.nonzero(is_peak)
-    if t.size == 0:
-        return t.astype(np.int32), f.astype(np.int32)
     strength = spec[t, f]
-    half = _RANK_RADIUS
-    lo = np.searchsorted(t, t - half, side="left")
-    hi = np.searchsorted(t, t + half, side="right")
-    width = int((hi - lo).max())
-    window = lo[:, None] + np.arange(width)[None, :]
-    inside = window < hi[:, None]
-    window = np.minimum(window, t.size - 1)
-    stronger = ((strength[window] > strength[:, None]) & inside).sum(axis=1)
-    keep = stronger < density.per_second
+    lo = np.searchsorted(t, t - _RANK_RADIUS, side="left")
+    hi = np.searchsorted(t, t + _RANK_RADIUS, side="right")
+    keep = np.zeros(t.size, bool)
+    for start in range(0, t.size, _RANK_CHUNK):  # in chunks: a long track must not cost GBs
+        sl = slice(start, start + _RANK_CHUNK)
+        width = int((hi[sl] - lo[sl]).max())
+        window = lo[sl, None] + np.arange(width, dtype=np.int64)[None, :]
+        inside = window < hi[sl, None]
+        np.minimum(window, t.size - 1, out=window)
+        stronger = ((strength[window] > strength[sl, None]) & inside).sum(axis=1)
+        keep[sl] = stronger < density.per_second
     return t[keep].astype(np.int32), f[keep].astype(np.int32)
