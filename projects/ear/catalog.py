@@ -20,7 +20,8 @@ from .db import Track, database, init_db
 from .decode import SAMPLE_RATE, decode, read_tags
 from .errors import NotFound
 from .hashes import track_landmarks
-from .hashtable import HashTable, pack
+from .features import TRACK_PEAKS, peaks
+from .hashtable import HashTable, encode_peaks, pack
 from .match import Candidate, identify
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
@@ -38,18 +39,23 @@ class PreparedTrack:
     content_hash: str
     hashes: np.ndarray
     frames: np.ndarray
+    peaks: np.ndarray  # encoded for the hash table
 
 
 @dataclass
 class Match:
     track: Track
     offset_s: float
-    score: int
+    score: float
     confidence: float
+    other_offsets_s: tuple[float, ...] = ()
 
     def to_json(self) -> dict:
-        return {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
+        data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
                 "score": self.score, "confidence": self.confidence}
+        if self.other_offsets_s:  # the clip fits equally well there: repeated music
+            data["other_offsets_s"] = list(self.other_offsets_s)
+        return data
 
 
 @dataclass
@@ -73,11 +79,8 @@ class Catalog:
         source_name = name or str(source)
         merged = {**tags, **given}
         merged.setdefault("title", Path(source_name).stem or "untitled")
-        hashes, frames = track_landmarks(samples)
-        return PreparedTrack(
-            source=source_name, metadata=merged, duration=samples.size / SAMPLE_RATE,
-            content_hash=hashlib.sha256(samples.tobytes()).hexdigest(),
-            hashes=hashes, frames=frames)
+        return prepared_from_samples(samples, source_name, merged,
+                                     hashlib.sha256(samples.tobytes()).hexdigest())
 
     def store(self, prepared: list[PreparedTrack]) -> list[tuple[Track, bool]]:
         """Store prepared tracks; (track, True) for new ones, (existing track, False) for audio
@@ -100,7 +103,8 @@ class Catalog:
             created: list[Track] = []
             if new:
                 ids = self.table.allocate_ids(len(new))
-                self.table.add({tid: pack(p.hashes, tid, p.frames) for tid, p in zip(ids, new)})
+                self.table.add({tid: (pack(p.hashes, tid, p.frames), p.peaks)
+                                for tid, p in zip(ids, new)})
                 with database.atomic():
                     created = [Track.create(id=tid, source=p.source, duration=p.duration,
                                             content_hash=p.content_hash,
@@ -144,14 +148,14 @@ class Catalog:
     # ---- reading -----------------------------------------------------------------------------
     def identify(self, samples: np.ndarray) -> list[Match]:
         candidates: list[Candidate] = identify(samples, self.table,
-                                               min_score=self.config.match_min_score,
+                                               threshold=self.config.match_threshold,
                                                top_k=self.config.top_k)
         if not candidates:
             return []
         with database.connection_context():
             rows = {t.id: t for t in Track.select().where(
                 Track.id.in_(sorted({c.track_id for c in candidates})))}
-        return [Match(rows[c.track_id], c.offset_s, c.score, c.confidence)
+        return [Match(rows[c.track_id], c.offset_s, c.score, c.confidence, c.other_offsets_s)
                 for c in candidates if c.track_id in rows]
 
     def tracks(self) -> list[Track]:
@@ -164,6 +168,16 @@ class Catalog:
         if track is None:
             raise NotFound("track_not_found", f"No track with id {track_id}.")
         return track
+
+
+def prepared_from_samples(samples: np.ndarray, source: str, metadata: dict,
+                          content_hash: str) -> PreparedTrack:
+    """Fingerprint decoded audio: landmarks and the peaks that verify them."""
+    t, f, rank = peaks(samples, TRACK_PEAKS)
+    hashes, frames = track_landmarks(t, f, rank)
+    return PreparedTrack(source=source, metadata=metadata, duration=samples.size / SAMPLE_RATE,
+                         content_hash=content_hash, hashes=hashes, frames=frames,
+                         peaks=encode_peaks(t, f))
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> Iterable[Path]:

@@ -30,8 +30,11 @@ class PeakDensity:
     time_radius: int
 
 
-TRACK_PEAKS = PeakDensity(per_second=11.0, freq_radius=4, time_radius=3)
-QUERY_PEAKS = PeakDensity(per_second=20.0, freq_radius=4, time_radius=3)
+# Stored tracks keep 24 peaks/s to verify candidates with; the strongest LANDMARK_PEAKS of
+# them make the landmarks. A query keeps 30 peaks/s for both.
+TRACK_PEAKS = PeakDensity(per_second=24.0, freq_radius=4, time_radius=3)
+QUERY_PEAKS = PeakDensity(per_second=30.0, freq_radius=4, time_radius=3)
+LANDMARK_PEAKS = 10
 
 
 def spectrogram(samples: np.ndarray) -> np.ndarray:
@@ -71,8 +74,10 @@ def _running_mean(x: np.ndarray, radius: int) -> np.ndarray:
     return ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
 
 
-def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray]:
-    """Spectral peaks as (frame, bin) int32 arrays, sorted by frame (see `_block_peaks`).
+def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectral peaks as (frame, bin, rank) int32 arrays, sorted by frame (see `_block_peaks`).
+
+    `rank` counts the stronger peaks within ±0.5 s: `rank < k` selects a sparser set.
 
     A long track is taken in blocks with margins wider than any neighbourhood used, which
     gives the same peaks as one pass and bounds the memory a one-hour track needs.
@@ -80,19 +85,20 @@ def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.nda
     total = max(1, 1 + (samples.size - N_FFT) // HOP)
     if total <= _BLOCK_FRAMES + 2 * _MARGIN_FRAMES:
         return _block_peaks(samples, density)
-    ts, fs = [], []
+    ts, fs, rs = [], [], []
     for first in range(0, total, _BLOCK_FRAMES):
         begin = max(0, first - _MARGIN_FRAMES)
         end = min(total, first + _BLOCK_FRAMES + _MARGIN_FRAMES)
-        t, f = _block_peaks(samples[begin * HOP:(end - 1) * HOP + N_FFT], density)
+        t, f, r = _block_peaks(samples[begin * HOP:(end - 1) * HOP + N_FFT], density)
         t += begin
         core = (t >= first) & (t < first + _BLOCK_FRAMES)
         ts.append(t[core])
         fs.append(f[core])
-    return np.concatenate(ts), np.concatenate(fs)
+        rs.append(r[core])
+    return np.concatenate(ts), np.concatenate(fs), np.concatenate(rs)
 
 
-def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray]:
+def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectral peaks as (frame, bin) int32 arrays, sorted by frame.
 
     Everything here is local in time, so a clip yields the same peaks as the same stretch of
@@ -114,7 +120,7 @@ def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray,
     strength = spec[t, f]
     lo = np.searchsorted(t, t - _RANK_RADIUS, side="left")
     hi = np.searchsorted(t, t + _RANK_RADIUS, side="right")
-    keep = np.zeros(t.size, bool)
+    rank = np.zeros(t.size, np.int64)
     for start in range(0, t.size, _RANK_CHUNK):  # in chunks: a long track must not cost GBs
         sl = slice(start, start + _RANK_CHUNK)
         width = int((hi[sl] - lo[sl]).max())
@@ -122,5 +128,6 @@ def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray,
         inside = window < hi[sl, None]
         np.minimum(window, t.size - 1, out=window)
         stronger = ((strength[window] > strength[sl, None]) & inside).sum(axis=1)
-        keep[sl] = stronger < density.per_second
-    return t[keep].astype(np.int32), f[keep].astype(np.int32)
+        rank[sl] = stronger
+    keep = rank < density.per_second
+    return t[keep].astype(np.int32), f[keep].astype(np.int32), rank[keep].astype(np.int32)

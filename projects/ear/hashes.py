@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import QUERY_PEAKS, TRACK_PEAKS, PeakDensity, peaks
+from .features import LANDMARK_PEAKS
 
 HASH_BITS = 22
 _F_BITS, _DF_BITS, _DT_BITS = 8, 7, 7
@@ -53,12 +53,7 @@ def landmarks(t: np.ndarray, f: np.ndarray, pairing: Pairing) -> tuple[np.ndarra
     return hashes.astype(np.uint32), t[anchor].astype(np.int32)
 
 
-def track_landmarks(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse landmarks for storing a catalog track."""
-    return landmarks(*peaks(samples, TRACK_PEAKS), TRACK_PAIRING)
-
-
-def query_landmarks(samples: np.ndarray, density: PeakDensity = QUERY_PEAKS,
-                    pairing: Pairing = QUERY_PAIRING) -> tuple[np.ndarray, np.ndarray]:
-    """Denser landmarks for a query: more chances that a stored one is among them."""
-    return landmarks(*peaks(samples, density), pairing)
+def track_landmarks(t: np.ndarray, f: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse landmarks for storing a catalog track, from its strongest peaks."""
+    strong = rank < LANDMARK_PEAKS
+    return landmarks(t[strong], f[strong], TRACK_PAIRING)

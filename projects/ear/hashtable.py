@@ -6,6 +6,9 @@ store costs nothing in memory beyond the pages the searches touch. Adding tracks
 segment; small segments are merged (by hash range, so a merge never holds more than a slice in
 memory). Removal records the track as removed; merges drop its keys.
 
+Beside its landmarks, a segment keeps each track's spectral peaks, 2 bytes a peak (frame step
+from the previous peak, bin), so that a candidate match can be verified peak by peak.
+
 `manifest.json` names the live segments. It is replaced atomically (write, fsync, rename), so
 readers see either the old set of files or the new one. Writers serialise on an flock.
 """
@@ -36,7 +39,9 @@ MAX_BUCKET = 2000  # hits per hash per segment: a hash this common says nothing 
 class Manifest:
     generation: int = 0
     next_track_id: int = 1
-    segments: list[dict] = field(default_factory=list)  # {"file", "count", "tracks"}
+    # {"file", "count", "tracks", "peaks_file", "peak_offsets"}: peak_offsets[i] is where
+    # tracks[i]'s peaks start in peaks_file (one more entry marks the end).
+    segments: list[dict] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
 
 
@@ -45,6 +50,27 @@ class Hits:
     query_index: np.ndarray  # which query landmark matched
     track_id: np.ndarray
     frame: np.ndarray  # the stored landmark's frame
+
+
+_PEAK_SKIP = 255  # a bin no peak has: "no peak, just advance 255 frames"
+
+
+def encode_peaks(frames: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Peaks sorted by frame → uint16 (frame step << 8 | bin), with skip entries for long gaps."""
+    steps = np.diff(frames.astype(np.int64), prepend=0)
+    skips = np.maximum(steps - 1, 0) // 255  # skip entries needed before each peak
+    out = np.full(frames.size + int(skips.sum()), (255 << 8) | _PEAK_SKIP, np.uint16)
+    positions = np.arange(frames.size) + np.cumsum(skips)
+    out[positions] = ((steps - 255 * skips) << 8 | bins).astype(np.uint16)
+    return out
+
+
+def decode_peaks(encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    encoded = np.asarray(encoded)
+    frames = np.cumsum(encoded >> 8, dtype=np.int64)
+    bins = (encoded & 0xFF).astype(np.int64)
+    real = bins != _PEAK_SKIP
+    return frames[real], bins[real]
 
 
 def pack(hashes: np.ndarray, track_id: int, frames: np.ndarray) -> np.ndarray:
@@ -68,6 +94,8 @@ class HashTable:
         self._loaded_stamp: tuple | None = None
         self.manifest = Manifest()
         self._segments: list[np.ndarray] = []
+        self._peak_arrays: list[np.ndarray] = []
+        self._peak_index: dict[int, tuple[int, int]] = {}  # track → (segment, position)
         self._removed = np.zeros(0, np.int64)
         self._obsolete: list[str] = []
         self.refresh()
@@ -83,12 +111,15 @@ class HashTable:
         if stamp == self._loaded_stamp:
             return
         manifest = Manifest(**json.loads(self._manifest_path.read_text()))
-        segments = []
-        for seg in manifest.segments:
-            path = self.directory / seg["file"]
-            segments.append(np.memmap(path, dtype=np.uint64, mode="r") if seg["count"] else
-                            np.zeros(0, np.uint64))
+        segments, peak_arrays, where = [], [], {}
+        for i, seg in enumerate(manifest.segments):
+            segments.append(_map(self.directory / seg["file"], np.uint64, seg["count"]))
+            peak_arrays.append(_map(self.directory / seg["peaks_file"], np.uint16,
+                                    seg["peak_offsets"][-1]))
+            for j, track in enumerate(seg["tracks"]):
+                where[track] = (i, j)
         self.manifest, self._segments = manifest, segments
+        self._peak_arrays, self._peak_index = peak_arrays, where
         self._removed = np.array(sorted(manifest.removed), np.int64)
         self._loaded_stamp = stamp
 
@@ -99,6 +130,14 @@ class HashTable:
     def track_ids(self) -> set[int]:
         ids = {t for seg in self.manifest.segments for t in seg["tracks"]}
         return ids - set(self.manifest.removed)
+
+    def peaks_of(self, track_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """A stored track's peaks as (frame, bin) arrays, sorted by frame."""
+        if track_id not in self._peak_index:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        i, j = self._peak_index[track_id]
+        offsets = self.manifest.segments[i]["peak_offsets"]
+        return decode_peaks(self._peak_arrays[i][offsets[j]:offsets[j + 1]])
 
     def lookup(self, hashes: np.ndarray) -> Hits:
         """All stored landmarks whose hash is among `hashes` (of removed tracks, none)."""
@@ -147,7 +186,7 @@ class HashTable:
 
     def _sweep(self) -> None:
         """Delete segment files no manifest names: leftovers of a writer that crashed."""
-        named = {s["file"] for s in self.manifest.segments}
+        named = {f for s in self.manifest.segments for f in (s["file"], s["peaks_file"])}
         for path in self.directory.glob("seg-*"):
             if path.name not in named:
                 path.unlink(missing_ok=True)
@@ -163,13 +202,20 @@ class HashTable:
         self.manifest.next_track_id = first + n
         return list(range(first, first + n))
 
-    def add(self, keys_by_track: dict[int, np.ndarray]) -> None:
-        """Store tracks' packed keys as one new segment (inside `writing()`)."""
-        keys = np.concatenate(list(keys_by_track.values())) if keys_by_track else np.zeros(0, np.uint64)
+    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Store tracks as one new segment (inside `writing()`).
+
+        `tracks` maps a track id to its (packed landmark keys, encoded peaks).
+        """
+        ids = sorted(tracks)
+        keys = np.concatenate([tracks[t][0] for t in ids]) if ids else np.zeros(0, np.uint64)
         keys.sort()
+        peaks = [tracks[t][1] for t in ids]
         name = self._write_segment(keys)
-        self.manifest.segments.append({"file": name, "count": int(keys.size),
-                                       "tracks": sorted(keys_by_track)})
+        peaks_file = self._write_segment(np.concatenate(peaks) if peaks else np.zeros(0, np.uint16))
+        self.manifest.segments.append({
+            "file": name, "count": int(keys.size), "tracks": ids, "peaks_file": peaks_file,
+            "peak_offsets": np.concatenate([[0], np.cumsum([p.size for p in peaks])]).astype(int).tolist()})
         self._compact()
         self._save()
 
@@ -195,13 +241,11 @@ class HashTable:
 
     def _merge(self, positions: list[int]) -> None:
         chosen = [self.manifest.segments[p] for p in positions]
-        arrays = [np.memmap(self.directory / s["file"], dtype=np.uint64, mode="r") if s["count"]
-                  else np.zeros(0, np.uint64) for s in chosen]
+        arrays = [_map(self.directory / s["file"], np.uint64, s["count"]) for s in chosen]
         removed = np.array(self.manifest.removed, np.uint64)
         bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
         name, tmp = self._new_segment_path()
         total = 0
-        tracks: set[int] = set()
         with open(tmp, "wb") as out:
             for i in range(_MERGE_SLICES):
                 parts = []
@@ -219,27 +263,44 @@ class HashTable:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.directory / name)
+        removed_set = set(self.manifest.removed)
+        peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
-            tracks.update(s["tracks"])
-        tracks -= set(self.manifest.removed)
+            peaks = _map(self.directory / s["peaks_file"], np.uint16, s["peak_offsets"][-1])
+            offsets = s["peak_offsets"]
+            for j, track in enumerate(s["tracks"]):
+                if track not in removed_set:
+                    peak_parts.append((track, peaks[offsets[j]:offsets[j + 1]]))
+        peak_parts.sort(key=lambda item: item[0])
+        peaks_file, tmp = self._new_segment_path()
+        offsets_out = [0]
+        with open(tmp, "wb") as out:
+            for _, part in peak_parts:
+                out.write(np.asarray(part).tobytes())
+                offsets_out.append(offsets_out[-1] + part.size)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.directory / peaks_file)
+        tracks = [track for track, _ in peak_parts]
         first = min(positions)
         kept = [s for p, s in enumerate(self.manifest.segments) if p not in positions]
-        kept.insert(first, {"file": name, "count": total, "tracks": sorted(tracks)})
+        kept.insert(first, {"file": name, "count": total, "tracks": tracks,
+                            "peaks_file": peaks_file, "peak_offsets": offsets_out})
         self.manifest.segments = kept
         # A removed id that no segment holds any more need not be remembered.
         still_held = {t for s in kept for t in s["tracks"]}
         self.manifest.removed = [t for t in self.manifest.removed if t in still_held]
-        self._obsolete += [s["file"] for s in chosen]
+        self._obsolete += [f for s in chosen for f in (s["file"], s["peaks_file"])]
 
     def _new_segment_path(self) -> tuple[str, Path]:
         self.manifest.generation += 1
-        name = f"seg-{self.manifest.generation:08d}.u64"
+        name = f"seg-{self.manifest.generation:08d}.bin"
         return name, self.directory / (name + ".tmp")
 
-    def _write_segment(self, keys: np.ndarray) -> str:
+    def _write_segment(self, array: np.ndarray) -> str:
         name, tmp = self._new_segment_path()
         with open(tmp, "wb") as out:
-            out.write(keys.tobytes())
+            out.write(array.tobytes())
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.directory / name)
@@ -264,3 +325,8 @@ class HashTable:
             (self.directory / name).unlink(missing_ok=True)
         self._obsolete = []
         self.refresh()
+
+
+def _map(path: Path, dtype, count: int) -> np.ndarray:
+    # numpy cannot map an empty file
+    return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)

@@ -1,25 +1,29 @@
-"""Query landmarks + hash table → ranked (track, offset) candidates, or none.
+"""Query peaks + hash table → verified (track, offset) matches, or none.
 
-Each hit votes for (track, stored frame − query frame). A true match piles its votes on one
-offset; chance hits spread out. Votes within ±SMEAR frames are pooled so that small timing
-jitter (and the drift of a slightly wrong playback speed) still adds up.
+Two stages. Voting: each landmark hit votes for (track, stored frame − query frame); the
+offsets with the most votes are candidates. Verification: a candidate's stored peaks, laid over
+the query at that offset, must land on the query's peaks far more often than chance. Chance is
+counted per frequency bin (music and noise both crowd the low bins), which makes the score a
+z-score whose scale is the same for every query and catalog: that is what "no match" is decided on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .features import FRAME_SECONDS, QUERY_PEAKS, peaks
+from .features import F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, peaks
 from .hashes import QUERY_PAIRING, landmarks
-from .hashtable import HashTable
+from .hashtable import HashTable, Hits
 
-SMEAR = 2
-_OFFSET_BIAS = 1 << 31
+CANDIDATES = 20  # (track, offset) pairs verified per speed
 # Tried in turn while nothing is confidently matched: a recording played ±1 % off speed
-# shifts every peak in time and frequency, so its landmarks are rebuilt as if undone.
+# shifts every peak in time and frequency, so the query's peaks are scaled back first.
 SPEED_FACTORS = (1.0, 0.99, 1.01)
-_AMBIGUOUS_RATIO = 0.8  # a second offset of the same track this close in score is reported too
+CONFIDENT_Z = 9.0  # stop trying other speeds above this
+_SMEAR = 1  # votes within ±1 frame are pooled
+_SHIFTS = range(-2, 3)  # frames tried around a candidate offset when verifying
+_AMBIGUOUS_RATIO = 0.8  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
 
 
@@ -27,77 +31,110 @@ _MIN_OFFSET_GAP_S = 1.0
 class Candidate:
     track_id: int
     offset_s: float
-    score: int
+    score: float  # verification z-score
     confidence: float
+    other_offsets_s: tuple[float, ...] = field(default=())
 
 
-def identify(samples: np.ndarray, table: HashTable, *, min_score: int, top_k: int) -> list[Candidate]:
-    """Best (track, offset) candidates for a query clip; empty when nothing is really there."""
-    t, f = peaks(samples, QUERY_PEAKS)
-    best: list[Candidate] = []
+def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: int) -> list[Candidate]:
+    """Best matches for a query clip, best first; empty when nothing is really there."""
+    table.refresh()
+    t, f, _ = peaks(samples, QUERY_PEAKS)
+    verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
     for speed in SPEED_FACTORS:
-        if speed == 1.0:
-            st, sf = t, f
-        else:
-            # Played at `speed`, a frame t was t*speed and a bin f was f/speed in the original.
-            st = np.round(t * speed).astype(np.int32)
-            sf = np.round(f / speed).astype(np.int32)
+        # Played at `speed`, a frame t was t*speed and a bin f was f/speed in the original.
+        st = np.round(t * speed).astype(np.int64)
+        sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
         hashes, frames = landmarks(st, sf, QUERY_PAIRING)
-        found = rank(table.lookup(hashes), frames, min_score=min_score, top_k=top_k)
-        if found and (not best or found[0].score > best[0].score):
-            best = found
-        if best and best[0].confidence >= 0.5:
+        grid = _QueryGrid(st, sf)
+        for track, offset in vote(table.lookup(hashes), frames, CANDIDATES):
+            z, shift = grid.verify(*table.peaks_of(track), offset)
+            verified.append((z, track, offset + shift))
+        if verified and max(verified)[0] >= CONFIDENT_Z:
             break
-    return best
+    return _rank(verified, threshold, top_k)
 
 
-def rank(hits, query_frames: np.ndarray, *, min_score: int, top_k: int) -> list[Candidate]:
-    """Vote on offsets; return up to top_k candidates scoring at least min_score."""
+def vote(hits: Hits, query_frames: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """The `count` (track, offset in frames) pairs with the most votes, at least 1 s apart."""
     if hits.track_id.size == 0:
         return []
     offsets = hits.frame - query_frames[hits.query_index].astype(np.int64)
-    keys = (hits.track_id << 32) | (offsets + _OFFSET_BIAS)
+    keys = (hits.track_id << 32) | (offsets + (1 << 31))
     uniq, counts = np.unique(keys, return_counts=True)
     csum = np.concatenate([[0], np.cumsum(counts)])
-    left = np.searchsorted(uniq, uniq - SMEAR, side="left")
-    right = np.searchsorted(uniq, uniq + SMEAR, side="right")
-    pooled = csum[right] - csum[left]
+    pooled = (csum[np.searchsorted(uniq, uniq + _SMEAR, side="right")]
+              - csum[np.searchsorted(uniq, uniq - _SMEAR, side="left")])
+    chosen: list[tuple[int, int]] = []
+    gap = int(_MIN_OFFSET_GAP_S / FRAME_SECONDS)
+    for idx in np.argsort(-pooled, kind="stable"):
+        track, offset = int(uniq[idx] >> 32), int(uniq[idx] & 0xFFFFFFFF) - (1 << 31)
+        if not any(t == track and abs(o - offset) < gap for t, o in chosen):
+            chosen.append((track, offset))
+            if len(chosen) == count:
+                break
+    return chosen
 
-    order = np.argsort(-pooled, kind="stable")
-    # Chance level for this query: the best score of a track that is not the winner.
-    per_track_best: dict[int, int] = {}
-    picks: list[tuple[int, int, int]] = []  # (track, pooled score, index into uniq)
-    for idx in order[: 50 * (top_k + 1)]:
-        track = int(uniq[idx] >> 32)
-        score = int(pooled[idx])
-        if track not in per_track_best:
-            per_track_best[track] = score
-            picks.append((track, score, int(idx)))
-        elif score >= _AMBIGUOUS_RATIO * per_track_best[track] and _far_from(picks, track, idx, uniq):
-            picks.append((track, score, int(idx)))
-    scores = sorted(per_track_best.values(), reverse=True)
-    chance = scores[1] if len(scores) > 1 else 0
+
+class _QueryGrid:
+    """The query's peaks as a time × bin grid, each peak widened by ±1 frame and ±1 bin
+    (reverb and coding move peaks a little)."""
+
+    def __init__(self, t: np.ndarray, f: np.ndarray):
+        self.frames = int(t.max()) + 1 if t.size else 0
+        self.grid = np.zeros((self.frames + 2, F_MAX_BIN + 2), bool)
+        for dt in (-1, 0, 1):
+            for df in (-1, 0, 1):
+                self.grid[np.clip(t + dt + 1, 0, self.frames + 1), f + df + 1] = True
+        # Chance that a stored peak in bin b lands on a query peak: how much of row b is covered.
+        self.chance = self.grid[1:self.frames + 1].mean(axis=0)
+
+    def verify(self, ref_t: np.ndarray, ref_f: np.ndarray, offset: int) -> tuple[float, int]:
+        """(z-score, best shift in frames) of the stored peaks laid over the query at `offset`."""
+        lo = np.searchsorted(ref_t, offset)
+        hi = np.searchsorted(ref_t, offset + self.frames)
+        rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
+        if rt.size == 0:
+            return 0.0, 0
+        p = self.chance[rf]
+        expected, spread = p.sum(), np.sqrt(max(float((p * (1 - p)).sum()), 1e-9))
+        best, best_shift = -1, 0
+        for shift in _SHIFTS:
+            row = rt + shift + 1
+            ok = (row >= 0) & (row < self.grid.shape[0])
+            hits = int(self.grid[row[ok], rf[ok]].sum())
+            if hits > best:
+                best, best_shift = hits, shift
+        return (best - expected) / spread, best_shift
+
+
+def _rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) -> list[Candidate]:
+    verified.sort(reverse=True)
+    per_track: dict[int, list[tuple[float, int]]] = {}
+    for z, track, offset in verified:
+        if z >= threshold:
+            per_track.setdefault(track, []).append((z, offset))
     out = []
-    for track, score, idx in picks:
-        if score < min_score:
-            continue
-        rival = chance if score == scores[0] else scores[0]
-        lo, hi = left[idx], right[idx]
-        frame = np.average((uniq[lo:hi] & 0xFFFFFFFF).astype(np.float64) - _OFFSET_BIAS,
-                           weights=counts[lo:hi])
-        out.append(Candidate(track, round(float(frame) * FRAME_SECONDS, 3), score,
-                             confidence(score, rival, min_score)))
+    for track, found in per_track.items():
+        z, offset = found[0]
+        others: list[int] = []
+        for z2, o2 in found[1:]:
+            if z2 >= _AMBIGUOUS_RATIO * z and all(
+                    abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
+                others.append(o2)
+        out.append(Candidate(track, _seconds(offset), round(z, 2), confidence(z),
+                             tuple(_seconds(o) for o in sorted(others))))
     out.sort(key=lambda c: -c.score)
     return out[:top_k]
 
 
-def _far_from(picks, track: int, idx: int, uniq: np.ndarray) -> bool:
-    offset = int(uniq[idx] & 0xFFFFFFFF)
-    return all(abs(offset - int(uniq[i] & 0xFFFFFFFF)) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S
-               for t, _, i in picks if t == track)
+def _seconds(frames: int) -> float:
+    return round(frames * FRAME_SECONDS, 3)
 
 
-def confidence(score: int, rival: int, min_score: int) -> float:
-    """How likely this answer is right, from its score and the best competing score."""
-    margin = score - max(rival, min_score / 2)
-    return round(float(1.0 - np.exp(-max(margin, 0) / 6.0)), 3)
+def confidence(z: float) -> float:
+    """Probability that a match with this z-score is right (logistic fit of `ear eval` runs)."""
+    return round(float(1.0 / (1.0 + np.exp(-(z - _CONF_MID) * _CONF_SLOPE))), 3)
+
+
+_CONF_MID, _CONF_SLOPE = 7.0, 1.5
