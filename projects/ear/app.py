@@ -31,6 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
         code = (exc.name or "error").lower().replace(" ", "_")
         message = exc.description or exc.name
         if exc.code == 413:
+            code = "upload_too_large"
             message = f"The upload is larger than the {config.max_upload_mb} MB allowed."
         return jsonify({"error": {"code": code, "message": message}}), exc.code
 

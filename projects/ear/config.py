@@ -17,7 +17,7 @@ class Config:
     max_track_seconds: float = 3 * 3600.0
     decode_timeout_s: float = 60.0  # per query; tracks get a longer limit scaled by their length cap
     port: int = 5001
-    match_threshold: float = 6.0  # verification z-score below which the answer is "no match"
+    match_threshold: float = 7.5  # verification z-score below which the answer is "no match"
     top_k: int = 5
 
     @property

@@ -96,13 +96,19 @@ class _QueryGrid:
         rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
         if rt.size == 0:
             return 0.0, 0
-        p = self.chance[rf]
-        expected, spread = p.sum(), np.sqrt(max(float((p * (1 - p)).sum()), 1e-9))
+        # Evidence is counted per stored frame (did any of its peaks land?), so that one
+        # broadband onset, which fills a whole column with peaks, counts once and not tenfold.
+        frame_ids = np.unique(rt, return_inverse=True)[1]
+        miss_all = np.exp(np.bincount(frame_ids, weights=np.log1p(-self.chance[rf])))
+        q = 1.0 - miss_all
+        expected, spread = q.sum(), np.sqrt(max(float((q * (1 - q)).sum()), 1e-9))
         best, best_shift = -1, 0
         for shift in _SHIFTS:
             row = rt + shift + 1
             ok = (row >= 0) & (row < self.grid.shape[0])
-            hits = int(self.grid[row[ok], rf[ok]].sum())
+            landed = np.zeros(rt.size)
+            landed[ok] = self.grid[row[ok], rf[ok]]
+            hits = int(np.count_nonzero(np.bincount(frame_ids, weights=landed)))
             if hits > best:
                 best, best_shift = hits, shift
         return (best - expected) / spread, best_shift
@@ -122,7 +128,7 @@ def _rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) 
             if z2 >= _AMBIGUOUS_RATIO * z and all(
                     abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
                 others.append(o2)
-        out.append(Candidate(track, _seconds(offset), round(z, 2), confidence(z),
+        out.append(Candidate(track, _seconds(offset), round(float(z), 2), confidence(z),
                              tuple(_seconds(o) for o in sorted(others))))
     out.sort(key=lambda c: -c.score)
     return out[:top_k]
@@ -137,4 +143,4 @@ def confidence(z: float) -> float:
     return round(float(1.0 / (1.0 + np.exp(-(z - _CONF_MID) * _CONF_SLOPE))), 3)
 
 
-_CONF_MID, _CONF_SLOPE = 7.0, 1.5
+_CONF_MID, _CONF_SLOPE = 6.5, 1.5

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set ear up on a fresh Debian/Ubuntu machine, then run it or its tests.
+#   deploy/dev.sh run    apt packages, a venv in .venv, a demo catalog, then `ear serve` on :5001
+#   deploy/dev.sh test   apt packages, a venv in .venv, then the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+
+packages=(ffmpeg python3 python3-venv)
+case "$mode" in
+  run) packages+=(singularity-music) ;;  # the demo catalog: 16 real tracks, CC BY-SA
+  test) packages+=(espeak-ng) ;;
+  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+$sudo apt-get update -q
+$sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q "${packages[@]}"
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+
+if [ "$mode" = test ]; then
+  exec .venv/bin/python -m pytest tests "${@:2}"
+fi
+
+demo=/usr/share/games/singularity/music
+.venv/bin/ear ingest "$demo"
+mkdir -p data
+# A 10 s clip from the middle of a catalog track, re-encoded as a browser would send it.
+ffmpeg -nostdin -v error -y -ss 60 -t 10 -i "$demo/Awakening.ogg" -c:a libopus -b:a 32k data/demo-clip.webm
+cat <<MSG
+
+ear is starting on http://127.0.0.1:5001 with $(.venv/bin/ear tracks | wc -l) tracks. In another shell:
+  curl -F audio=@data/demo-clip.webm http://127.0.0.1:5001/identify
+MSG
+exec .venv/bin/ear serve

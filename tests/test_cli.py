@@ -1,0 +1,53 @@
+"""The `ear` command as a user runs it (a real subprocess, real files)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from synth import encode, song, write
+
+
+def ear(data_dir, *args, check=True):
+    result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
+                            capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_ingest_identify_tracks_remove(tmp_path, songs_dir):
+    data = tmp_path / "data"
+    library = tmp_path / "library"
+    shutil.copytree(songs_dir, library / "album")
+    (library / "album" / "broken.mp3").write_bytes(b"this is no mp3")
+    out = ear(data, "ingest", str(library))
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 6 and all(line.startswith("added\t") for line in lines)
+    assert "skipped" in out.stderr and "broken.mp3" in out.stderr
+
+    # Ingesting again changes nothing.
+    again = ear(data, "ingest", str(library / "album" / "song3.flac"))
+    assert again.stdout.startswith("exists\t")
+
+    q1 = encode(write(tmp_path / "q1.wav", song(3)[44100 * 4: 44100 * 12]), tmp_path / "q1.webm",
+                "-c:a", "libopus", "-b:a", "32k")
+    q2 = write(tmp_path / "q2.wav", song(200)[: 44100 * 8])  # not in the catalog
+    result = ear(data, "identify", "--json", str(q1), str(q2), str(tmp_path / "missing.wav"))
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["query"] for a in answers] == [str(q1), str(q2), str(tmp_path / "missing.wav")]
+    best = answers[0]["matches"][0]
+    assert best["track"]["title"] == "song3" and set(best["track"]) == {"id", "title", "artist", "source"}
+    assert abs(best["offset_s"] - 4.0) <= 0.1 and 0 < best["confidence"] <= 1 and best["score"] > 0
+    assert answers[1]["matches"] == []
+    assert answers[2]["error"]["code"] == "unreadable"
+
+    listing = ear(data, "tracks").stdout.splitlines()
+    assert len(listing) == 6
+    track_id = best["track"]["id"]
+    assert ear(data, "remove", str(track_id)).stdout.startswith(f"removed\t{track_id}")
+    assert ear(data, "remove", str(track_id), check=False).returncode == 1
+    after = json.loads(ear(data, "identify", "--json", str(q1)).stdout)
+    assert all(m["track"]["id"] != track_id for m in after["matches"])
+    assert len(ear(data, "tracks").stdout.splitlines()) == 5

@@ -1,0 +1,104 @@
+"""The segment store: packing, lookups, removal, merging, crash leftovers, peak encoding."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ear.hashtable import HashTable, decode_peaks, encode_peaks, pack
+
+
+def _track(rng, n=500):
+    hashes = rng.integers(0, 1 << 22, n).astype(np.uint32)
+    frames = np.sort(rng.integers(0, 20000, n)).astype(np.int32)
+    return hashes, frames
+
+
+def _add(table, rng, n_tracks=1):
+    with table.writing():
+        ids = table.allocate_ids(n_tracks)
+        made = {}
+        for tid in ids:
+            hashes, frames = _track(rng)
+            made[tid] = (hashes, frames)
+        table.add({tid: (pack(h, tid, f), encode_peaks(f, h % 160)) for tid, (h, f) in made.items()})
+    return made
+
+
+def test_lookup_finds_every_landmark_with_its_track_and_frame(tmp_path):
+    rng = np.random.default_rng(0)
+    table = HashTable(tmp_path)
+    made = _add(table, rng, 3)
+    tid = 2
+    hashes, frames = made[tid]
+    hits = table.lookup(hashes[:50])
+    mine = hits.track_id == tid
+    assert set(zip(hits.query_index[mine].tolist(), hits.frame[mine].tolist())) >= {
+        (i, int(frames[i])) for i in range(50)}
+
+
+def test_eight_bytes_per_landmark(tmp_path):
+    table = HashTable(tmp_path)
+    _add(table, np.random.default_rng(1), 4)
+    seg = table.manifest.segments[0]
+    assert (tmp_path / seg["file"]).stat().st_size == 8 * seg["count"] == 8 * table.landmark_count
+
+
+def test_removed_tracks_vanish_and_merge_drops_them(tmp_path):
+    rng = np.random.default_rng(2)
+    table = HashTable(tmp_path)
+    made = _add(table, rng, 3)
+    with table.writing():
+        table.remove([1])
+    assert 1 not in set(table.lookup(made[1][0]).track_id.tolist())
+    assert table.track_ids() == {2, 3}
+    with table.writing():
+        table.merge_all()
+    assert table.landmark_count == 1000 and table.manifest.removed == []
+    assert table.peaks_of(1)[0].size == 0 and table.peaks_of(2)[0].size == 500
+
+
+def test_segments_stay_few_and_adds_do_not_rewrite_everything(tmp_path):
+    rng = np.random.default_rng(3)
+    table = HashTable(tmp_path)
+    for _ in range(40):
+        _add(table, rng, 1)
+    # Geometric sizes: O(log n) segments.
+    assert len(table.manifest.segments) <= 7
+    assert table.landmark_count == 40 * 500
+    assert table.track_ids() == set(range(1, 41))
+
+
+def test_other_processes_see_changes(tmp_path):
+    rng = np.random.default_rng(4)
+    writer, reader = HashTable(tmp_path), HashTable(tmp_path)
+    made = _add(writer, rng, 1)
+    assert (reader.lookup(made[1][0]).track_id == 1).sum() >= 500
+
+
+def test_ids_are_never_reused(tmp_path):
+    table = HashTable(tmp_path)
+    _add(table, np.random.default_rng(5), 2)
+    with table.writing():
+        table.remove([2])
+        table.merge_all()
+    assert _add(table, np.random.default_rng(6), 1).keys() == {3}
+
+
+def test_crash_leftovers_are_swept_and_manifest_is_whole(tmp_path):
+    table = HashTable(tmp_path)
+    _add(table, np.random.default_rng(7), 1)
+    (tmp_path / "seg-99999999.bin.tmp").write_bytes(b"partial")
+    (tmp_path / "seg-99999998.bin").write_bytes(b"\0" * 80)
+    with table.writing():
+        pass
+    assert sorted(p.name for p in tmp_path.glob("seg-*")) == sorted(
+        f for s in table.manifest.segments for f in (s["file"], s["peaks_file"]))
+    json.loads((tmp_path / "manifest.json").read_text())
+
+
+def test_peaks_round_trip_across_long_gaps():
+    frames = np.array([0, 3, 3, 300, 1000, 1001, 70000])
+    bins = np.array([5, 7, 90, 12, 159, 4, 33])
+    t, f = decode_peaks(encode_peaks(frames, bins))
+    assert t.tolist() == frames.tolist() and f.tolist() == bins.tolist()
