@@ -62,7 +62,7 @@ def gunicorn_server(tmp_path):
     """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`."""
     port = free_port()
     data_dir = tmp_path / "served"
-    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_BIND": f"127.0.0.1:{port}",
+    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
            "EAR_ADMIN_TOKEN": "test-token"}
     log = open(tmp_path / "gunicorn.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],

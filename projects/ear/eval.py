@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--distractors", type=int, default=0,
                    help="add this many pitch/tempo-shifted copies of catalog tracks")
     p.add_argument("--rebuild", action="store_true", help="ingest the catalog again")
+    p.add_argument("--service-queries", type=int, default=100,
+                   help="queries sent to a real Gunicorn for its memory (0: skip)")
 
 
 def run(config: Config, args) -> int:
@@ -87,7 +90,59 @@ def run(config: Config, args) -> int:
     rss = _proc_status()
     print(f"memory: peak RSS {rss.get('VmHWM', 0) / 1024:.0f} MB (this process, ingest included), "
           f"now {rss.get('VmRSS', 0) / 1024:.0f} MB")
+    if args.service_queries:
+        print(_service_memory(cfg, [q["file"] for q in queries][: args.service_queries]))
     return 0
+
+
+def _service_memory(cfg: Config, files: list[str]) -> str:
+    """Start Gunicorn on the eval catalog as production does, and read the memory of its
+    master and worker from /proc/PID/smaps_rollup, idle and after the queries."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+    env = {**os.environ, "EAR_DATA_DIR": str(cfg.data_dir.resolve()), "EAR_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        idle = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
+        for f in files:
+            request = urllib.request.Request(url + "/identify", data=Path(f).read_bytes(), method="POST")
+            urllib.request.urlopen(request, timeout=120).read()
+        busy = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lines = [f"service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
+             f"{'':18} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
+    for label, snap in ((f"idle", idle), (f"after {len(files)} queries", busy)):
+        for name in ("master", "worker"):
+            m = snap[name]
+            lines.append(f"{label + ' ' + name:18} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "
+                         f"{m['Anonymous'] / 1024:7.1f} {m['Pss'] / 1024:7.1f} {m['Rss'] / 1024:7.1f}")
+        total = sum(snap[n]["Private_Clean"] + snap[n]["Private_Dirty"] for n in snap) / 1024
+        lines.append(f"{label + ' total':18} {total:8.1f}")
+    return "\n".join(lines)
+
+
+def _smaps(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        out[key.strip()] = int(value.split()[0])
+    return out
 
 
 # ---- catalog ---------------------------------------------------------------------------------
