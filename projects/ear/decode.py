@@ -45,7 +45,9 @@ def decode(
             "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1",
             # One sample past the cap tells "too long" apart from "exactly at the cap".
             "-t", f"{max_seconds + 1.0 / SAMPLE_RATE:.6f}",
-            "-ar", str(SAMPLE_RATE), "-c:a", "pcm_f32le", "-f", "wav", "-fflags", "+bitexact",
+            # A shorter resampling filter than the default: a third of the CPU, and the
+            # fingerprints do not use the top of the band where it differs.
+            "-af", f"aresample={SAMPLE_RATE}:filter_size=16", "-c:a", "pcm_f32le", "-f", "wav", "-fflags", "+bitexact",
             "pipe:1",
         ]
         returncode, samples, stderr = _run(cmd, stdin_source, timeout_s, _read_wav_mono)
@@ -210,14 +212,17 @@ def _read_wav_mono(stream) -> np.ndarray | None:
     parts: list[np.ndarray] = []
     leftover = b""
     while True:
-        block = stream.read(_CHUNK * 4)
+        block = stream.read(_CHUNK * 16)
         if not block:
             break
         block = leftover + block
         usable = len(block) - len(block) % frame_bytes
         leftover = block[usable:]
         frames = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
-        parts.append(frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy())
+        if channels == 2:  # the common case, twice as fast as a general mean
+            parts.append((frames[:, 0] + frames[:, 1]) * np.float32(0.5))
+        else:
+            parts.append(frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy())
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 

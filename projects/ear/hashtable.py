@@ -32,7 +32,7 @@ MAX_FRAME = (1 << TIME_BITS) - 1
 _TRACK_SHIFT = TIME_BITS
 _HASH_SHIFT = TRACK_BITS + TIME_BITS
 _MERGE_SLICES = 64
-MAX_BUCKET = 2000  # hits per hash per segment: a hash this common says nothing about the track
+MAX_HITS = 60000  # per query: a few ms of voting, a few MB of memory
 
 
 @dataclass
@@ -139,25 +139,36 @@ class HashTable:
         offsets = self.manifest.segments[i]["peak_offsets"]
         return decode_peaks(self._peak_arrays[i][offsets[j]:offsets[j + 1]])
 
-    def lookup(self, hashes: np.ndarray) -> Hits:
-        """All stored landmarks whose hash is among `hashes` (of removed tracks, none)."""
+    def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS) -> Hits:
+        """Stored landmarks whose hash is among `hashes` (of removed tracks, none).
+
+        When there would be more than `max_hits`, the commonest hashes are left out: they say
+        least about which track this is, and the cap bounds a query's time and memory whatever
+        the catalog's size.
+        """
         self.refresh()
         lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
         hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
-        parts_q, parts_v = [], []
+        ranges = []
         for keys in self._segments:
-            if keys.size == 0:
-                continue
-            lo = np.searchsorted(keys, lo_keys)
-            hi = np.searchsorted(keys, hi_keys)
-            counts = hi - lo
-            counts[counts > MAX_BUCKET] = 0
+            if keys.size:
+                lo = np.searchsorted(keys, lo_keys)
+                ranges.append((keys, lo, np.searchsorted(keys, hi_keys) - lo))
+        if not ranges:
+            empty = np.zeros(0, np.int64)
+            return Hits(empty, empty, empty)
+        per_hash = sum(counts for _, _, counts in ranges)
+        order = np.argsort(per_hash, kind="stable")
+        keep = np.zeros(hashes.size, bool)
+        keep[order[np.cumsum(per_hash[order]) <= max_hits]] = True
+        parts_q, parts_v = [], []
+        for keys, lo, counts in ranges:
+            counts = np.where(keep, counts, 0)
             total = int(counts.sum())
             if total == 0:
                 continue
-            query_index = np.repeat(np.arange(hashes.size), counts)
+            parts_q.append(np.repeat(np.arange(hashes.size), counts))
             starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-            parts_q.append(query_index)
             parts_v.append(np.asarray(keys[starts + np.arange(total)]))
         if not parts_v:
             empty = np.zeros(0, np.int64)

@@ -16,14 +16,14 @@ from .features import F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, peaks
 from .hashes import QUERY_PAIRING, landmarks
 from .hashtable import HashTable, Hits
 
-CANDIDATES = 20  # (track, offset) pairs verified per speed
+CANDIDATES = 60  # (track, offset) pairs verified per speed
 # Tried in turn while nothing is confidently matched: a recording played ±1 % off speed
 # shifts every peak in time and frequency, so the query's peaks are scaled back first.
 SPEED_FACTORS = (1.0, 0.99, 1.01)
 CONFIDENT_Z = 9.0  # stop trying other speeds above this
 _SMEAR = 1  # votes within ±1 frame are pooled
-_SHIFTS = range(-2, 3)  # frames tried around a candidate offset when verifying
-_AMBIGUOUS_RATIO = 0.8  # another offset of the same track this close in score is reported too
+_SHIFTS = (0, -1, 1, -2, 2)  # frames tried (ties go to the first) around a candidate offset when verifying
+_AMBIGUOUS_RATIO = 0.7  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
 
 
@@ -41,6 +41,7 @@ def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: 
     table.refresh()
     t, f, _ = peaks(samples, QUERY_PEAKS)
     verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
+    stored_peaks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # decoded once per query
     for speed in SPEED_FACTORS:
         # Played at `speed`, a frame t was t*speed and a bin f was f/speed in the original.
         st = np.round(t * speed).astype(np.int64)
@@ -48,7 +49,9 @@ def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: 
         hashes, frames = landmarks(st, sf, QUERY_PAIRING)
         grid = _QueryGrid(st, sf)
         for track, offset in vote(table.lookup(hashes), frames, CANDIDATES):
-            z, shift = grid.verify(*table.peaks_of(track), offset)
+            if track not in stored_peaks:
+                stored_peaks[track] = table.peaks_of(track)
+            z, shift = grid.verify(*stored_peaks[track], offset)
             verified.append((z, track, offset + shift))
         if verified and max(verified)[0] >= CONFIDENT_Z:
             break
@@ -56,7 +59,7 @@ def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: 
 
 
 def vote(hits: Hits, query_frames: np.ndarray, count: int) -> list[tuple[int, int]]:
-    """The `count` (track, offset in frames) pairs with the most votes, at least 1 s apart."""
+    """The `count` (track, offset in frames) pairs with the most votes, one per second of offset."""
     if hits.track_id.size == 0:
         return []
     offsets = hits.frame - query_frames[hits.query_index].astype(np.int64)
@@ -65,15 +68,13 @@ def vote(hits: Hits, query_frames: np.ndarray, count: int) -> list[tuple[int, in
     csum = np.concatenate([[0], np.cumsum(counts)])
     pooled = (csum[np.searchsorted(uniq, uniq + _SMEAR, side="right")]
               - csum[np.searchsorted(uniq, uniq - _SMEAR, side="left")])
-    chosen: list[tuple[int, int]] = []
-    gap = int(_MIN_OFFSET_GAP_S / FRAME_SECONDS)
-    for idx in np.argsort(-pooled, kind="stable"):
-        track, offset = int(uniq[idx] >> 32), int(uniq[idx] & 0xFFFFFFFF) - (1 << 31)
-        if not any(t == track and abs(o - offset) < gap for t, o in chosen):
-            chosen.append((track, offset))
-            if len(chosen) == count:
-                break
-    return chosen
+    # The best offset in each (track, 1 s bucket of offsets), best buckets first.
+    order = np.argsort(-pooled, kind="stable")
+    tracks = (uniq[order] >> 32).astype(np.int64)
+    offsets = (uniq[order] & 0xFFFFFFFF).astype(np.int64) - (1 << 31)
+    buckets = (tracks << 32) | ((offsets // int(_MIN_OFFSET_GAP_S / FRAME_SECONDS)) + (1 << 31))
+    first = np.sort(np.unique(buckets, return_index=True)[1])[:count]
+    return list(zip(tracks[first].tolist(), offsets[first].tolist()))
 
 
 class _QueryGrid:
@@ -102,15 +103,15 @@ class _QueryGrid:
         miss_all = np.exp(np.bincount(frame_ids, weights=np.log1p(-self.chance[rf])))
         q = 1.0 - miss_all
         expected, spread = q.sum(), np.sqrt(max(float((q * (1 - q)).sum()), 1e-9))
-        best, best_shift = -1, 0
-        for shift in _SHIFTS:
-            row = rt + shift + 1
-            ok = (row >= 0) & (row < self.grid.shape[0])
-            landed = np.zeros(rt.size)
-            landed[ok] = self.grid[row[ok], rf[ok]]
-            hits = int(np.count_nonzero(np.bincount(frame_ids, weights=landed)))
-            if hits > best:
-                best, best_shift = hits, shift
+        rows = rt[None, :] + np.array(_SHIFTS)[:, None] + 1  # one row per shift tried
+        inside = (rows >= 0) & (rows < self.grid.shape[0])
+        landed = self.grid[np.clip(rows, 0, self.grid.shape[0] - 1), rf[None, :]] & inside
+        n_frames = frame_ids[-1] + 1 if frame_ids.size else 0
+        per_frame = np.zeros((len(_SHIFTS), n_frames), bool)
+        per_frame[np.nonzero(landed)[0], frame_ids[np.nonzero(landed)[1]]] = True
+        counts = per_frame.sum(axis=1)
+        i = int(np.argmax(counts))
+        best, best_shift = int(counts[i]), _SHIFTS[i]
         return (best - expected) / spread, best_shift
 
 
