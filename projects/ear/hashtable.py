@@ -14,6 +14,7 @@ readers see either the old set of files or the new one. Writers serialise on an 
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
@@ -73,6 +74,17 @@ def decode_peaks(encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frames[real], bins[real]
 
 
+@dataclass(frozen=True)
+class _View:
+    """One consistent reading of the store, swapped whole so that a thread never sees a
+    manifest with another manifest's files."""
+
+    manifest: Manifest
+    segments: list[np.ndarray]
+    peaks: dict[int, np.ndarray]  # track → its encoded peaks (a slice of a mapped file)
+    removed: np.ndarray
+
+
 def pack(hashes: np.ndarray, track_id: int, frames: np.ndarray) -> np.ndarray:
     """Sorted uint64 keys for one track's landmarks."""
     if not 0 < track_id <= MAX_TRACK_ID:
@@ -92,11 +104,8 @@ class HashTable:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._manifest_path = self.directory / "manifest.json"
         self._loaded_stamp: tuple | None = None
-        self.manifest = Manifest()
-        self._segments: list[np.ndarray] = []
-        self._peak_arrays: list[np.ndarray] = []
-        self._peak_index: dict[int, tuple[int, int]] = {}  # track → (segment, position)
-        self._removed = np.zeros(0, np.int64)
+        self._view = _View(Manifest(), [], {}, np.zeros(0, np.int64))
+        self._draft = Manifest()  # what a writer is changing, saved by _save
         self._obsolete: list[str] = []
         self.refresh()
 
@@ -111,17 +120,20 @@ class HashTable:
         if stamp == self._loaded_stamp:
             return
         manifest = Manifest(**json.loads(self._manifest_path.read_text()))
-        segments, peak_arrays, where = [], [], {}
-        for i, seg in enumerate(manifest.segments):
+        segments, peaks = [], {}
+        for seg in manifest.segments:
             segments.append(_map(self.directory / seg["file"], np.uint64, seg["count"]))
-            peak_arrays.append(_map(self.directory / seg["peaks_file"], np.uint16,
-                                    seg["peak_offsets"][-1]))
+            peak_file = _map(self.directory / seg["peaks_file"], np.uint16, seg["peak_offsets"][-1])
+            offsets = seg["peak_offsets"]
             for j, track in enumerate(seg["tracks"]):
-                where[track] = (i, j)
-        self.manifest, self._segments = manifest, segments
-        self._peak_arrays, self._peak_index = peak_arrays, where
-        self._removed = np.array(sorted(manifest.removed), np.int64)
+                peaks[track] = peak_file[offsets[j]:offsets[j + 1]]
+        self._view = _View(manifest, segments, peaks, np.array(sorted(manifest.removed), np.int64))
         self._loaded_stamp = stamp
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as last read (do not change it: writers change their own copy)."""
+        return self._view.manifest
 
     @property
     def landmark_count(self) -> int:
@@ -133,11 +145,10 @@ class HashTable:
 
     def peaks_of(self, track_id: int) -> tuple[np.ndarray, np.ndarray]:
         """A stored track's peaks as (frame, bin) arrays, sorted by frame."""
-        if track_id not in self._peak_index:
+        encoded = self._view.peaks.get(track_id)
+        if encoded is None:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        i, j = self._peak_index[track_id]
-        offsets = self.manifest.segments[i]["peak_offsets"]
-        return decode_peaks(self._peak_arrays[i][offsets[j]:offsets[j + 1]])
+        return decode_peaks(encoded)
 
     def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS) -> Hits:
         """Stored landmarks whose hash is among `hashes` (of removed tracks, none).
@@ -147,10 +158,11 @@ class HashTable:
         the catalog's size.
         """
         self.refresh()
+        view = self._view
         lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
         hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
         ranges = []
-        for keys in self._segments:
+        for keys in view.segments:
             if keys.size:
                 lo = np.searchsorted(keys, lo_keys)
                 ranges.append((keys, lo, np.searchsorted(keys, hi_keys) - lo))
@@ -177,8 +189,8 @@ class HashTable:
         query_index = np.concatenate(parts_q)
         track_id = ((values >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)).astype(np.int64)
         frame = (values & np.uint64(MAX_FRAME)).astype(np.int64)
-        if self._removed.size:
-            live = ~np.isin(track_id, self._removed)
+        if view.removed.size:
+            live = ~np.isin(track_id, view.removed)
             query_index, track_id, frame = query_index[live], track_id[live], frame[live]
         return Hits(query_index, track_id, frame)
 
@@ -190,6 +202,7 @@ class HashTable:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self.refresh()
+                self._draft = copy.deepcopy(self._view.manifest)
                 self._sweep()
                 yield self
             finally:
@@ -197,7 +210,7 @@ class HashTable:
 
     def _sweep(self) -> None:
         """Delete segment files no manifest names: leftovers of a writer that crashed."""
-        named = {f for s in self.manifest.segments for f in (s["file"], s["peaks_file"])}
+        named = {f for s in self._draft.segments for f in (s["file"], s["peaks_file"])}
         for path in self.directory.glob("seg-*"):
             if path.name not in named:
                 path.unlink(missing_ok=True)
@@ -207,10 +220,10 @@ class HashTable:
 
         Call inside `writing()`; the ids are taken when the next manifest is saved.
         """
-        first = self.manifest.next_track_id
+        first = self._draft.next_track_id
         if first + n - 1 > MAX_TRACK_ID:
             raise RuntimeError("the fingerprint store has run out of track ids")
-        self.manifest.next_track_id = first + n
+        self._draft.next_track_id = first + n
         return list(range(first, first + n))
 
     def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -224,7 +237,7 @@ class HashTable:
         peaks = [tracks[t][1] for t in ids]
         name = self._write_segment(keys)
         peaks_file = self._write_segment(np.concatenate(peaks) if peaks else np.zeros(0, np.uint16))
-        self.manifest.segments.append({
+        self._draft.segments.append({
             "file": name, "count": int(keys.size), "tracks": ids, "peaks_file": peaks_file,
             "peak_offsets": np.concatenate([[0], np.cumsum([p.size for p in peaks])]).astype(int).tolist()})
         self._compact()
@@ -232,28 +245,28 @@ class HashTable:
 
     def remove(self, track_ids: list[int]) -> None:
         """Mark tracks removed (inside `writing()`); their keys go at the next merge."""
-        self.manifest.removed = sorted(set(self.manifest.removed) | set(track_ids))
+        self._draft.removed = sorted(set(self._draft.removed) | set(track_ids))
         self._save()
 
     def merge_all(self) -> None:
         """Merge every segment into one, dropping removed tracks (inside `writing()`)."""
-        if len(self.manifest.segments) > 1 or self.manifest.removed:
-            self._merge(list(range(len(self.manifest.segments))))
+        if len(self._draft.segments) > 1 or self._draft.removed:
+            self._merge(list(range(len(self._draft.segments))))
         self._save()
 
     def _compact(self) -> None:
         # Merge the newest segments while the newest is at least half the size of the one
         # before it: segment sizes grow geometrically, so there are O(log n) of them and each
         # landmark is rewritten O(log n) times, never the whole table on every add.
-        segs = self.manifest.segments
+        segs = self._draft.segments
         while len(segs) >= 2 and segs[-1]["count"] * 2 >= segs[-2]["count"]:
             self._merge([len(segs) - 2, len(segs) - 1])
-            segs = self.manifest.segments
+            segs = self._draft.segments
 
     def _merge(self, positions: list[int]) -> None:
-        chosen = [self.manifest.segments[p] for p in positions]
+        chosen = [self._draft.segments[p] for p in positions]
         arrays = [_map(self.directory / s["file"], np.uint64, s["count"]) for s in chosen]
-        removed = np.array(self.manifest.removed, np.uint64)
+        removed = np.array(self._draft.removed, np.uint64)
         bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
         name, tmp = self._new_segment_path()
         total = 0
@@ -274,7 +287,7 @@ class HashTable:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.directory / name)
-        removed_set = set(self.manifest.removed)
+        removed_set = set(self._draft.removed)
         peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
             peaks = _map(self.directory / s["peaks_file"], np.uint16, s["peak_offsets"][-1])
@@ -294,18 +307,18 @@ class HashTable:
         os.replace(tmp, self.directory / peaks_file)
         tracks = [track for track, _ in peak_parts]
         first = min(positions)
-        kept = [s for p, s in enumerate(self.manifest.segments) if p not in positions]
+        kept = [s for p, s in enumerate(self._draft.segments) if p not in positions]
         kept.insert(first, {"file": name, "count": total, "tracks": tracks,
                             "peaks_file": peaks_file, "peak_offsets": offsets_out})
-        self.manifest.segments = kept
+        self._draft.segments = kept
         # A removed id that no segment holds any more need not be remembered.
         still_held = {t for s in kept for t in s["tracks"]}
-        self.manifest.removed = [t for t in self.manifest.removed if t in still_held]
+        self._draft.removed = [t for t in self._draft.removed if t in still_held]
         self._obsolete += [f for s in chosen for f in (s["file"], s["peaks_file"])]
 
     def _new_segment_path(self) -> tuple[str, Path]:
-        self.manifest.generation += 1
-        name = f"seg-{self.manifest.generation:08d}.bin"
+        self._draft.generation += 1
+        name = f"seg-{self._draft.generation:08d}.bin"
         return name, self.directory / (name + ".tmp")
 
     def _write_segment(self, array: np.ndarray) -> str:
@@ -319,7 +332,7 @@ class HashTable:
 
     def _save(self) -> None:
         tmp = self._manifest_path.with_suffix(".tmp")
-        data = json.dumps(self.manifest.__dict__, separators=(",", ":"))
+        data = json.dumps(self._draft.__dict__, separators=(",", ":"))
         with open(tmp, "w") as out:
             out.write(data)
             out.flush()

@@ -144,4 +144,4 @@ def confidence(z: float) -> float:
     return round(float(1.0 / (1.0 + np.exp(-(z - _CONF_MID) * _CONF_SLOPE))), 3)
 
 
-_CONF_MID, _CONF_SLOPE = 6.5, 1.5
+_CONF_MID, _CONF_SLOPE = 5.5, 1.5
