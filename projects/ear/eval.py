@@ -243,71 +243,78 @@ def _noise_bank(folder: Path, seed: int) -> dict[str, np.ndarray]:
     return bank
 
 
-def _make_queries(folder: Path, tracks: list[Track], levels, lengths, args, noise) -> list[dict]:
-    spec = {"seed": args.seed, "tracks": [t.id for t in tracks], "lengths": lengths,
-            "levels": [lv.name for lv in levels], "per": args.clips_per_track}
+def _cached(folder: Path, spec: dict, plan, noise) -> list[dict]:
+    """Query jobs planned by `plan()` and rendered to files, reused while `spec` is unchanged."""
     index = folder / "queries.json"
     if index.exists():
         saved = json.loads(index.read_text())
         if saved["spec"] == spec:
             return saved["queries"]
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    jobs = []
-    for track in tracks:
-        for length in lengths:
-            for _ in range(args.clips_per_track):
-                if track.duration < length * 1.05 + 0.5:
-                    continue
-                start = float(rng.uniform(0, track.duration - length * 1.02 - 0.2))
-                for k, level in enumerate(levels):
-                    slower = level.speed_error and len(jobs) % 2 == 1
-                    speed = 1.0 + (level.speed_error * (1 if len(jobs) % 4 == 1 else -1) if slower else 0)
-                    jobs.append({"file": str(folder / f"{len(jobs):05d}-{level.name}.webm"),
-                                 "source": track.source, "track_id": track.id, "start_s": start,
-                                 "length_s": length, "level": level.name, "speed": speed,
-                                 "noise": list(noise)[len(jobs) % len(noise)],
-                                 "seed": int(rng.integers(1 << 31))})
+    jobs = plan()
+    for n, job in enumerate(jobs):
+        job["file"] = str(folder / f"{n:05d}-{job['level']}.webm")
+        job["noise"] = list(noise)[n % len(noise)]
     _render(jobs, noise)
     index.write_text(json.dumps({"spec": spec, "queries": jobs}))
     return jobs
+
+
+def _make_queries(folder: Path, tracks: list[Track], levels, lengths, args, noise) -> list[dict]:
+    def plan() -> list[dict]:
+        rng = np.random.default_rng(args.seed)
+        jobs, clip_no = [], 0
+        for track in tracks:
+            for length in lengths:
+                for _ in range(args.clips_per_track):
+                    if track.duration < length * 1.05 + 0.5:
+                        continue
+                    start = float(rng.uniform(0, track.duration - length * 1.02 - 0.2))
+                    # Every other clip is off speed where the level says so, half of them faster.
+                    direction = {1: 1, 3: -1}.get(clip_no % 4, 0)
+                    clip_no += 1
+                    for level in levels:
+                        jobs.append({"source": track.source, "track_id": track.id, "start_s": start,
+                                     "length_s": length, "level": level.name,
+                                     "speed": 1.0 + direction * level.speed_error,
+                                     "seed": int(rng.integers(1 << 31))})
+        return jobs
+
+    spec = {"plan": 2, "seed": args.seed, "tracks": [t.id for t in tracks], "lengths": lengths,
+            "levels": [lv.name for lv in levels], "per": args.clips_per_track}
+    return _cached(folder, spec, plan, noise)
 
 
 def _make_unknown(folder: Path, dirs: list[str], levels, args, noise) -> list[dict]:
     if not dirs:
         return []
     files = list(audio_files(dirs))
+
+    def plan() -> list[dict]:
+        rng = np.random.default_rng(args.seed + 1)
+        durations = {}
+        for f in files:
+            out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                                  "-of", "csv=p=0", str(f)], capture_output=True, text=True)
+            try:
+                durations[f] = float(out.stdout.strip())
+            except ValueError:
+                pass
+        usable = [f for f, d in durations.items() if d > 12]
+        jobs = []
+        for n in range(args.unknown_clips):
+            f = usable[n % len(usable)]
+            length = 10.0 if n % 2 else 5.0
+            start = float(rng.uniform(0, durations[f] - length - 0.5))
+            for level in levels:
+                jobs.append({"source": str(f), "track_id": None, "start_s": start,
+                             "length_s": length, "level": level.name, "speed": 1.0,
+                             "seed": int(rng.integers(1 << 31))})
+        return jobs
+
     spec = {"seed": args.seed, "files": [str(f) for f in files], "n": args.unknown_clips,
             "levels": [lv.name for lv in levels]}
-    index = folder / "queries.json"
-    if index.exists():
-        saved = json.loads(index.read_text())
-        if saved["spec"] == spec:
-            return saved["queries"]
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed + 1)
-    durations = {}
-    for f in files:
-        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                              "-of", "csv=p=0", str(f)], capture_output=True, text=True)
-        try:
-            durations[f] = float(out.stdout.strip())
-        except ValueError:
-            pass
-    usable = [f for f, d in durations.items() if d > 12]
-    jobs = []
-    for n in range(args.unknown_clips):
-        f = usable[n % len(usable)]
-        length = 10.0 if n % 2 else 5.0
-        start = float(rng.uniform(0, durations[f] - length - 0.5))
-        for level in levels:
-            jobs.append({"file": str(folder / f"{len(jobs):05d}-{level.name}.webm"), "source": str(f),
-                         "track_id": None, "start_s": start, "length_s": length,
-                         "level": level.name, "speed": 1.0,
-                         "noise": list(noise)[len(jobs) % len(noise)], "seed": int(rng.integers(1 << 31))})
-    _render(jobs, noise)
-    index.write_text(json.dumps({"spec": spec, "queries": jobs}))
-    return jobs
+    return _cached(folder, spec, plan, noise)
 
 
 def _render(jobs: list[dict], noise: dict[str, np.ndarray]) -> None:
