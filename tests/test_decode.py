@@ -1,9 +1,10 @@
 """decode(): every format a browser or a curl user sends, and every bad input, by its error."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
-import soundfile as sf
 from synth import RATE, encode, song, write
 
 from ear.decode import SAMPLE_RATE, decode, read_tags
@@ -102,3 +103,11 @@ def test_tags_are_read(wav, tmp_path):
                   "-metadata", "artist=The Testers", "-metadata", "genre=Synthwave")
     assert read_tags(path) == {"title": "Night Drive", "artist": "The Testers", "genre": "Synthwave"}
     assert read_tags(b"not audio") == {}
+
+
+def test_video_without_sound(tmp_path):
+    video = tmp_path / "silent-film.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=duration=2:size=64x64",
+                    "-c:v", "mjpeg", str(video)], check=True)
+    err = _code(video.read_bytes())
+    assert err.code == "no_audio_stream" and err.status == 415
