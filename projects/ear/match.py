@@ -22,7 +22,8 @@ CANDIDATES = 60  # (track, offset) pairs verified per speed
 SPEED_FACTORS = (1.0, 0.99, 1.01)
 CONFIDENT_Z = 9.0  # stop trying other speeds above this
 _SMEAR = 1  # votes within ±1 frame are pooled
-_SHIFTS = (0, -1, 1, -2, 2)  # frames tried (ties go to the first) around a candidate offset when verifying
+# Frames tried around a candidate offset when verifying; on a tie the first wins.
+_SHIFTS = (0, -1, 1, -2, 2)
 _AMBIGUOUS_RATIO = 0.7  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
 
