@@ -33,7 +33,7 @@ MAX_FRAME = (1 << TIME_BITS) - 1
 _TRACK_SHIFT = TIME_BITS
 _HASH_SHIFT = TRACK_BITS + TIME_BITS
 _MERGE_SLICES = 64
-MAX_HITS = 60000  # per query: a few ms of voting, a few MB of memory
+MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the catalog size
 
 
 @dataclass
