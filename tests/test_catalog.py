@@ -11,7 +11,7 @@ from ear.catalog import Catalog
 from ear.db import Track, database
 from ear.decode import decode
 from ear.degrade import LEVELS, RATE as ROOM_RATE, degrade, encode_opus_webm, pink_noise, resample
-from ear.hashtable import encode_peaks, pack
+from ear.hashtable import pack
 
 
 def _room_clip(audio: np.ndarray, start_s: float, seconds: float, level: str, tmp_path, seed=0):

@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from .catalog import Catalog, PreparedTrack, audio_files
 from .config import Config, load_config

@@ -21,7 +21,7 @@ import numpy as np
 from .catalog import Catalog, PreparedTrack, audio_files, prepared_from_samples
 from .config import Config
 from .db import Track, database
-from .decode import SAMPLE_RATE, decode
+from .decode import decode
 from .degrade import (LEVELS, RATE, degrade, encode_opus_webm, pink_noise, read_clip, resample)
 from .errors import EarError
 
@@ -125,9 +125,9 @@ def _service_memory(cfg: Config, files: list[str]) -> str:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    lines = [f"service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
+    lines = ["service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
              f"{'':18} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
-    for label, snap in ((f"idle", idle), (f"after {len(files)} queries", busy)):
+    for label, snap in (("idle", idle), (f"after {len(files)} queries", busy)):
         for name in ("master", "worker"):
             m = snap[name]
             lines.append(f"{label + ' ' + name:18} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "

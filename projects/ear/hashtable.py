@@ -25,7 +25,6 @@ from typing import Iterator
 
 import numpy as np
 
-from .hashes import HASH_BITS
 
 TRACK_BITS, TIME_BITS = 20, 22
 MAX_TRACK_ID = (1 << TRACK_BITS) - 1
