@@ -107,3 +107,14 @@ def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_d
     assert answers and all(a.status_code == 200 for a in answers)
     assert all(a.json()["matches"][0]["track"]["title"] == "song4" for a in answers)
     assert requests.get(server.url + "/health", timeout=10).json()["tracks"] == 6
+
+
+def test_without_an_admin_token_changes_are_refused(tmp_path, songs_dir):
+    from ear.app import create_app
+    from ear.config import load_config
+
+    client = create_app(load_config(data_dir=tmp_path / "data", admin_token="")).test_client()
+    with open(songs_dir / "song0.flac", "rb") as fh:
+        r = client.post("/tracks", data={"audio": fh}, headers={"Authorization": "Bearer "})
+    assert r.status_code == 403 and r.get_json()["error"]["code"] == "admin_disabled"
+    assert client.get("/tracks").get_json()["tracks"] == []
