@@ -21,7 +21,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -234,8 +234,8 @@ class HashTable:
         keys = np.concatenate([tracks[t][0] for t in ids]) if ids else np.zeros(0, np.uint64)
         keys.sort()
         peaks = [tracks[t][1] for t in ids]
-        name = self._write_segment(keys)
-        peaks_file = self._write_segment(np.concatenate(peaks) if peaks else np.zeros(0, np.uint16))
+        name, _ = self._write_segment([keys])
+        peaks_file, _ = self._write_segment(peaks)
         self._draft.segments.append({
             "file": name, "count": int(keys.size), "tracks": ids, "peaks_file": peaks_file,
             "peak_offsets": np.concatenate([[0], np.cumsum([p.size for p in peaks])]).astype(int).tolist()})
@@ -266,26 +266,7 @@ class HashTable:
         chosen = [self._draft.segments[p] for p in positions]
         arrays = [_map(self.directory / s["file"], np.uint64, s["count"]) for s in chosen]
         removed = np.array(self._draft.removed, np.uint64)
-        bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
-        name, tmp = self._new_segment_path()
-        total = 0
-        with open(tmp, "wb") as out:
-            for i in range(_MERGE_SLICES):
-                parts = []
-                for arr in arrays:
-                    lo = np.searchsorted(arr, bounds[i])
-                    hi = np.searchsorted(arr, bounds[i + 1]) if i + 1 < _MERGE_SLICES else arr.size
-                    parts.append(np.asarray(arr[lo:hi]))
-                block = np.concatenate(parts)
-                if removed.size:
-                    ids = (block >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)
-                    block = block[~np.isin(ids, removed)]
-                block.sort()
-                out.write(block.tobytes())
-                total += block.size
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.directory / name)
+        name, total = self._write_segment(_merged_slices(arrays, removed))
         removed_set = set(self._draft.removed)
         peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
@@ -295,15 +276,8 @@ class HashTable:
                 if track not in removed_set:
                     peak_parts.append((track, peaks[offsets[j]:offsets[j + 1]]))
         peak_parts.sort(key=lambda item: item[0])
-        peaks_file, tmp = self._new_segment_path()
-        offsets_out = [0]
-        with open(tmp, "wb") as out:
-            for _, part in peak_parts:
-                out.write(np.asarray(part).tobytes())
-                offsets_out.append(offsets_out[-1] + part.size)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.directory / peaks_file)
+        peaks_file, _ = self._write_segment(part for _, part in peak_parts)
+        offsets_out = np.concatenate([[0], np.cumsum([p.size for _, p in peak_parts])]).astype(int).tolist()
         tracks = [track for track, _ in peak_parts]
         first = min(positions)
         kept = [s for p, s in enumerate(self._draft.segments) if p not in positions]
@@ -320,14 +294,18 @@ class HashTable:
         name = f"seg-{self._draft.generation:08d}.bin"
         return name, self.directory / (name + ".tmp")
 
-    def _write_segment(self, array: np.ndarray) -> str:
+    def _write_segment(self, chunks: Iterable[np.ndarray]) -> tuple[str, int]:
+        """Write arrays one after another into a new durable file; (its name, items written)."""
         name, tmp = self._new_segment_path()
+        count = 0
         with open(tmp, "wb") as out:
-            out.write(array.tobytes())
+            for chunk in chunks:
+                out.write(np.asarray(chunk).tobytes())
+                count += chunk.size
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.directory / name)
-        return name
+        return name, count
 
     def _save(self) -> None:
         tmp = self._manifest_path.with_suffix(".tmp")
@@ -348,6 +326,24 @@ class HashTable:
             (self.directory / name).unlink(missing_ok=True)
         self._obsolete = []
         self.refresh()
+
+
+def _merged_slices(arrays: list[np.ndarray], removed: np.ndarray) -> Iterator[np.ndarray]:
+    """The sorted union of sorted key arrays without removed tracks, one hash range at a time,
+    so that a merge holds only a slice of the table in memory."""
+    bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
+    for i in range(_MERGE_SLICES):
+        parts = []
+        for arr in arrays:
+            lo = np.searchsorted(arr, bounds[i])
+            hi = np.searchsorted(arr, bounds[i + 1]) if i + 1 < _MERGE_SLICES else arr.size
+            parts.append(np.asarray(arr[lo:hi]))
+        block = np.concatenate(parts)
+        if removed.size:
+            ids = (block >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)
+            block = block[~np.isin(ids, removed)]
+        block.sort()
+        yield block
 
 
 def _map(path: Path, dtype, count: int) -> np.ndarray:
