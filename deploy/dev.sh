@@ -8,7 +8,7 @@ mode=${1:-run}
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
-packages=(ffmpeg python3 python3-venv)
+packages=(ffmpeg python3 python3-venv g++ python3-dev)  # a compiler for annoy
 case "$mode" in
   run) packages+=(singularity-music) ;;  # the demo catalog: 16 real tracks, CC BY-SA
   test) packages+=(espeak-ng) ;;
@@ -18,6 +18,7 @@ $sudo apt-get update -q
 $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q "${packages[@]}"
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+deploy/install-torch.sh .venv  # the CPU build (EAR_TORCH_INDEX_URL), before the pin asks for it
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
 
 if [ "$mode" = test ]; then

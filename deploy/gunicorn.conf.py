@@ -1,7 +1,7 @@
 """Gunicorn settings for ear: `gunicorn -c deploy/gunicorn.conf.py` is all it takes.
 
 One worker (memory is the scarce resource on a small VPS), the app preloaded in the master so
-the catalog is opened once before the fork (the database connection is closed before it, and
+the catalog and the embedding model are loaded once before the fork (the database connection is closed before it, and
 the fingerprint files are read-only maps, safe to share), and a timeout long enough for an
 upload's ingest. Port and data directory come from ear's own configuration (EAR_* / .env).
 """
@@ -21,3 +21,10 @@ _config.data_dir.mkdir(parents=True, exist_ok=True)
 control_socket = str(_config.data_dir.resolve() / "gunicorn.ctl")
 accesslog = "-"
 errorlog = "-"
+
+
+def post_fork(server, worker) -> None:
+    # torch's thread pools do not survive a fork (a pool started in the master deadlocks the
+    # worker), so the master never starts one: the limits are set here, in the worker.
+    from ear.embed import configure_threads
+    configure_threads(_config.torch_threads, _config.torch_interop_threads)

@@ -59,11 +59,15 @@ class Server:
 
 @pytest.fixture
 def gunicorn_server(tmp_path):
+    yield from start_gunicorn(tmp_path)
+
+
+def start_gunicorn(tmp_path: Path, **env_vars: str):
     """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`."""
     port = free_port()
     data_dir = tmp_path / "served"
     env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
-           "EAR_ADMIN_TOKEN": "test-token"}
+           "EAR_ADMIN_TOKEN": "test-token", **env_vars}
     log = open(tmp_path / "gunicorn.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -78,16 +78,21 @@ def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tm
     # Crash after the landmarks were stored but before the row was written:
     orphan_audio = song(77)[:, 0]
     from ear.catalog import prepared_from_samples
-    p = prepared_from_samples(resample(orphan_audio, RATE / 16000), "orphan", {}, "x")
+    p = prepared_from_samples(resample(orphan_audio, RATE / 16000), "orphan", {}, "x",
+                              filled_catalog.model)
     with table.writing():
         (orphan_id,) = table.allocate_ids(1)
         table.add({orphan_id: (pack(p.hashes, orphan_id, p.frames), p.peaks)})
+        filled_catalog.index.add({orphan_id: (p.vectors, p.vector_starts)})
     # ...and a removal that marked the table but did not delete the row:
     with table.writing():
         table.remove([3])
     reopened = Catalog(config)
     reopened.reconcile()
     assert orphan_id not in reopened.table.track_ids()
+    assert {orphan_id, 3} <= reopened.index.removed
+    reopened.rebuild_index()
+    assert reopened.index.track_vector(orphan_id) is None and reopened.index.track_vector(3) is None
     with database.connection_context():
         assert Track.get_or_none(Track.id == 3) is None
     assert sorted(t.id for t in reopened.tracks()) == [1, 2, 4, 5, 6]

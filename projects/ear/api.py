@@ -5,6 +5,8 @@ import hmac
 import time
 from functools import wraps
 
+import numpy as np
+import torch
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from .catalog import Catalog, METADATA_FIELDS
@@ -50,7 +52,10 @@ def track_json(track) -> dict:
 def health():
     table = catalog().table
     table.refresh()
-    return jsonify(status="ok", tracks=len(table.track_ids()), landmarks=table.landmark_count)
+    index = catalog().index
+    index.refresh()
+    return jsonify(status="ok", tracks=len(table.track_ids()), landmarks=table.landmark_count,
+                   embedding_windows=index.window_count, torch_threads=torch.get_num_threads())
 
 
 @bp.post("/identify")
@@ -65,6 +70,50 @@ def identify():
         query_seconds=round(samples.size / SAMPLE_RATE, 3),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+
+
+def similar_filters() -> dict:
+    return {name: request.args.get(name, "").strip()
+            for name in ("artist", "genre", "exclude_artist")}
+
+
+def requested_k() -> int:
+    raw = request.args.get("k", "")
+    try:
+        k = int(raw) if raw else catalog().config.top_k
+    except ValueError:
+        raise EarError("bad_parameter", "k must be a whole number.") from None
+    if not 1 <= k <= 100:
+        raise EarError("bad_parameter", "k must be between 1 and 100.")
+    return k
+
+
+@bp.post("/similar")
+def similar_to_upload():
+    config = catalog().config
+    data, _ = uploaded_audio()
+    samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
+    identified, found = catalog().similar_to_clip(samples, requested_k(), **similar_filters())
+    return jsonify(identified=identified.to_json() if identified else None,
+                   basis="track" if identified else "clip",
+                   matches=[s.to_json() for s in found])
+
+
+@bp.get("/tracks/<int:track_id>/similar")
+def similar_to_track(track_id: int):
+    found = catalog().similar_to_track(track_id, requested_k(), **similar_filters())
+    return jsonify(track=track_json(catalog().get(track_id)), matches=[s.to_json() for s in found])
+
+
+@bp.get("/radio")
+def radio():
+    artist = request.args.get("artist", "").strip()
+    if not artist:
+        raise EarError("missing_artist", "Say whose radio: /radio?artist=NAME.")
+    seed = request.args.get("seed")
+    rng = np.random.default_rng(int(seed) if seed and seed.isdigit() else None)
+    found = catalog().radio(artist, requested_k() if "k" in request.args else 10, rng)
+    return jsonify(artist=artist, tracks=[s.to_json() for s in found])
 
 
 @bp.get("/tracks")
@@ -84,6 +133,8 @@ def add_track():
     metadata = {k: request.form.get(k, "").strip() for k in METADATA_FIELDS}
     track, created = catalog().add(data, name=request.form.get("source") or filename,
                                    metadata=metadata)
+    if created:
+        catalog().request_rebuild()
     return jsonify(created=created, track=track_json(track)), 201 if created else 200
 
 
@@ -91,4 +142,5 @@ def add_track():
 @admin_required
 def delete_track(track_id: int):
     track = catalog().remove(track_id)
+    catalog().request_rebuild()
     return jsonify(removed=track.to_json(brief=True))

@@ -1,6 +1,7 @@
 """The Flask application factory."""
 from __future__ import annotations
 
+import torch
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -15,7 +16,12 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
-    app.extensions["ear"] = Catalog(config)
+    catalog = Catalog(config)
+    # Load torch and the weights now, before Gunicorn forks, on one thread: a thread pool
+    # started here would deadlock the forked worker. The worker sets its own limits.
+    torch.set_num_threads(1)
+    catalog.model  # noqa: B018
+    app.extensions["ear"] = catalog
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
 

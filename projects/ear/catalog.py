@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -21,8 +22,11 @@ from .decode import SAMPLE_RATE, decode, read_tags
 from .errors import NotFound
 from .hashes import track_landmarks
 from .features import TRACK_PEAKS, peaks
+from . import fusion
+from .embed import DIM, Model, shared_model
 from .hashtable import HashTable, encode_peaks, pack
-from .match import Candidate, identify
+from .index import EmbeddingIndex
+from .match import best_per_track, rank, verified_candidates
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
                   ".webm", ".mka", ".wma", ".aif", ".aiff", ".xm", ".mod", ".it", ".s3m"}
@@ -40,6 +44,8 @@ class PreparedTrack:
     hashes: np.ndarray
     frames: np.ndarray
     peaks: np.ndarray  # encoded for the hash table
+    vectors: np.ndarray  # embedding of each 2 s window, one per second
+    vector_starts: np.ndarray  # their start times in s
 
 
 @dataclass
@@ -49,23 +55,52 @@ class Match:
     score: float
     confidence: float
     other_offsets_s: tuple[float, ...] = ()
+    evidence: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
 
     def to_json(self) -> dict:
         data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
-                "score": self.score, "confidence": self.confidence}
+                "score": self.score, "confidence": self.confidence,
+                "evidence": list(self.evidence)}
         if self.other_offsets_s:  # the clip fits equally well there: repeated music
             data["other_offsets_s"] = list(self.other_offsets_s)
         return data
 
 
 @dataclass
+class Similar:
+    track: Track
+    score: float  # cosine similarity of the track vectors, 1 = the same
+
+    def to_json(self) -> dict:
+        return {"track": self.track.to_json(brief=True), "score": self.score}
+
+
+@dataclass
+class Identification:
+    """Fingerprint-only, embedding-only and fused answers to one query (the eval compares them)."""
+
+    fingerprint: list[tuple[int, float, float]]  # (track, offset s, z), best first, z ≥ threshold
+    embedding: list[tuple[int, float, float]]  # (track, offset s, score), best first, all
+    candidates: list[fusion.Evidence]  # every track with any evidence, best first
+    fused: list[fusion.Evidence]  # the accepted ones: the answer
+
+
+@dataclass
 class Catalog:
     config: Config
     table: HashTable = field(init=False)
+    index: EmbeddingIndex = field(init=False)
 
     def __post_init__(self) -> None:
         init_db(self.config.db_path)
         self.table = HashTable(self.config.fingerprint_dir)
+        self.index = EmbeddingIndex(self.config.embedding_dir, DIM)
+        self._rebuild_wanted = threading.Event()
+        self._rebuilder: threading.Thread | None = None
+
+    @property
+    def model(self) -> Model:
+        return shared_model()
 
     # ---- adding ------------------------------------------------------------------------------
     def prepare(self, source: bytes | str | os.PathLike, name: str | None = None,
@@ -80,7 +115,7 @@ class Catalog:
         merged = {**tags, **given}
         merged.setdefault("title", Path(source_name).stem or "untitled")
         return prepared_from_samples(samples, source_name, merged,
-                                     hashlib.sha256(samples.tobytes()).hexdigest())
+                                     hashlib.sha256(samples.tobytes()).hexdigest(), self.model)
 
     def store(self, prepared: list[PreparedTrack]) -> list[tuple[Track, bool]]:
         """Store prepared tracks; (track, True) for new ones, (existing track, False) for audio
@@ -105,6 +140,7 @@ class Catalog:
                 ids = self.table.allocate_ids(len(new))
                 self.table.add({tid: (pack(p.hashes, tid, p.frames), p.peaks)
                                 for tid, p in zip(ids, new)})
+                self.index.add({tid: (p.vectors, p.vector_starts) for tid, p in zip(ids, new)})
                 with database.atomic():
                     created = [Track.create(id=tid, source=p.source, duration=p.duration,
                                             content_hash=p.content_hash,
@@ -122,6 +158,7 @@ class Catalog:
             if track is None:
                 raise NotFound("track_not_found", f"No track with id {track_id}.")
             self.table.remove([track_id])
+            self.index.remove([track_id])
             track.delete_instance()
         return track
 
@@ -130,6 +167,39 @@ class Catalog:
         with self.table.writing():
             self.table.merge_all()
 
+    def rebuild_index(self, force: bool = False) -> bool:
+        """Fold new and removed tracks into fresh Annoy files (queries go on meanwhile)."""
+        return self.index.rebuild(force=force)
+
+    def reembed(self) -> tuple[int, list[int]]:
+        """Embed every track again from its source file, then rebuild the indexes with the new
+        vectors; (tracks done, ids whose source is gone and keep their old vectors)."""
+        replace, missing = {}, []
+        for track in self.tracks():
+            if not Path(track.source).is_file():
+                missing.append(track.id)
+                continue
+            samples = decode(track.source, max_seconds=self.config.max_track_seconds,
+                             timeout_s=max(self.config.decode_timeout_s,
+                                           self.config.max_track_seconds / 20))
+            vectors, starts = self.model.windows(samples, hop_s=1.0)
+            replace[track.id] = (vectors.astype(np.float16), starts)
+        self.index.rebuild(force=True, replace=replace)
+        return len(replace), missing
+
+    def request_rebuild(self) -> None:
+        """Rebuild the embedding index soon, in a background thread of this process."""
+        self._rebuild_wanted.set()
+        if self._rebuilder is None or not self._rebuilder.is_alive():
+            self._rebuilder = threading.Thread(target=self._rebuild_loop, name="ear-reindex",
+                                               daemon=True)
+            self._rebuilder.start()
+
+    def _rebuild_loop(self) -> None:
+        while self._rebuild_wanted.wait(timeout=60):
+            self._rebuild_wanted.clear()
+            self.index.rebuild()
+
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.
         in_table = self.table.track_ids()
@@ -137,8 +207,10 @@ class Catalog:
         orphans = sorted(in_table - in_db)  # landmarks stored, row never written (crash)
         if orphans:
             self.table.remove(orphans)
+            self.index.remove(orphans)
         gone = in_db - in_table  # removal began in the table, row not yet deleted (crash)
         if gone:
+            self.index.remove(sorted(gone))
             Track.delete().where(Track.id.in_(sorted(gone))).execute()
 
     def reconcile(self) -> None:
@@ -147,16 +219,101 @@ class Catalog:
 
     # ---- reading -----------------------------------------------------------------------------
     def identify(self, samples: np.ndarray) -> list[Match]:
-        candidates: list[Candidate] = identify(samples, self.table,
-                                               threshold=self.config.match_threshold,
-                                               top_k=self.config.top_k)
-        if not candidates:
+        """Matches ranked by fingerprint and embedding evidence together; empty for no match."""
+        found = self.identification(samples).fused[: self.config.top_k]
+        rows = self._rows(e.track_id for e in found)
+        return [Match(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
+                      e.other_offsets_s, tuple(e.kinds)) for e in found if e.track_id in rows]
+
+    def identification(self, samples: np.ndarray) -> Identification:
+        self.index.refresh()
+        vectors, starts = self.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
+        votes = fusion.embedding_votes(
+            self.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
+        verified = verified_candidates(samples, self.table, fusion.proposals(votes))
+        fingerprint = best_per_track(verified)
+        known = self._known_ids()
+        candidates = [e for e in fusion.combine(fingerprint, votes) if e.track_id in known]
+        return Identification(
+            fingerprint=[(c.track_id, c.offset_s, c.score) for c in
+                         rank(verified, self.config.match_threshold, self.config.top_k)
+                         if c.track_id in known],
+            embedding=[(t, off, score) for t, (score, off) in
+                       sorted(votes.items(), key=lambda kv: -kv[1][0]) if t in known],
+            candidates=candidates, fused=[e for e in candidates if e.accepted])
+
+    # ---- similar tracks ----------------------------------------------------------------------
+    def similar_to_track(self, track_id: int, k: int, artist: str = "", genre: str = "",
+                         exclude_artist: str = "") -> list[Similar]:
+        self.get(track_id)  # 404 for an unknown track
+        self.index.refresh()
+        vector = self.index.track_vector(track_id)
+        if vector is None:
             return []
+        return self._nearest(vector, k, {track_id}, artist, genre, exclude_artist)
+
+    def similar_to_clip(self, samples: np.ndarray, k: int, artist: str = "", genre: str = "",
+                        exclude_artist: str = "") -> tuple[Match | None, list[Similar]]:
+        """(the track the clip was identified as, if confidently; tracks like it). An identified
+        clip gets "more like this track"; any other clip gets tracks that sound like the clip."""
+        matches = self.identify(samples)
+        if matches and matches[0].confidence >= 0.5:
+            return matches[0], self.similar_to_track(matches[0].track.id, k, artist, genre,
+                                                     exclude_artist)
+        self.index.refresh()
+        return None, self._nearest(self.model.clip_vector(samples), k, set(), artist, genre,
+                                   exclude_artist)
+
+    def radio(self, artist: str, k: int, rng: np.random.Generator) -> list[Similar]:
+        """A playlist for fans of `artist`: tracks near theirs, by other artists, drawn at random
+        from the nearest few times `k` (a different list each time, always relevant)."""
         with database.connection_context():
-            rows = {t.id: t for t in Track.select().where(
-                Track.id.in_(sorted({c.track_id for c in candidates})))}
-        return [Match(rows[c.track_id], c.offset_s, c.score, c.confidence, c.other_offsets_s)
-                for c in candidates if c.track_id in rows]
+            own = [t.id for t in Track.select(Track.id).where(Track.artist == artist)]
+        if not own:
+            raise NotFound("artist_not_found", f"No track by {artist!r} in the catalog.")
+        self.index.refresh()
+        vectors = [v for v in (self.index.track_vector(t) for t in own) if v is not None]
+        if not vectors:
+            return []
+        centre = np.mean(vectors, axis=0)
+        pool = self._nearest(centre / max(float(np.linalg.norm(centre)), 1e-9), 3 * k, set(own),
+                             exclude_artist=artist)
+        if len(pool) <= k:
+            return pool
+        weights = np.array([max(s.score, 0.0) + 0.05 for s in pool])
+        pick = rng.choice(len(pool), k, replace=False, p=weights / weights.sum())
+        return [pool[i] for i in sorted(pick)]
+
+    def _nearest(self, vector: np.ndarray, k: int, exclude_ids: set[int], artist: str = "",
+                 genre: str = "", exclude_artist: str = "") -> list[Similar]:
+        known = self._known_ids()
+        n = 4 * k + len(exclude_ids) + 10
+        while True:  # filters may reject many: widen the search until k pass or all were seen
+            ids, sims = self.index.search_tracks(vector, n)
+            ids = [int(i) for i in ids if int(i) in known and int(i) not in exclude_ids]
+            rows = self._rows(ids)
+            out = []
+            for tid, sim in zip(ids, sims.tolist()):
+                track = rows.get(tid)
+                if track is None or (artist and track.artist != artist) or (
+                        genre and track.genre != genre) or (
+                        exclude_artist and track.artist == exclude_artist):
+                    continue
+                out.append(Similar(track, round(float(sim), 4)))
+            if len(out) >= k or n >= len(known) + len(exclude_ids):
+                return out[:k]
+            n *= 4
+
+    def _rows(self, ids) -> dict[int, Track]:
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        with database.connection_context():
+            return {t.id: t for t in Track.select().where(Track.id.in_(ids))}
+
+    def _known_ids(self) -> set[int]:
+        with database.connection_context():
+            return {t.id for t in Track.select(Track.id)}
 
     def tracks(self) -> list[Track]:
         with database.connection_context():
@@ -171,13 +328,15 @@ class Catalog:
 
 
 def prepared_from_samples(samples: np.ndarray, source: str, metadata: dict,
-                          content_hash: str) -> PreparedTrack:
-    """Fingerprint decoded audio: landmarks and the peaks that verify them."""
-    t, f, rank = peaks(samples, TRACK_PEAKS)
-    hashes, frames = track_landmarks(t, f, rank)
+                          content_hash: str, model: Model) -> PreparedTrack:
+    """Fingerprint and embed decoded audio: landmarks, the peaks that verify them, vectors."""
+    t, f, peak_rank = peaks(samples, TRACK_PEAKS)
+    hashes, frames = track_landmarks(t, f, peak_rank)
+    vectors, starts = model.windows(samples, hop_s=1.0)
     return PreparedTrack(source=source, metadata=metadata, duration=samples.size / SAMPLE_RATE,
                          content_hash=content_hash, hashes=hashes, frames=frames,
-                         peaks=encode_peaks(t, f))
+                         peaks=encode_peaks(t, f), vectors=vectors.astype(np.float16),
+                         vector_starts=starts)
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> Iterable[Path]:

@@ -1,4 +1,4 @@
-"""The `ear` command: ingest, identify, tracks, remove, serve, eval."""
+"""The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, serve, eval, train."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ import time
 from .catalog import Catalog, PreparedTrack, audio_files
 from .config import Config, load_config
 from .decode import decode
+from .embed import configure_threads
 from .errors import EarError
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
@@ -28,6 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
+    p.add_argument("files", nargs="*")
+    p.add_argument("--track", type=int, help="tracks like this catalog track instead")
+    p.add_argument("-k", type=int, default=None, help="how many (default: EAR_TOP_K)")
+    p.add_argument("--artist", default="", help="only tracks by this artist")
+    p.add_argument("--genre", default="", help="only tracks of this genre")
+    p.add_argument("--exclude-artist", default="", help="no tracks by this artist")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("reindex", help="rebuild the embedding indexes")
+    p.add_argument("--reembed", action="store_true",
+                   help="embed every track again from its source file (after a model change)")
+
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")
     p.add_argument("ids", nargs="+", type=int)
@@ -41,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from .eval import add_arguments
     add_arguments(p)
 
+    p = sub.add_parser("train", help="train the embedding model (resumable)")
+    from .train import add_arguments as train_arguments
+    train_arguments(p)
+
     args = parser.parse_args(argv)
     config = load_config(data_dir=args.data_dir)
+    if args.command not in ("train", "serve"):  # train has --threads; serve sets them itself
+        configure_threads(config.torch_threads, config.torch_interop_threads)
     handler = globals()["cmd_" + args.command]
     try:
         return handler(config, args) or 0
@@ -51,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_train(config: Config, args) -> int:
+    from .train import run
+    return run(args)
 
 
 def cmd_ingest(config: Config, args) -> int:
@@ -79,6 +104,7 @@ def cmd_ingest(config: Config, args) -> int:
     if batch:
         flush()
     progress.done()
+    catalog.rebuild_index()
     return 1 if failures and failures == len(files) else 0
 
 
@@ -106,6 +132,53 @@ def cmd_identify(config: Config, args) -> int:
     return 0
 
 
+def cmd_similar(config: Config, args) -> int:
+    if bool(args.files) == (args.track is not None):
+        print("ear similar: give FILE(s) or --track ID", file=sys.stderr)
+        return 2
+    catalog = Catalog(config)
+    k = args.k or config.top_k
+    filters = {"artist": args.artist, "genre": args.genre, "exclude_artist": args.exclude_artist}
+    queries = [(f"track:{args.track}", None)] if args.track is not None else [(f, f) for f in args.files]
+    for label, file in queries:
+        result: dict = {"query": label}
+        try:
+            if file is None:
+                found = catalog.similar_to_track(args.track, k, **filters)
+            else:
+                samples = decode(file, max_seconds=config.max_query_seconds,
+                                 timeout_s=config.decode_timeout_s)
+                identified, found = catalog.similar_to_clip(samples, k, **filters)
+                result["identified"] = identified.to_json() if identified else None
+            result["matches"] = [s.to_json() for s in found]
+        except EarError as exc:
+            result["error"] = exc.to_json()["error"]
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{label}: error: {result['error']['message']}")
+        else:
+            basis = result.get("identified")
+            print(f"{label}: like {basis['track']['title']!r}" if basis else f"{label}:")
+            for m in result["matches"]:
+                t = m["track"]
+                print(f"  {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']})")
+    return 0
+
+
+def cmd_reindex(config: Config, args) -> int:
+    catalog = Catalog(config)
+    if args.reembed:
+        done, missing = catalog.reembed()
+        print(f"embedded {done} tracks again" + (f"; {len(missing)} sources gone (their old "
+                                                  f"vectors kept): {missing}" if missing else ""))
+    started = time.perf_counter()
+    catalog.rebuild_index(force=True)
+    print(f"embedding indexes rebuilt: {catalog.index.window_count} windows "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def cmd_tracks(config: Config, args) -> int:
     for t in Catalog(config).tracks():
         print(f"{t.id}\t{t.duration:8.1f}s\t{t.artist or '-'}\t{t.title}\t{t.source}")
@@ -122,6 +195,7 @@ def cmd_remove(config: Config, args) -> int:
         except EarError as exc:
             print(f"ear: {exc.message}", file=sys.stderr)
             status = 1
+    catalog.rebuild_index()
     return status
 
 
@@ -134,7 +208,9 @@ def cmd_compact(config: Config, args) -> int:
 
 def cmd_serve(config: Config, args) -> int:
     from .app import create_app
-    create_app(config).run(host=args.host, port=args.port or config.port)
+    app = create_app(config)
+    configure_threads(config.torch_threads, config.torch_interop_threads)
+    app.run(host=args.host, port=args.port or config.port)
     return 0
 
 

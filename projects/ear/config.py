@@ -19,6 +19,8 @@ class Config:
     port: int = 5001
     match_threshold: float = 7.5  # verification z-score below which the answer is "no match"
     top_k: int = 5
+    torch_threads: int = 1  # the VPS's cores are shared with the web site
+    torch_interop_threads: int = 1
 
     @property
     def db_path(self) -> Path:
@@ -27,6 +29,10 @@ class Config:
     @property
     def fingerprint_dir(self) -> Path:
         return self.data_dir / "fingerprints"
+
+    @property
+    def embedding_dir(self) -> Path:
+        return self.data_dir / "embeddings"
 
 
 _ENV_NAMES = {f.name: "EAR_" + f.name.upper() for f in fields(Config)}

@@ -82,12 +82,12 @@ def encode_opus_webm(x: np.ndarray, path: Path, kbps: int) -> None:
         input=x.astype("<f4").tobytes(), check=True, timeout=60)
 
 
-def read_clip(path: Path, start_s: float, seconds: float) -> np.ndarray:
-    """`seconds` of a file from `start_s`, mono at RATE (evaluation input, trusted files)."""
+def read_clip(path: Path, start_s: float, seconds: float, rate: int = RATE) -> np.ndarray:
+    """`seconds` of a file from `start_s`, mono at `rate` (evaluation input, trusted files)."""
     out = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{start_s:.4f}", "-t", f"{seconds:.4f}",
          "-i", str(path), "-af", "pan=mono|c0=0.5*c0+0.5*c1" if _channels(path) > 1 else "anull",
-         "-ar", str(RATE), "-f", "f32le", "pipe:1"],
+         "-ar", str(rate), "-f", "f32le", "pipe:1"],
         capture_output=True, check=True, timeout=60)
     return np.frombuffer(out.stdout, "<f4").copy()
 

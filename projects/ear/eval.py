@@ -18,10 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
+from . import fusion
 from .catalog import Catalog, PreparedTrack, audio_files, prepared_from_samples
 from .config import Config
 from .db import Track, database
 from .decode import decode
+from .embed import Model
 from .degrade import (LEVELS, RATE, degrade, encode_opus_webm, pink_noise, read_clip, resample)
 from .errors import EarError
 
@@ -52,6 +56,11 @@ def add_arguments(p) -> None:
     p.add_argument("--rebuild", action="store_true", help="ingest the catalog again")
     p.add_argument("--service-queries", type=int, default=100,
                    help="queries sent to a real Gunicorn for its memory (0: skip)")
+    p.add_argument("--similar", action="store_true",
+                   help="also measure similar-track precision@10 against an MFCC baseline")
+    p.add_argument("--labels", metavar="CSV",
+                   help="for --similar: lines 'folder,artist,genre'; a track under folder gets "
+                        "those labels (default: the tracks' own artist and genre)")
 
 
 def run(config: Config, args) -> int:
@@ -63,6 +72,7 @@ def run(config: Config, args) -> int:
     catalog = Catalog(cfg)
     ingest_stats = _ingest(catalog, args.catalog, work / "ingest.json")
     _add_distractors(catalog, args.distractors, args.seed)
+    catalog.rebuild_index()
     levels = [LEVELS[name.strip().upper()] for name in args.levels.split(",")]
     lengths = [float(x) for x in args.lengths.split(",")]
     with database.connection_context():
@@ -77,22 +87,48 @@ def run(config: Config, args) -> int:
     catalog.table.refresh()
     index_bytes = sum((cfg.fingerprint_dir / s["file"]).stat().st_size
                       for s in catalog.table.manifest.segments)
+    embedding_bytes = sum(p.stat().st_size for p in cfg.embedding_dir.iterdir()
+                          if p.suffix in (".ann", ".npy", ".npz"))
     with database.connection_context():
         catalog_seconds = sum(t.duration for t in Track.select(Track.duration))
     print(f"catalog: {len(real)} tracks ({total_tracks - len(real)} distractors), "
           f"{catalog_seconds / 3600:.1f} h, {catalog.table.landmark_count} landmarks, "
-          f"index {index_bytes / 1e6:.1f} MB = {index_bytes / catalog_seconds:.0f} bytes/s of audio")
+          f"index {index_bytes / 1e6:.1f} MB = {index_bytes / catalog_seconds:.0f} bytes/s of audio; "
+          f"embedding indexes {embedding_bytes / 1e6:.1f} MB = "
+          f"{embedding_bytes / catalog_seconds:.0f} bytes/s ({catalog.index.window_count} windows)")
+    print(_embedding_cost(catalog, [q for q in queries if q["length_s"] == 10][:50]))
     if ingest_stats:
         print(f"ingest: {ingest_stats['audio_s'] / ingest_stats['cpu_s']:.0f}x real time per CPU core "
               f"(decode included; {ingest_stats['audio_s'] / ingest_stats['wall_s']:.0f}x wall), "
               f"{ingest_stats['tracks']} tracks, {ingest_stats['skipped']} skipped")
+    print(_ab_table(results, levels))
+    print("fusion (what /identify answers), by clip length:")
     print(_table(results, levels, lengths))
+    if args.similar:
+        from .similar_eval import similarity_report
+        print(similarity_report(catalog, args.labels))
     rss = _proc_status()
     print(f"memory: peak RSS {rss.get('VmHWM', 0) / 1024:.0f} MB (this process, ingest included), "
           f"now {rss.get('VmRSS', 0) / 1024:.0f} MB")
     if args.service_queries:
         print(_service_memory(cfg, [q["file"] for q in queries][: args.service_queries]))
     return 0
+
+
+def _embedding_cost(catalog: Catalog, clips: list[dict]) -> str:
+    """Model load time, and the time to embed 10 s clips with the configured thread count."""
+    started = time.perf_counter()
+    Model()
+    load_s = time.perf_counter() - started
+    times = []
+    for q in clips:
+        samples = decode(q["file"], max_seconds=30, timeout_s=60)
+        started = time.perf_counter()
+        catalog.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
+        times.append((time.perf_counter() - started) * 1000)
+    return (f"model: load {load_s * 1000:.0f} ms; embedding a 10 s clip ({len(times)} clips, "
+            f"{torch.get_num_threads()} thread): p50 {np.percentile(times or [0], 50):.1f} ms, "
+            f"p95 {np.percentile(times or [0], 95):.1f} ms")
 
 
 def _service_memory(cfg: Config, files: list[str]) -> str:
@@ -194,7 +230,7 @@ def _add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
             factor = float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.15) + 1)
             batch.append(prepared_from_samples(
                 resample(samples, factor), f"distractor:{original.id}:{factor:.4f}",
-                {"title": f"distractor {made}"}, f"distractor-{made}"))
+                {"title": f"distractor {made}"}, f"distractor-{made}", catalog.model))
             made += 1
             if len(batch) >= 200:
                 catalog.store(batch)
@@ -339,13 +375,46 @@ def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
     for q in queries:
         samples = decode(q["file"], max_seconds=catalog.config.max_query_seconds, timeout_s=60)
         started = time.perf_counter()
-        matches = catalog.identify(samples)
+        found = catalog.identification(samples)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        results.append({**q, "elapsed_ms": elapsed_ms,
-                        "matches": [{"track_id": m.track.id, "offset_s": m.offset_s,
-                                     "other_offsets_s": list(m.other_offsets_s),
-                                     "score": m.score, "confidence": m.confidence} for m in matches]})
+        results.append({
+            **q, "elapsed_ms": elapsed_ms,
+            "dsp": [{"track_id": t, "offset_s": off, "score": z} for t, off, z in found.fingerprint],
+            "ml": [{"track_id": t, "offset_s": off, "score": sc}
+                   for t, off, sc in found.embedding[:5] if sc >= fusion.EMBEDDING_SCORE],
+            "matches": [_evidence_json(e) for e in found.fused[:5]],
+            "candidates": [_evidence_json(e) for e in found.candidates[:8]]})
     return results
+
+
+def _evidence_json(e: fusion.Evidence) -> dict:
+    return {"track_id": e.track_id, "offset_s": e.offset_s, "other_offsets_s": list(e.other_offsets_s),
+            "score": round(e.fused, 2), "confidence": e.confidence, "z": e.fingerprint_z,
+            "embedding": e.embedding_score}
+
+
+METHODS = {"DSP": "dsp", "ML": "ml", "Fusion": "matches"}
+
+
+def _ab_table(results: list[dict], levels) -> str:
+    """Fingerprints alone, embeddings alone, both: the same queries, all lengths together."""
+    lines = [f"{'level':6} {'method':7} {'n':>4} {'top-1':>6} {'top-5':>6} {'off±0.5':>8} {'FP':>6}"]
+    for level in levels:
+        known = [r for r in results if r["level"] == level.name and r["track_id"] is not None]
+        unknown = [r for r in results if r["level"] == level.name and r["track_id"] is None]
+        for method, key in METHODS.items():
+            top1 = [r for r in known if r[key] and r[key][0]["track_id"] == r["track_id"]]
+            top5 = [r for r in known if any(m["track_id"] == r["track_id"] for m in r[key][:5])]
+            off05 = [r for r in top1 if _offset_ok(r[key][0], r["start_s"], 0.5)]
+            fp = [r for r in unknown if r[key]]
+            lines.append(f"{level.name:6} {method:7} {len(known):4d} {_pct(top1, known):>6} "
+                         f"{_pct(top5, known):>6} {_pct(off05, top1):>8} "
+                         f"{_pct(fp, unknown) if unknown else '-':>6}")
+    return "\n".join(lines)
+
+
+def _pct(part: list, whole: list) -> str:
+    return f"{100 * len(part) / max(len(whole), 1):5.1f}%"
 
 
 def _table(results: list[dict], levels, lengths) -> str:
@@ -361,23 +430,21 @@ def _table(results: list[dict], levels, lengths) -> str:
                 continue
             top1 = [r for r in known if r["matches"] and r["matches"][0]["track_id"] == r["track_id"]]
             top5 = [r for r in known if any(m["track_id"] == r["track_id"] for m in r["matches"][:5])]
-            off05 = [r for r in top1 if _offset_ok(r, 0.5)]
-            off2 = [r for r in top1 if _offset_ok(r, 2.0)]
+            off05 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 0.5)]
+            off2 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 2.0)]
             lat = np.array([r["elapsed_ms"] for r in known])
             fp = [r for r in unknown if r["matches"]]
-            pct = lambda part, whole: f"{100 * len(part) / max(len(whole), 1):5.1f}%"
             lines.append(
                 f"{level.name:6} {('all' if length is None else f'{length:g}s'):>4} {len(known):4d} "
-                f"{pct(top1, known):>6} {pct(top5, known):>6} {pct(off05, top1):>8} {pct(off2, top1):>6} "
+                f"{_pct(top1, known):>6} {_pct(top5, known):>6} {_pct(off05, top1):>8} {_pct(off2, top1):>6} "
                 f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 95):7.1f} "
-                f"{len(unknown):6d} {pct(fp, unknown) if unknown else '-':>6}")
+                f"{len(unknown):6d} {_pct(fp, unknown) if unknown else '-':>6}")
     return "\n".join(lines)
 
 
-def _offset_ok(result: dict, tolerance: float) -> bool:
+def _offset_ok(best: dict, start_s: float, tolerance: float) -> bool:
     # Any reported offset of the right track counts: ambiguous offsets are all returned.
-    best = result["matches"][0]
-    return any(abs(offset - result["start_s"]) <= tolerance
+    return any(abs(offset - start_s) <= tolerance
                for offset in [best["offset_s"], *best.get("other_offsets_s", [])])
 
 

@@ -24,6 +24,7 @@ CONFIDENT_Z = 9.0  # stop trying other speeds above this
 _SMEAR = 1  # votes within ±1 frame are pooled
 # Frames tried around a candidate offset when verifying; on a tie the first wins.
 _SHIFTS = (0, -1, 1, -2, 2)
+_PROPOSAL_SPAN = 36  # frames (±0.58 s) searched around an offset proposed by the embeddings
 _AMBIGUOUS_RATIO = 0.7  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
 
@@ -39,6 +40,15 @@ class Candidate:
 
 def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: int) -> list[Candidate]:
     """Best matches for a query clip, best first; empty when nothing is really there."""
+    return rank(verified_candidates(samples, table), threshold, top_k)
+
+
+def verified_candidates(samples: np.ndarray, table: HashTable,
+                        proposals: list[tuple[int, float]] = ()) -> list[tuple[float, int, int]]:
+    """(z-score, track, offset in frames) of every candidate verified, in no order.
+
+    `proposals` are (track, offset in s) pairs found some other way (the embeddings); they are
+    verified too, searching ±0.6 s around the offset since their offsets are coarse."""
     table.refresh()
     t, f, _ = peaks(samples, QUERY_PEAKS)
     verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
@@ -49,14 +59,24 @@ def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: 
         sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
         hashes, frames = landmarks(st, sf, QUERY_PAIRING)
         grid = _QueryGrid(st, sf)
-        for track, offset in vote(table.lookup(hashes), frames, CANDIDATES):
+        tried = vote(table.lookup(hashes), frames, CANDIDATES)
+        if speed == 1.0:
+            for track, offset_s in proposals:
+                if track not in stored_peaks:
+                    stored_peaks[track] = table.peaks_of(track)
+                centre = int(round(offset_s / FRAME_SECONDS))
+                verified.append(max(
+                    (z, track, offset - shift) for offset in
+                    range(centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(_SHIFTS))
+                    for z, shift in [grid.verify(*stored_peaks[track], offset)]))
+        for track, offset in tried:
             if track not in stored_peaks:
                 stored_peaks[track] = table.peaks_of(track)
             z, shift = grid.verify(*stored_peaks[track], offset)
-            verified.append((z, track, offset + shift))
+            verified.append((z, track, offset - shift))
         if verified and max(verified)[0] >= CONFIDENT_Z:
             break
-    return _rank(verified, threshold, top_k)
+    return verified
 
 
 def vote(hits: Hits, query_frames: np.ndarray, count: int) -> list[tuple[int, int]]:
@@ -92,7 +112,8 @@ class _QueryGrid:
         self.chance = self.grid[1:self.frames + 1].mean(axis=0)
 
     def verify(self, ref_t: np.ndarray, ref_f: np.ndarray, offset: int) -> tuple[float, int]:
-        """(z-score, best shift in frames) of the stored peaks laid over the query at `offset`."""
+        """(z-score, best shift) of the stored peaks laid over the query at `offset` (stored
+        frame − query frame); the best fit is at offset − shift."""
         lo = np.searchsorted(ref_t, offset)
         hi = np.searchsorted(ref_t, offset + self.frames)
         rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
@@ -116,24 +137,29 @@ class _QueryGrid:
         return (best - expected) / spread, best_shift
 
 
-def _rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) -> list[Candidate]:
-    verified.sort(reverse=True)
-    per_track: dict[int, list[tuple[float, int]]] = {}
-    for z, track, offset in verified:
-        if z >= threshold:
-            per_track.setdefault(track, []).append((z, offset))
-    out = []
-    for track, found in per_track.items():
-        z, offset = found[0]
-        others: list[int] = []
-        for z2, o2 in found[1:]:
-            if z2 >= _AMBIGUOUS_RATIO * z and all(
-                    abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
-                others.append(o2)
-        out.append(Candidate(track, _seconds(offset), round(float(z), 2), confidence(z),
-                             tuple(_seconds(o) for o in sorted(others))))
+def rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) -> list[Candidate]:
+    out = [Candidate(track, offset, round(z, 2), confidence(z), others)
+           for track, (z, offset, others) in best_per_track(verified).items() if z >= threshold]
     out.sort(key=lambda c: -c.score)
     return out[:top_k]
+
+
+def best_per_track(verified: list[tuple[float, int, int]]
+                   ) -> dict[int, tuple[float, float, tuple[float, ...]]]:
+    """{track: (best z, its offset in s, other offsets in s that fit almost as well)}."""
+    found: dict[int, list[tuple[float, int]]] = {}
+    for z, track, offset in sorted(verified, reverse=True):
+        found.setdefault(track, []).append((float(z), offset))
+    out = {}
+    for track, fits in found.items():
+        z, offset = fits[0]
+        others: list[int] = []
+        for z2, o2 in fits[1:]:
+            if z > 0 and z2 >= _AMBIGUOUS_RATIO * z and all(
+                    abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
+                others.append(o2)
+        out[track] = (z, _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
+    return out
 
 
 def _seconds(frames: int) -> float:

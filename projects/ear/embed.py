@@ -1,0 +1,138 @@
+"""Audio → vectors: a small convolutional network over log-mel windows, trained by `ear train`.
+
+One window is 2 s of 16 kHz mono; its vector is 64 floats with unit length, so the angular
+distance between two windows says how alike they sound. The model file holds the weights in
+float16 next to the settings they were trained with.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .decode import SAMPLE_RATE
+
+WINDOW_S = 2.0
+N_FFT = 512
+HOP = 256  # 16 ms
+N_MELS = 64
+DIM = 64
+WINDOW_FRAMES = 1 + int(WINDOW_S * SAMPLE_RATE - N_FFT) // HOP  # 123
+MODEL_PATH = Path(__file__).with_name("model") / "ear-embed.pt"
+
+
+def _mel_filters(n_mels: int, n_fft: int, rate: int, low: float = 50.0,
+                 high: float = 8000.0) -> torch.Tensor:
+    def to_mel(hz):
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    edges = 700.0 * (10 ** (np.linspace(to_mel(low), to_mel(high), n_mels + 2) / 2595.0) - 1)
+    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    bank = np.zeros((n_mels, freqs.size), np.float32)
+    for m in range(n_mels):
+        left, centre, right = edges[m:m + 3]
+        rise = (freqs - left) / (centre - left)
+        fall = (right - freqs) / (right - centre)
+        bank[m] = np.clip(np.minimum(rise, fall), 0, None)
+    return torch.from_numpy(bank)
+
+
+class LogMel(nn.Module):
+    """Samples (batch, n) → log-mel (batch, N_MELS, frames), level-normalised per window later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.register_buffer("filters", _mel_filters(N_MELS, N_FFT, SAMPLE_RATE), persistent=False)
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(samples, N_FFT, HOP, window=self.window, center=False,
+                          return_complex=True).abs().pow(2)
+        return torch.log(self.filters @ spec + 1e-6)
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class Embedder(nn.Module):
+    """Log-mel windows (batch, N_MELS, WINDOW_FRAMES) → unit vectors (batch, DIM)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            _block(1, 24, 2), _block(24, 48, 2), _block(48, 48, 1), _block(48, 96, 2),
+            _block(96, 96, 1), _block(96, 192, 2), _block(192, 192, 1))
+        self.head = nn.Sequential(nn.Linear(2 * 192 * 4, 256), nn.ReLU(inplace=True),
+                                  nn.Linear(256, DIM))
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        # Level does not say which music it is: remove each window's mean log energy.
+        x = logmel - logmel.mean(dim=(1, 2), keepdim=True)
+        x = self.convs(x.unsqueeze(1))  # (batch, 192, 4, time)
+        x = x.flatten(1, 2)
+        x = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
+        return nn.functional.normalize(self.head(x), dim=1)
+
+
+class Model:
+    """The trained embedder, loaded once (in the Gunicorn master, before the fork)."""
+
+    def __init__(self, path: Path = MODEL_PATH) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.frontend = LogMel()
+        self.net = Embedder()
+        self.net.load_state_dict({k: v.float() for k, v in state["weights"].items()})
+        self.net.eval()
+        self.version = str(state.get("version", path.stem))
+
+    @torch.inference_mode()
+    def windows(self, samples: np.ndarray, hop_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of the 2 s windows every `hop_s` seconds, and their start times in seconds.
+
+        A clip shorter than one window is zero-padded to one window."""
+        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        need = int(WINDOW_S * SAMPLE_RATE)
+        if x.numel() < need:
+            x = nn.functional.pad(x, (0, need - x.numel()))
+        step = max(1, round(hop_s * SAMPLE_RATE / HOP))  # in frames
+        frames = 1 + (x.numel() - N_FFT) // HOP
+        starts = np.arange(0, frames - WINDOW_FRAMES + 1, step)
+        vectors = []
+        # 64 windows at a time, so that an hour-long track never holds its whole spectrogram.
+        for chunk in np.array_split(starts, math.ceil(starts.size / 64)):
+            first, last = int(chunk[0]), int(chunk[-1]) + WINDOW_FRAMES
+            logmel = self.frontend(x[first * HOP:(last - 1) * HOP + N_FFT].unsqueeze(0))[0]
+            batch = torch.stack([logmel[:, s - first:s - first + WINDOW_FRAMES] for s in chunk])
+            vectors.append(self.net(batch).numpy())
+        return np.concatenate(vectors), starts * HOP / SAMPLE_RATE
+
+    def clip_vector(self, samples: np.ndarray) -> np.ndarray:
+        """One unit vector for a whole clip: the mean direction of its windows."""
+        vectors, _ = self.windows(samples, hop_s=1.0)
+        mean = vectors.mean(axis=0)
+        return mean / max(float(np.linalg.norm(mean)), 1e-9)
+
+
+_shared: Model | None = None
+
+
+def shared_model() -> Model:
+    """The process's one model (loaded on first use; the app loads it before Gunicorn forks)."""
+    global _shared
+    if _shared is None:
+        _shared = Model()
+    return _shared
+
+
+def configure_threads(threads: int, interop_threads: int) -> None:
+    """Limit torch's CPU threads (the VPS has 1–2 cores shared with the web site)."""
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(max(1, interop_threads))
+    except RuntimeError:  # only settable before the first parallel work; keep what is set
+        pass

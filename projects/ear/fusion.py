@@ -1,0 +1,113 @@
+"""Identification from two kinds of evidence: fingerprint landmarks and embedding windows.
+
+The embeddings vote like landmarks do: each 2 s query window's nearest stored windows vote for
+(track, stored time − query time). Their best (track, offset) pairs are handed to the
+fingerprint verifier as extra candidates, so a track the landmarks missed can still be checked
+peak by peak. A track is then ranked by both scores together; it is an answer when either kind
+of evidence alone is beyond what unknown audio reaches, or both together are.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .match import confidence
+
+NEIGHBOURS = 10  # stored windows fetched per query window
+SEARCH_K = 500  # Annoy nodes inspected per window: recall@10 0.92 vs 0.74 at the default (docs)
+PROPOSALS = 8  # embedding candidates handed to fingerprint verification
+QUERY_HOP_S = 0.5
+_OFFSET_BIN_S = 0.5
+
+# Calibrated with `ear eval` (unknown clips; see docs/embeddings.md): beyond these, unknown
+# audio (almost) never reaches.
+FINGERPRINT_Z = 7.5  # = the fingerprint-only threshold
+EMBEDDING_SCORE = 0.55  # mean aligned window similarity
+FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × excess embedding score
+EMBEDDING_WEIGHT = 25.0
+_OFFSET_TRUST_Z = 4.0
+_EMBEDDING_FLOOR = 0.3  # an aligned similarity below this is what any music reaches
+
+
+@dataclass(frozen=True)
+class Evidence:
+    track_id: int
+    offset_s: float
+    fingerprint_z: float
+    embedding_score: float
+    other_offsets_s: tuple[float, ...] = ()
+
+    @property
+    def fused(self) -> float:
+        return max(self.fingerprint_z, 0.0) + EMBEDDING_WEIGHT * max(
+            self.embedding_score - _EMBEDDING_FLOOR, 0.0)
+
+    @property
+    def kinds(self) -> list[str]:
+        found = []
+        if self.fingerprint_z >= FINGERPRINT_Z:
+            found.append("fingerprint")
+        if self.embedding_score >= EMBEDDING_SCORE:
+            found.append("embedding")
+        return found
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.kinds) or self.fused >= FUSED_SCORE
+
+    @property
+    def confidence(self) -> float:
+        return confidence(self.fused)
+
+
+def embedding_votes(neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    query_starts: np.ndarray) -> dict[int, tuple[float, float]]:
+    """{track: (score, offset in s)} for every track among the neighbours.
+
+    A window's evidence for (track, offset) is how much nearer that stored window is than the
+    window's farthest neighbour: music of the same kind is near everything alike, a true match
+    stands out. The score of a track is that margin summed over the query windows at its best
+    offset (±0.5 s: the index holds one window a second), divided by the number of windows."""
+    if not neighbours:
+        return {}
+    margins: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+    for j, (tracks, starts, sims) in enumerate(neighbours):
+        if sims.size == 0:
+            continue
+        floor = float(sims.min())
+        bins = np.round((starts - query_starts[j]) / _OFFSET_BIN_S).astype(np.int64)
+        for track, b, sim in zip(tracks.tolist(), bins.tolist(), sims.tolist()):
+            for pooled in (b - 1, b, b + 1):
+                window = margins[(track, pooled)]
+                window[j] = max(window.get(j, 0.0), sim - floor)
+    per_track: dict[int, tuple[float, float]] = {}
+    for (track, b), window in margins.items():
+        score = sum(window.values())
+        if score > per_track.get(track, (-1.0, 0.0))[0]:
+            per_track[track] = (score, b * _OFFSET_BIN_S)
+    n = len(neighbours)
+    return {t: (score / n, offset) for t, (score, offset) in per_track.items()}
+
+
+def proposals(votes: dict[int, tuple[float, float]]) -> list[tuple[int, float]]:
+    ranked = sorted(votes.items(), key=lambda kv: -kv[1][0])[:PROPOSALS]
+    return [(track, offset) for track, (_, offset) in ranked]
+
+
+def combine(fingerprint: dict[int, tuple[float, float, tuple[float, ...]]],
+            votes: dict[int, tuple[float, float]]) -> list[Evidence]:
+    """Every track with any evidence, best fused score first.
+
+    `fingerprint`: {track: (z, offset s, other offsets)}; `votes`: {track: (score, offset s)}.
+    The offset is the fingerprint's when it has one (it is exact to a frame)."""
+    out = []
+    for track in set(fingerprint) | set(votes):
+        z, offset, others = fingerprint.get(track, (0.0, 0.0, ()))
+        score, ml_offset = votes.get(track, (0.0, 0.0))
+        if z < _OFFSET_TRUST_Z and score > 0:  # a weak fit's offset is noise: take the votes'
+            offset, others = ml_offset, ()
+        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), others))
+    out.sort(key=lambda e: -e.fused)
+    return out

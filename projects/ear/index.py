@@ -1,0 +1,307 @@
+"""Embedding vectors on disk: Annoy files, memory-mapped, rebuilt in the background.
+
+Two Annoy indexes (angular): one item per 2 s window (→ track and time, for fusion) and one per
+track (the mean of its windows, for "similar tracks"). Annoy cannot add to a built index, so new
+tracks' vectors go to a small *pending* file that queries search exactly, until a rebuild folds
+them into new Annoy files. A rebuild reads the old files' vectors, writes the new ones under new
+names, then swaps the manifest by atomic rename: queries keep using the old mmaps meanwhile.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from annoy import AnnoyIndex
+
+WINDOW_TREES = 10
+TRACK_TREES = 20
+
+
+@dataclass(frozen=True)
+class _Built:
+    """One generation of Annoy files, opened read-only (mmap)."""
+
+    windows: AnnoyIndex | None
+    window_items: np.ndarray  # (n, 2) int32: track id, start in ms
+    tracks: AnnoyIndex | None
+    track_ids: np.ndarray  # (m,) int32
+
+
+@dataclass(frozen=True)
+class _Pending:
+    window_vectors: np.ndarray  # (n, dim) float32
+    window_items: np.ndarray  # (n, 2) int32
+    track_vectors: np.ndarray  # (m, dim) float32
+    track_ids: np.ndarray  # (m,) int32
+
+
+class EmbeddingIndex:
+    def __init__(self, folder: Path, dim: int) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self._stamp: tuple[int, int] | None = None
+        self._manifest: dict = {}
+        self._built = _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
+        self._pending = _empty_pending(dim)
+        self.refresh()
+
+    # ---- reading ---------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up a new generation if a writer swapped the manifest (cheap when nothing did)."""
+        path = self.folder / "manifest.json"
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp == self._stamp:
+            return
+        manifest = json.loads(path.read_text())
+        if manifest.get("built") != self._manifest.get("built"):
+            self._built = self._open_built(manifest.get("built"))
+        self._pending = self._open_pending(manifest.get("pending", []))
+        self._manifest, self._stamp = manifest, stamp
+
+    @property
+    def removed(self) -> set[int]:
+        return set(self._manifest.get("removed", []))
+
+    @property
+    def window_count(self) -> int:
+        return len(self._built.window_items) + len(self._pending.window_items)
+
+    def search_windows(self, vectors: np.ndarray, n: int, search_k: int = -1
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each query vector: (track ids, window starts in s, cosine similarities) of its
+        `n` nearest stored windows."""
+        out = []
+        built, pending = self._built, self._pending
+        for v in vectors:
+            ids, dist = ([], [])
+            if built.windows is not None:
+                ids, dist = built.windows.get_nns_by_vector(v.tolist(), n, search_k, True)
+            items = built.window_items[np.asarray(ids, np.int64)]
+            sims = 1.0 - np.square(np.asarray(dist, np.float32)) / 2
+            if len(pending.window_items):
+                extra = pending.window_vectors @ v
+                best = np.argsort(-extra)[:n]
+                items = np.concatenate([items, pending.window_items[best]])
+                sims = np.concatenate([sims, extra[best]])
+            keep = ~np.isin(items[:, 0], list(self.removed))
+            out.append((items[keep, 0], items[keep, 1] / 1000.0, sims[keep]))
+        return out
+
+    def search_tracks(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(track ids, cosine similarities) of the `n` nearest tracks, best first."""
+        built, pending = self._built, self._pending
+        ids, sims = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if built.tracks is not None:
+            found, dist = built.tracks.get_nns_by_vector(vector.tolist(), n, -1, True)
+            ids = built.track_ids[np.asarray(found, np.int64)].astype(np.int64)
+            sims = 1.0 - np.square(np.asarray(dist, np.float32)) / 2
+        if len(pending.track_ids):
+            ids = np.concatenate([ids, pending.track_ids])
+            sims = np.concatenate([sims, pending.track_vectors @ vector])
+        keep = ~np.isin(ids, list(self.removed))
+        ids, sims = ids[keep], sims[keep]
+        order = np.argsort(-sims, kind="stable")[:n]
+        return ids[order], sims[order]
+
+    def track_vector(self, track_id: int) -> np.ndarray | None:
+        built, pending = self._built, self._pending
+        hit = np.nonzero(pending.track_ids == track_id)[0]
+        if hit.size:
+            return pending.track_vectors[hit[0]]
+        hit = np.nonzero(built.track_ids == track_id)[0]
+        if hit.size and built.tracks is not None:
+            return np.asarray(built.tracks.get_item_vector(int(hit[0])), np.float32)
+        return None
+
+    # ---- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[dict]:
+        with open(self.folder / name, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self._read_manifest()
+
+    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Store {track id: (window vectors, window starts in s)}; searchable at once (pending)."""
+        if not tracks:
+            return
+        arrays = _pending_arrays(tracks, self.dim)
+        name = f"pending-{uuid.uuid4().hex[:12]}.npz"
+        tmp = self.folder / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, window_vectors=arrays.window_vectors.astype(np.float16),
+                     window_items=arrays.window_items,
+                     track_vectors=arrays.track_vectors.astype(np.float16),
+                     track_ids=arrays.track_ids)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.folder / name)
+        with self._locked(".write.lock") as manifest:
+            manifest["pending"] = [*manifest.get("pending", []), name]
+            self._write_manifest(manifest)
+        self.refresh()
+
+    def remove(self, track_ids: list[int]) -> None:
+        """Hide tracks from every search now; the next rebuild drops their vectors."""
+        with self._locked(".write.lock") as manifest:
+            manifest["removed"] = sorted(set(manifest.get("removed", [])) | set(track_ids))
+            self._write_manifest(manifest)
+        self.refresh()
+
+    def needs_rebuild(self) -> bool:
+        manifest = self._read_manifest()
+        return bool(manifest.get("pending") or manifest.get("removed"))
+
+    def rebuild(self, force: bool = False,
+                replace: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> bool:
+        """Fold pending vectors into new Annoy files, dropping removed tracks; False if there
+        was nothing to do. One rebuild at a time; adds and queries go on meanwhile.
+        `replace`: new vectors for some tracks (after a model change), instead of their old."""
+        with self._locked(".build.lock") as start:
+            if not force and not replace and not (start.get("pending") or start.get("removed")):
+                return False
+            generation = start.get("generation", 0) + 1
+            removed = set(start.get("removed", []))
+            old = self._open_built(start.get("built"))
+            pending = self._open_pending(start.get("pending", []))
+            if replace:
+                extra = _pending_arrays({t: v for t, v in replace.items() if t not in removed}, self.dim)
+                pending = _Pending(*(np.concatenate([
+                    getattr(pending, name)[~np.isin(_track_column(getattr(pending, ids)),
+                                                    list(replace))], getattr(extra, name)])
+                    for name, ids in (("window_vectors", "window_items"),
+                                      ("window_items", "window_items"),
+                                      ("track_vectors", "track_ids"),
+                                      ("track_ids", "track_ids"))))
+                removed_old = removed | set(replace)
+            else:
+                removed_old = removed
+            built = self._build(generation, old, pending, removed, removed_old)
+            with self._locked(".write.lock") as manifest:
+                previous = manifest.get("built")
+                manifest["built"] = built
+                manifest["generation"] = generation
+                manifest["pending"] = [p for p in manifest.get("pending", [])
+                                       if p not in start.get("pending", [])]
+                manifest["removed"] = sorted(set(manifest.get("removed", [])) - removed)
+                self._write_manifest(manifest)
+            # Readers that still map the old files keep them alive until they let go.
+            for name in [*(previous or {}).values(), *start.get("pending", [])]:
+                if isinstance(name, str):
+                    (self.folder / name).unlink(missing_ok=True)
+        self.refresh()
+        return True
+
+    def _build(self, generation: int, old: _Built, pending: _Pending, removed: set[int],
+               removed_old: set[int]) -> dict:
+        names = {"windows": f"windows-{generation}.ann", "window_items": f"windows-{generation}.npy",
+                 "tracks": f"tracks-{generation}.ann", "track_ids": f"tracks-{generation}.npy",
+                 "dim": self.dim}
+        for kind, items_key, trees, old_index, old_items, new_vectors, new_items in (
+                ("windows", "window_items", WINDOW_TREES, old.windows, old.window_items,
+                 pending.window_vectors, pending.window_items),
+                ("tracks", "track_ids", TRACK_TREES, old.tracks, old.track_ids,
+                 pending.track_vectors, pending.track_ids)):
+            keep_old = np.nonzero(~np.isin(_track_column(old_items), list(removed_old)))[0]
+            keep_new = np.nonzero(~np.isin(_track_column(new_items), list(removed)))[0]
+            tmp = self.folder / (names[kind] + ".tmp")
+            tmp.unlink(missing_ok=True)
+            index = AnnoyIndex(self.dim, "angular")
+            index.on_disk_build(str(tmp))  # built in a file-backed map, not in anonymous memory
+            n = 0
+            for i in keep_old:
+                index.add_item(n, old_index.get_item_vector(int(i)))
+                n += 1
+            for i in keep_new:
+                index.add_item(n, new_vectors[i].tolist())
+                n += 1
+            index.build(trees, n_jobs=1)
+            index.unload()
+            items = np.concatenate([old_items[keep_old], new_items[keep_new]])
+            _save_npy(self.folder / names[items_key], items)
+            _fsync(tmp)
+            tmp.replace(self.folder / names[kind])
+        return names
+
+    # ---- files -----------------------------------------------------------------------------
+    def _read_manifest(self) -> dict:
+        path = self.folder / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else {"generation": 0}
+
+    def _write_manifest(self, manifest: dict) -> None:
+        tmp = self.folder / "manifest.json.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(manifest, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.folder / "manifest.json")
+
+    def _open_built(self, names: dict | None) -> _Built:
+        if not names:
+            return _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
+        opened = []
+        for kind in ("windows", "tracks"):
+            index = AnnoyIndex(names["dim"], "angular")
+            index.load(str(self.folder / names[kind]), prefault=False)  # mmap, paged in on use
+            opened.append(index)
+        return _Built(opened[0], np.load(self.folder / names["window_items"], mmap_mode="r"),
+                      opened[1], np.load(self.folder / names["track_ids"], mmap_mode="r"))
+
+    def _open_pending(self, names: list[str]) -> _Pending:
+        if not names:
+            return _empty_pending(self.dim)
+        parts = [np.load(self.folder / name) for name in names]
+        return _Pending(*(np.concatenate([p[key] for p in parts]).astype(
+            np.float32 if "vectors" in key else np.int32)
+            for key in ("window_vectors", "window_items", "track_vectors", "track_ids")))
+
+
+def _empty_pending(dim: int) -> _Pending:
+    return _Pending(np.zeros((0, dim), np.float32), np.zeros((0, 2), np.int32),
+                    np.zeros((0, dim), np.float32), np.zeros(0, np.int32))
+
+
+def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray]], dim: int) -> _Pending:
+    """{track: (window vectors, starts in s)} → arrays; a track's vector is its windows' mean."""
+    if not tracks:
+        return _empty_pending(dim)
+    return _Pending(
+        np.concatenate([v for v, _ in tracks.values()]).astype(np.float32),
+        np.concatenate([np.stack([np.full(len(t), tid), np.round(np.asarray(t) * 1000)], axis=1)
+                        for tid, (_, t) in tracks.items()]).astype(np.int32),
+        np.stack([_unit(v.astype(np.float32).mean(axis=0)) for v, _ in tracks.values()]),
+        np.fromiter(tracks, np.int32, len(tracks)))
+
+
+def _track_column(items: np.ndarray) -> np.ndarray:
+    return items[:, 0] if items.ndim == 2 else items
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,217 @@
+"""`ear train`: contrastive training of the embedder on the CPU, resumable from checkpoints.
+
+Each step draws one 2 s window from each of `batch` different tracks and makes three views:
+the clean window (what the index stores), the same window as a room microphone would hear it
+(reverb, band limit, noise, Opus, gain, ±2 % speed, up to ±0.5 s misaligned: what a query
+looks like), and another window of the same track, lightly disturbed. Two NT-Xent losses:
+clean ↔ degraded teaches identification, clean ↔ other window teaches "sounds like".
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .catalog import audio_files
+from .decode import SAMPLE_RATE
+from .degrade import read_clip
+from .embed import DIM, Embedder, LogMel, WINDOW_S
+from .eval import _noise_bank
+
+WINDOW = int(WINDOW_S * SAMPLE_RATE)
+CONTEXT = int(1.2 * SAMPLE_RATE)  # audio before the window, for the reverb tail
+JITTER = int(0.5 * SAMPLE_RATE)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--music", action="append", required=True, metavar="DIR",
+                   help="folder of training music (repeatable); keep it apart from eval catalogs")
+    p.add_argument("--work", required=True, help="folder for decoded audio, checkpoints, loss log")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--batch", type=int, default=64, help="tracks (= windows) per step")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default=None, help="where to write the final weights "
+                   "(default: the package's model file)")
+
+
+def run(args) -> int:
+    from .embed import MODEL_PATH
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    tracks = _load_music(work / "music", [Path(d) for d in args.music])
+    if len(tracks) < args.batch:
+        raise SystemExit(f"{len(tracks)} tracks: need at least --batch {args.batch}")
+    noise = [_to_16k(v) for v in _noise_bank(work / "noise", args.seed + 100).values()]
+    print(f"training on {len(tracks)} tracks, "
+          f"{sum(t[0].size for t in tracks) / SAMPLE_RATE / 3600:.1f} h", flush=True)
+
+    torch.manual_seed(args.seed)
+    net, frontend = Embedder(), LogMel()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    step, checkpoint = 0, work / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        print(f"resuming at step {step}", flush=True)
+    rng = np.random.default_rng(args.seed + step)
+    log = (work / "loss.csv").open("a")
+    started, running = time.perf_counter(), []
+    net.train()
+    while step < args.steps:
+        for group in opt.param_groups:  # cosine decay after a short warm-up
+            group["lr"] = args.lr * min(1.0, (step + 1) / 300) * 0.5 * (
+                1 + math.cos(math.pi * step / args.steps))
+        clean, degraded, other = _views(tracks, noise, args.batch, rng)
+        vectors = net(frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))))
+        a, b, c = vectors.split(args.batch)
+        identify_loss = _nt_xent(a, b, 0.05)
+        similar_loss = _nt_xent(a, c, 0.1)
+        loss = identify_loss + 0.5 * similar_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        with torch.no_grad():
+            hit = (a @ b.T).argmax(dim=1).eq(torch.arange(args.batch)).float().mean().item()
+        running.append((identify_loss.item(), similar_loss.item(), hit))
+        if step % 50 == 0:
+            i, s, h = np.mean(running, axis=0)
+            running.clear()
+            log.write(f"{step},{i:.4f},{s:.4f},{h:.3f}\n")
+            log.flush()
+            print(f"step {step}/{args.steps} identify {i:.3f} similar {s:.3f} "
+                  f"in-batch top-1 {h:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+        if step % 250 == 0 or step == args.steps:
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step},
+                       checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+    out = Path(args.out) if args.out else MODEL_PATH
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    torch.save({"weights": weights, "version": f"ear-embed-{DIM}d-step{step}",
+                "trained_on": sorted({str(Path(d)) for d in args.music})}, out)
+    print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = a @ b.T / temperature
+    target = torch.arange(a.shape[0])
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                  + torch.nn.functional.cross_entropy(logits.T, target))
+
+
+# ---- data ------------------------------------------------------------------------------------
+def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every track decoded once to 16 kHz (int16 on disk), with an Opus-coded twin."""
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = folder / "tracks.json"
+    names = json.loads(listing.read_text()) if listing.exists() else {}
+    for path in (p for d in dirs for p in audio_files([str(d)])):
+        key = str(path)
+        if key in names:
+            continue
+        try:
+            x = read_clip(path, 0, 3 * 3600, rate=SAMPLE_RATE)
+        except subprocess.CalledProcessError:
+            print(f"skipped (cannot decode): {path}")
+            continue
+        if x.size < 20 * SAMPLE_RATE:
+            continue
+        stem = f"{len(names):04d}"
+        np.save(folder / f"{stem}.npy", _int16(x))
+        np.save(folder / f"{stem}-opus.npy", _int16(_opus_round_trip(x)[: x.size]))
+        names[key] = stem
+        listing.write_text(json.dumps(names, indent=1))
+        print(f"decoded {path}", flush=True)
+    wanted = {str(p) for d in dirs for p in audio_files([str(d)])}
+    tracks = [(np.load(folder / f"{stem}.npy", mmap_mode="r"),
+               np.load(folder / f"{stem}-opus.npy", mmap_mode="r"))
+              for key, stem in sorted(names.items()) if key in wanted]
+    # Some module files render to near silence; they would only stall the window sampler.
+    return [t for t in tracks if np.sqrt(np.mean(np.square(t[0][::97] / 32767.0))) > 0.01]
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+def _opus_round_trip(x: np.ndarray) -> np.ndarray:
+    encoded = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+         "-i", "pipe:0", "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", "pipe:1"],
+        input=x.astype("<f4").tobytes(), capture_output=True, check=True).stdout
+    decoded = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0", "-ar", str(SAMPLE_RATE),
+         "-f", "f32le", "pipe:1"], input=encoded, capture_output=True, check=True).stdout
+    y = np.frombuffer(decoded, "<f4")
+    return np.pad(y, (0, max(0, x.size - y.size)))
+
+
+def _to_16k(x: np.ndarray) -> np.ndarray:
+    """48 kHz noise → 16 kHz (averaging three samples is low-pass enough for noise)."""
+    n = x.size // 3 * 3
+    return x[:n].reshape(-1, 3).mean(axis=1).astype(np.float32)
+
+
+def _views(tracks, noise, batch: int, rng: np.random.Generator):
+    chosen = rng.choice(len(tracks), batch, replace=False)
+    clean, degraded, other = [], [], []
+    for k in chosen:
+        audio, opus = tracks[k]
+        for _ in range(20):  # a silent window teaches nothing: look for a sounding one
+            t = int(rng.integers(CONTEXT + JITTER, audio.size - WINDOW - JITTER))
+            window = audio[t:t + WINDOW].astype(np.float32) / 32767
+            if np.sqrt(np.mean(window ** 2)) > 0.003:
+                break
+        clean.append(window)
+        source = opus if rng.random() < 0.7 else audio
+        speed = 1 + rng.uniform(-0.02, 0.02)
+        start = t + int(rng.integers(-JITTER, JITTER + 1)) - CONTEXT
+        span = int((WINDOW + CONTEXT) * speed) + 2
+        x = source[start:start + span].astype(np.float32) / 32767
+        x = np.interp(np.arange(WINDOW + CONTEXT) * speed, np.arange(x.size), x)
+        degraded.append(_room(x, noise, rng, heavy=True)[CONTEXT:])
+        u = int(rng.integers(CONTEXT, audio.size - WINDOW))
+        if abs(u - t) < 2 * WINDOW:
+            u = (t + audio.size // 2) % (audio.size - WINDOW - CONTEXT) + CONTEXT
+        x = audio[u - CONTEXT:u + WINDOW].astype(np.float32) / 32767
+        other.append(_room(x, noise, rng, heavy=False)[CONTEXT:])
+    return (np.stack(clean), np.stack(degraded).astype(np.float32),
+            np.stack(other).astype(np.float32))
+
+
+def _room(x: np.ndarray, noise: list[np.ndarray], rng: np.random.Generator,
+          heavy: bool) -> np.ndarray:
+    """Reverb, band limit, noise and gain, at random strengths."""
+    size = 1 << int(np.ceil(np.log2(2 * x.size)))
+    spec = np.fft.rfft(x, size)
+    if rng.random() < (0.8 if heavy else 0.3):
+        rt60 = rng.uniform(0.1, 1.2 if heavy else 0.5)
+        n = int(rt60 * SAMPLE_RATE)
+        ir = rng.standard_normal(n) * np.exp(-6.91 * np.arange(n) / n)
+        ir[: int(0.005 * SAMPLE_RATE)] = 0
+        ir *= np.sqrt(rng.uniform(0.1, 1.2) / np.sum(ir ** 2))
+        ir[0] = 1.0
+        spec *= np.fft.rfft(ir, size)
+    if rng.random() < (0.7 if heavy else 0.3):
+        freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
+        spec[(freqs < rng.uniform(50, 400)) | (freqs > rng.uniform(3000, 8000))] = 0
+    y = np.fft.irfft(spec, size)[: x.size]
+    if rng.random() < (0.9 if heavy else 0.5):
+        bank = noise[rng.integers(len(noise))]
+        start = int(rng.integers(0, bank.size - y.size))
+        snr_db = rng.uniform(-8, 20) if heavy else rng.uniform(10, 30)
+        n = bank[start:start + y.size]
+        y = y + n * np.sqrt(np.mean(y ** 2) / max(np.mean(n ** 2), 1e-12) / 10 ** (snr_db / 10))
+    return (y * 10 ** (rng.uniform(-10, 6) / 20)).astype(np.float32)

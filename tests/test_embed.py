@@ -1,0 +1,49 @@
+"""The committed model: unit vectors of the right shape, and a window heard through a room is
+nearer its clean self than any window of another song."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from test_catalog import _room_clip
+from synth import song
+
+from ear.decode import decode
+from ear.embed import DIM, Model, configure_threads
+
+
+def _mono16k(audio: np.ndarray, tmp_path, name: str) -> np.ndarray:
+    from synth import write
+    path = tmp_path / f"{name}.flac"
+    write(path, audio)
+    return decode(path, max_seconds=120, timeout_s=30)
+
+
+def test_vectors_are_unit_length_one_per_hop():
+    model = Model()
+    samples = np.random.default_rng(0).standard_normal(16000 * 10).astype(np.float32) * 0.1
+    vectors, starts = model.windows(samples, hop_s=1.0)
+    assert vectors.shape == (9, DIM) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert starts[0] == 0 and np.allclose(np.diff(starts), 1.0, atol=0.016)  # to a frame
+    short, _ = model.windows(samples[:8000])  # half a second: padded to one window
+    assert short.shape == (1, DIM)
+    clip_vector = model.clip_vector(samples)
+    assert clip_vector.shape == (DIM,) and abs(np.linalg.norm(clip_vector) - 1) < 1e-4
+
+
+def test_a_window_through_a_room_is_nearest_its_clean_self(tmp_path):
+    model = Model()
+    songs = {seed: _mono16k(song(seed), tmp_path, f"s{seed}") for seed in range(4)}
+    stored = {seed: model.windows(x, hop_s=1.0) for seed, x in songs.items()}
+    for seed in (0, 2):
+        query = _room_clip(song(seed), 10.0, 2.0, "SOFT", tmp_path, seed)
+        q, _ = model.windows(query)
+        own_vectors, own_starts = stored[seed]
+        own = float(q[0] @ own_vectors[np.argmin(np.abs(own_starts - 10.0))])
+        others = max(float(np.max(v @ q[0])) for s, (v, _) in stored.items() if s != seed)
+        assert own > others, (seed, own, others)
+
+
+def test_thread_limits_are_applied():
+    configure_threads(1, 1)
+    assert torch.get_num_threads() == 1
