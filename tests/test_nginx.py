@@ -1,0 +1,95 @@
+"""ear behind the real Nginx with the shipped `nginx/ear.conf`, in front of a real Gunicorn."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REPO, free_port
+from synth import encode, song, write
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+def start_nginx(upstream_port: int) -> tuple[str, subprocess.Popen | None, Path]:
+    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped in."""
+    # Its workers run as `nobody` when started by root: their temp dirs must be reachable, and
+    # pytest's tmp_path (0700) is not.
+    prefix = Path(tempfile.mkdtemp(prefix="ear-nginx-"))
+    os.chmod(prefix, 0o755)
+    port = free_port()
+    location = (REPO / "nginx/ear.conf").read_text().replace("127.0.0.1:5001", f"127.0.0.1:{upstream_port}")
+    (prefix / "ear.conf").write_text(location)
+    temp = "\n".join(f"    {name}_temp_path {prefix}/{name}_temp;"
+                     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (prefix / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+{temp}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location / {{ return 200 "the personal site\\n"; }}
+        include {prefix}/ear.conf;
+    }}
+}}
+""")
+    subprocess.run(["nginx", "-t", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf")], check=True, capture_output=True)
+    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf")], check=True)
+    return f"http://127.0.0.1:{port}", None, prefix
+
+
+def stop_nginx(prefix: Path) -> None:
+    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf"), "-s", "quit"], check=False)
+    subprocess.run(["rm", "-rf", str(prefix)], check=False)
+
+
+@pytest.fixture
+def site(gunicorn_server):
+    url, _, prefix = start_nginx(gunicorn_server.port)
+    yield url, gunicorn_server
+    stop_nginx(prefix)
+
+
+def test_upload_through_nginx_identifies_and_links_carry_the_prefix(site, songs_dir, tmp_path):
+    url, server = site
+    assert requests.get(url + "/", timeout=10).text.startswith("the personal site")
+    with open(songs_dir / "song4.flac", "rb") as fh:
+        added = requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60)
+    assert added.status_code == 201, added.text
+    track = added.json()["track"]
+    assert track["url"] == f"{url}/ear/tracks/{track['id']}"
+
+    query = encode(write(tmp_path / "q.wav", song(4)[44100 * 7: 44100 * 15]), tmp_path / "q.webm",
+                   "-c:a", "libopus", "-b:a", "32k")
+    out = subprocess.run(["curl", "-sS", "-F", f"audio=@{query}", url + "/ear/identify"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    answer = requests.models.complexjson.loads(out.stdout)
+    assert answer["matches"][0]["track"]["id"] == track["id"]
+    assert abs(answer["matches"][0]["offset_s"] - 7.0) <= 0.1
+
+    # A client cannot move ear's links elsewhere: Nginx replaces the forwarded headers.
+    forged = requests.get(url + "/ear/tracks", timeout=10,
+                          headers={"X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "evil.example"})
+    assert forged.json()["tracks"][0]["url"] == f"{url}/ear/tracks/{track['id']}"
+    assert requests.get(url + "/ear", timeout=10, allow_redirects=False).status_code == 301
+
+
+def test_upload_over_50_mb_gets_413_from_nginx(site):
+    url, server = site
+    big = b"\0" * (60 * 1024 * 1024)
+    r = requests.post(url + "/ear/identify", data=big, timeout=60,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "upload_too_large"
+    assert requests.get(url + "/ear/health", timeout=10).json()["status"] == "ok"
