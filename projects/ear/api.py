@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from .catalog import Catalog, METADATA_FIELDS
 from .decode import SAMPLE_RATE, decode
 from .errors import EarError
+from .web import audio_url
 
 bp = Blueprint("api", __name__)
 
@@ -44,6 +45,11 @@ def admin_required(view):
     return wrapper
 
 
+def with_links(match_json: dict) -> dict:
+    audio_url(match_json["track"])
+    return match_json
+
+
 def track_json(track) -> dict:
     return {**track.to_json(), "url": url_for("api.get_track", track_id=track.id, _external=True)}
 
@@ -66,7 +72,7 @@ def identify():
     samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
     matches = catalog().identify(samples)
     return jsonify(
-        matches=[m.to_json() for m in matches],
+        matches=[with_links(m.to_json()) for m in matches],
         query_seconds=round(samples.size / SAMPLE_RATE, 3),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
@@ -94,7 +100,7 @@ def similar_to_upload():
     data, _ = uploaded_audio()
     samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
     identified, found = catalog().similar_to_clip(samples, requested_k(), **similar_filters())
-    return jsonify(identified=identified.to_json() if identified else None,
+    return jsonify(identified=with_links(identified.to_json()) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[s.to_json() for s in found])
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -26,7 +26,23 @@ def create_app(config: Config | None = None) -> Flask:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
 
     from .api import bp
+    from .web import bp as web_bp
     app.register_blueprint(bp)
+    app.register_blueprint(web_bp)
+
+    allowed_origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
+
+    @app.after_request
+    def cors(response):
+        # Only for the origins the owner lists (the site's dev server); off by default.
+        origin = request.headers.get("Origin", "")
+        if origin in allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+            response.vary.add("Origin")
+        return response
 
     @app.errorhandler(EarError)
     def ear_error(exc: EarError):

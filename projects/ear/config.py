@@ -21,6 +21,8 @@ class Config:
     top_k: int = 5
     torch_threads: int = 1  # the VPS's cores are shared with the web site
     torch_interop_threads: int = 1
+    allow_playback: bool = False  # serve catalog audio to the widget's play button
+    cors_origins: str = ""  # comma-separated origins allowed to call ear from a browser (dev)
 
     @property
     def db_path(self) -> Path:
@@ -38,6 +40,15 @@ class Config:
 _ENV_NAMES = {f.name: "EAR_" + f.name.upper() for f in fields(Config)}
 
 
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def load_config(env_file: str | os.PathLike | None = None, **overrides) -> Config:
     """Read `EAR_*` variables (a `.env` file fills in what the environment lacks)."""
     load_dotenv(env_file or Path.cwd() / ".env", override=False)
@@ -48,7 +59,7 @@ def load_config(env_file: str | os.PathLike | None = None, **overrides) -> Confi
             continue
         kind = type(getattr(Config, f.name))
         try:
-            values[f.name] = kind(raw)
+            values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as exc:
             raise SystemExit(f"{_ENV_NAMES[f.name]}={raw!r}: not a valid {kind.__name__}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from peewee import (AutoField, CharField, DateTimeField, FloatField, Model, SqliteDatabase,
-                    TextField)
+from peewee import (AutoField, CharField, DateTimeField, FloatField, IntegerField, Model,
+                    SqliteDatabase, TextField)
 
 database = SqliteDatabase(None)
 
@@ -40,7 +40,23 @@ class Track(BaseModel):
         return data
 
 
-MODELS = [Track]
+class Feedback(BaseModel):
+    """A listener's verdict on an answer, kept for later evaluation."""
+
+    track_id = IntegerField(null=True)  # the answer shown (no foreign key: tracks may go)
+    verdict = CharField()  # "right" or "wrong"
+    actual = TextField(default="")  # "it was …", as typed
+    offset_s = FloatField(null=True)
+    confidence = FloatField(null=True)
+    created_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "track_id": self.track_id, "verdict": self.verdict,
+                "actual": self.actual, "offset_s": self.offset_s, "confidence": self.confidence,
+                "created_at": self.created_at.isoformat() + "Z"}
+
+
+MODELS = [Track, Feedback]
 
 
 def init_db(path: Path) -> None:
