@@ -14,8 +14,9 @@ from synth import encode, song, write
 AUTH = {"Authorization": "Bearer test-token"}
 
 
-def start_nginx(upstream_port: int) -> tuple[str, subprocess.Popen | None, Path]:
-    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped in."""
+def start_nginx(upstream_port: int, site_port: int | None = None) -> tuple[str, Path]:
+    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped
+    in; the rest of the site is a fixed page, or the site app on `site_port`."""
     # Its workers run as `nobody` when started by root: their temp dirs must be reachable, and
     # pytest's tmp_path (0700) is not.
     prefix = Path(tempfile.mkdtemp(prefix="ear-nginx-"))
@@ -25,6 +26,8 @@ def start_nginx(upstream_port: int) -> tuple[str, subprocess.Popen | None, Path]
     (prefix / "ear.conf").write_text(location)
     temp = "\n".join(f"    {name}_temp_path {prefix}/{name}_temp;"
                      for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    site = (f"proxy_pass http://127.0.0.1:{site_port}; proxy_set_header Host $http_host;"
+            if site_port else 'return 200 "the personal site\\n";')
     (prefix / "nginx.conf").write_text(f"""
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -36,7 +39,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
-        location / {{ return 200 "the personal site\\n"; }}
+        location / {{ {site} }}
         include {prefix}/ear.conf;
     }}
 }}
@@ -45,7 +48,7 @@ http {{
                     "-c", str(prefix / "nginx.conf")], check=True, capture_output=True)
     subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
                     "-c", str(prefix / "nginx.conf")], check=True)
-    return f"http://127.0.0.1:{port}", None, prefix
+    return f"http://127.0.0.1:{port}", prefix
 
 
 def stop_nginx(prefix: Path) -> None:
@@ -56,7 +59,7 @@ def stop_nginx(prefix: Path) -> None:
 
 @pytest.fixture
 def site(gunicorn_server):
-    url, _, prefix = start_nginx(gunicorn_server.port)
+    url, prefix = start_nginx(gunicorn_server.port)
     yield url, gunicorn_server
     stop_nginx(prefix)
 

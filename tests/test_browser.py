@@ -1,0 +1,98 @@
+"""The widget in headless Chromium (Debian's), on the example site behind the real Nginx, with a
+fake microphone playing a WAV file: it records, uploads through /ear/, and shows the answer."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+from conftest import REPO, free_port
+from playwright.sync_api import expect, sync_playwright
+from synth import song
+from test_nginx import start_nginx, stop_nginx
+
+AUTH = {"Authorization": "Bearer test-token"}
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture
+def site_behind_nginx(gunicorn_server, tmp_path):
+    port = free_port()
+    # The example site as in production (no debug): Nginx, not the site, serves /ear/.
+    site = subprocess.Popen([sys.executable, "-m", "flask", "--app", str(REPO / "projects/site/app.py"),
+                             "run", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, prefix = start_nginx(gunicorn_server.port, site_port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "/", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "the example site did not start"
+        time.sleep(0.2)
+    yield url, gunicorn_server
+    stop_nginx(prefix)
+    site.terminate()
+    site.wait(timeout=10)
+
+
+def _microphone_file(audio: np.ndarray, path: Path) -> Path:
+    sf.write(path, audio.astype(np.float32), 44100, subtype="PCM_16")
+    return path
+
+
+def _page(p, wav: Path | None):
+    args = ["--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+    if wav is not None:  # the permission prompt is answered "allow" only when a file is given
+        args += ["--use-fake-ui-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+    return browser, browser.new_page()
+
+
+def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_path):
+    url, server = site_behind_nginx
+    with open(songs_dir / "song3.flac", "rb") as fh:
+        assert requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60).ok
+    wav = _microphone_file(song(3)[44100 * 6: 44100 * 26], tmp_path / "mic.wav")
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with sync_playwright() as p:
+        browser, page = _page(p, wav)
+        page.goto(url + "/")
+        page.get_by_role("button", name="Listen").click()
+        status = page.get_by_role("status")
+        expect(status).to_contain_text("Found: song3", timeout=40_000)
+        expect(page.locator(".title")).to_have_text("song3")
+        page.screenshot(path=str(ARTIFACTS / "widget-found.png"))
+        page.get_by_role("button", name="Yes").click()
+        expect(status).to_contain_text("Thank you", timeout=10_000)
+        browser.close()
+    print(f"\nbrowser test (record, upload, answer, feedback): {time.monotonic() - started:.1f} s")
+
+
+def test_widget_says_no_match(site_behind_nginx, tmp_path):
+    url, server = site_behind_nginx
+    wav = _microphone_file(song(301)[: 44100 * 20], tmp_path / "mic.wav")  # not in the catalog
+    with sync_playwright() as p:
+        browser, page = _page(p, wav)
+        page.goto(url + "/")
+        page.get_by_role("button", name="Listen").click()
+        expect(page.get_by_role("status")).to_contain_text("No match", timeout=40_000)
+        browser.close()
+
+
+def test_widget_explains_a_denied_microphone(site_behind_nginx):
+    url, server = site_behind_nginx
+    with sync_playwright() as p:
+        browser, page = _page(p, None)
+        page.goto(url + "/")
+        page.get_by_role("button", name="Listen").click()
+        expect(page.get_by_role("status")).to_contain_text("permission was denied", timeout=20_000)
+        page.screenshot(path=str(ARTIFACTS / "widget-denied.png"))
+        browser.close()
