@@ -96,3 +96,45 @@ def test_upload_over_50_mb_gets_413_from_nginx(site):
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "upload_too_large"
     assert requests.get(url + "/ear/health", timeout=10).json()["status"] == "ok"
+
+
+def test_slow_uploads_do_not_hold_the_worker(site):
+    """20 clients trickling uploads: Nginx buffers them, so the single Gunicorn worker stays free."""
+    import socket
+    import threading
+    import time
+
+    url, server = site
+    host, port = url.removeprefix("http://").split(":")
+    body_size = 200_000
+    stop = threading.Event()
+    sockets = []
+
+    def trickle():
+        s = socket.create_connection((host, int(port)))
+        sockets.append(s)
+        s.sendall((f"POST /ear/identify HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   f"Content-Type: application/octet-stream\r\nContent-Length: {body_size}\r\n\r\n").encode())
+        sent = 0
+        while sent < body_size // 2 and not stop.is_set():  # never finishes while we look
+            s.sendall(b"\0" * 1000)
+            sent += 1000
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=trickle) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            # Without request buffering the worker would sit in the first slow upload (20 s).
+            assert requests.get(url + "/ear/health", timeout=5).json()["status"] == "ok"
+            print(f"/health while 20 uploads trickle: {1000 * (time.monotonic() - started):.0f} ms")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for s in sockets:
+            s.close()
