@@ -36,12 +36,14 @@ def test_a_window_through_a_room_is_nearest_its_clean_self(tmp_path):
     songs = {seed: _mono16k(song(seed), tmp_path, f"s{seed}") for seed in range(4)}
     stored = {seed: model.windows(x, hop_s=1.0) for seed, x in songs.items()}
     for seed in (0, 2):
-        query = _room_clip(song(seed), 10.0, 2.0, "SOFT", tmp_path, seed)
-        q, _ = model.windows(query)
+        # Opus in WebM at 32 kbit/s, as a browser sends it; the window 1 s into the clip (no
+        # coder start-up in it) starts at 10 s in the song.
+        query = _room_clip(song(seed), 9.0, 4.0, "CLEAN", tmp_path, seed)
+        q = model.windows(query, hop_s=0.5)[0][2]
         own_vectors, own_starts = stored[seed]
-        own = float(q[0] @ own_vectors[np.argmin(np.abs(own_starts - 10.0))])
-        others = max(float(np.max(v @ q[0])) for s, (v, _) in stored.items() if s != seed)
-        assert own > others, (seed, own, others)
+        own = float(q @ own_vectors[np.argmin(np.abs(own_starts - 10.0))])
+        others = max(float(np.max(v @ q)) for s, (v, _) in stored.items() if s != seed)
+        assert own > others + 0.05, (seed, own, others)
 
 
 def test_thread_limits_are_applied():

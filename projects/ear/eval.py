@@ -111,7 +111,7 @@ def run(config: Config, args) -> int:
     print(f"memory: peak RSS {rss.get('VmHWM', 0) / 1024:.0f} MB (this process, ingest included), "
           f"now {rss.get('VmRSS', 0) / 1024:.0f} MB")
     if args.service_queries:
-        print(_service_memory(cfg, [q["file"] for q in queries][: args.service_queries]))
+        print(_service_memory(cfg, [q["file"] for q in queries], args.service_queries))
     return 0
 
 
@@ -131,9 +131,10 @@ def _embedding_cost(catalog: Catalog, clips: list[dict]) -> str:
             f"p95 {np.percentile(times or [0], 95):.1f} ms")
 
 
-def _service_memory(cfg: Config, files: list[str]) -> str:
+def _service_memory(cfg: Config, files: list[str], count: int) -> str:
     """Start Gunicorn on the eval catalog as production does, and read the memory of its
-    master and worker from /proc/PID/smaps_rollup, idle and after the queries."""
+    master and worker from /proc/PID/smaps_rollup, idle and after `count` queries (the query
+    files in turn; every fourth one to /similar, the others to /identify)."""
     import socket
     import urllib.request
 
@@ -154,22 +155,24 @@ def _service_memory(cfg: Config, files: list[str]) -> str:
                 time.sleep(0.1)
         worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
         idle = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
-        for f in files:
-            request = urllib.request.Request(url + "/identify", data=Path(f).read_bytes(), method="POST")
+        for i in range(count):
+            route = "/similar" if i % 4 == 3 else "/identify"
+            request = urllib.request.Request(url + route, data=Path(files[i % len(files)]).read_bytes(),
+                                             method="POST")
             urllib.request.urlopen(request, timeout=120).read()
         busy = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     lines = ["service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
-             f"{'':18} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
-    for label, snap in (("idle", idle), (f"after {len(files)} queries", busy)):
+             f"{'':26} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
+    for label, snap in (("idle", idle), (f"after {count} queries", busy)):
         for name in ("master", "worker"):
             m = snap[name]
-            lines.append(f"{label + ' ' + name:18} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "
+            lines.append(f"{label + ' ' + name:26} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "
                          f"{m['Anonymous'] / 1024:7.1f} {m['Pss'] / 1024:7.1f} {m['Rss'] / 1024:7.1f}")
         total = sum(snap[n]["Private_Clean"] + snap[n]["Private_Dirty"] for n in snap) / 1024
-        lines.append(f"{label + ' total':18} {total:8.1f}")
+        lines.append(f"{label + ' total':26} {total:8.1f}")
     return "\n".join(lines)
 
 
