@@ -226,11 +226,14 @@ class Catalog:
                       e.other_offsets_s, tuple(e.kinds)) for e in found if e.track_id in rows]
 
     def identification(self, samples: np.ndarray) -> Identification:
-        self.index.refresh()
-        vectors, starts = self.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
-        votes = fusion.embedding_votes(
-            self.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
-        verified = verified_candidates(samples, self.table, fusion.proposals(votes))
+        votes: dict[int, tuple[float, float]] = {}
+
+        def embedding_proposals() -> list[tuple[int, float]]:
+            # Only asked for when the landmarks found nothing beyond doubt: it costs ~30 ms.
+            votes.update(self.embedding_votes(samples))
+            return fusion.proposals(votes)
+
+        verified = verified_candidates(samples, self.table, embedding_proposals)
         fingerprint = best_per_track(verified)
         known = self._known_ids()
         candidates = [e for e in fusion.combine(fingerprint, votes) if e.track_id in known]
@@ -241,6 +244,13 @@ class Catalog:
             embedding=[(t, off, score) for t, (score, off) in
                        sorted(votes.items(), key=lambda kv: -kv[1][0]) if t in known],
             candidates=candidates, fused=[e for e in candidates if e.accepted])
+
+    def embedding_votes(self, samples: np.ndarray) -> dict[int, tuple[float, float]]:
+        """{track: (embedding score, offset in s)} from the clip's windows' nearest neighbours."""
+        self.index.refresh()
+        vectors, starts = self.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
+        return fusion.embedding_votes(
+            self.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
 
     # ---- similar tracks ----------------------------------------------------------------------
     def similar_to_track(self, track_id: int, k: int, artist: str = "", genre: str = "",

@@ -380,6 +380,9 @@ def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
         started = time.perf_counter()
         found = catalog.identification(samples)
         elapsed_ms = (time.perf_counter() - started) * 1000
+        if not found.embedding:  # the service skipped them (landmarks beyond doubt); ML-only needs them
+            found.embedding = [(t, off, score) for t, (score, off) in sorted(
+                catalog.embedding_votes(samples).items(), key=lambda kv: -kv[1][0])]
         results.append({
             **q, "elapsed_ms": elapsed_ms,
             "dsp": [{"track_id": t, "offset_s": off, "score": z} for t, off, z in found.fingerprint],
@@ -393,7 +396,7 @@ def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
 def _evidence_json(e: fusion.Evidence) -> dict:
     return {"track_id": e.track_id, "offset_s": e.offset_s, "other_offsets_s": list(e.other_offsets_s),
             "score": round(e.fused, 2), "confidence": e.confidence, "z": e.fingerprint_z,
-            "embedding": e.embedding_score}
+            "embedding": e.embedding_score, "agree": e.agree}
 
 
 METHODS = {"DSP": "dsp", "ML": "ml", "Fusion": "matches"}

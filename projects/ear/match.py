@@ -9,6 +9,7 @@ z-score whose scale is the same for every query and catalog: that is what "no ma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +22,7 @@ CANDIDATES = 60  # (track, offset) pairs verified per speed
 # shifts every peak in time and frequency, so the query's peaks are scaled back first.
 SPEED_FACTORS = (1.0, 0.99, 1.01)
 CONFIDENT_Z = 9.0  # stop trying other speeds above this
+SURE_Z = 15.0  # beyond doubt: other evidence (the embeddings) is not worth computing
 _SMEAR = 1  # votes within ±1 frame are pooled
 # Frames tried around a candidate offset when verifying; on a tie the first wins.
 _SHIFTS = (0, -1, 1, -2, 2)
@@ -44,11 +46,13 @@ def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: 
 
 
 def verified_candidates(samples: np.ndarray, table: HashTable,
-                        proposals: list[tuple[int, float]] = ()) -> list[tuple[float, int, int]]:
+                        proposals: Callable[[], list[tuple[int, float]]] | None = None
+                        ) -> list[tuple[float, int, int]]:
     """(z-score, track, offset in frames) of every candidate verified, in no order.
 
-    `proposals` are (track, offset in s) pairs found some other way (the embeddings); they are
-    verified too, searching ±0.6 s around the offset since their offsets are coarse."""
+    `proposals()` gives (track, offset in s) pairs found some other way (the embeddings); they
+    are verified too, searching ±0.6 s around the offset since their offsets are coarse. It is
+    called only when the landmarks alone found nothing beyond doubt (SURE_Z)."""
     table.refresh()
     t, f, _ = peaks(samples, QUERY_PEAKS)
     verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
@@ -59,24 +63,26 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
         sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
         hashes, frames = landmarks(st, sf, QUERY_PAIRING)
         grid = _QueryGrid(st, sf)
-        tried = vote(table.lookup(hashes), frames, CANDIDATES)
-        if speed == 1.0:
-            for track, offset_s in proposals:
-                if track not in stored_peaks:
-                    stored_peaks[track] = table.peaks_of(track)
+        for track, offset in vote(table.lookup(hashes), frames, CANDIDATES):
+            verified.append(_fit(grid, stored_peaks, table, track, offset))
+        if speed == 1.0 and proposals is not None and max(verified, default=(0.0,))[0] < SURE_Z:
+            for track, offset_s in proposals():
                 centre = int(round(offset_s / FRAME_SECONDS))
                 verified.append(max(
-                    (z, track, offset - shift) for offset in
-                    range(centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(_SHIFTS))
-                    for z, shift in [grid.verify(*stored_peaks[track], offset)]))
-        for track, offset in tried:
-            if track not in stored_peaks:
-                stored_peaks[track] = table.peaks_of(track)
-            z, shift = grid.verify(*stored_peaks[track], offset)
-            verified.append((z, track, offset - shift))
+                    _fit(grid, stored_peaks, table, track, offset) for offset in
+                    range(centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(_SHIFTS))))
         if verified and max(verified)[0] >= CONFIDENT_Z:
             break
     return verified
+
+
+def _fit(grid: "_QueryGrid", stored_peaks: dict, table: HashTable, track: int,
+         offset: int) -> tuple[float, int, int]:
+    """(z, track, best offset) of one candidate; each track's peaks are read once per query."""
+    if track not in stored_peaks:
+        stored_peaks[track] = table.peaks_of(track)
+    z, shift = grid.verify(*stored_peaks[track], offset)
+    return z, track, offset - shift
 
 
 def vote(hits: Hits, query_frames: np.ndarray, count: int) -> list[tuple[int, int]]:
