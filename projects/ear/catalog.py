@@ -8,6 +8,7 @@ every writer) finishes the job, and readers only ever trust ids that SQLite know
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -196,9 +197,13 @@ class Catalog:
             self._rebuilder.start()
 
     def _rebuild_loop(self) -> None:
-        while self._rebuild_wanted.wait(timeout=60):
+        while True:
+            self._rebuild_wanted.wait()
             self._rebuild_wanted.clear()
-            self.index.rebuild()
+            try:
+                self.index.rebuild()
+            except Exception:  # noqa: BLE001 - pending vectors stay searchable; retry next time
+                logging.getLogger(__name__).exception("embedding index rebuild failed")
 
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.

@@ -110,25 +110,20 @@ def cmd_ingest(config: Config, args) -> int:
 
 def cmd_identify(config: Config, args) -> int:
     catalog = Catalog(config)
-    for file in args.files:
-        result: dict = {"query": file}
-        try:
-            samples = decode(file, max_seconds=config.max_query_seconds,
-                             timeout_s=config.decode_timeout_s)
-            result["matches"] = [m.to_json() for m in catalog.identify(samples)]
-        except EarError as exc:
-            result["error"] = exc.to_json()["error"]
-        if args.json:
-            print(json.dumps(result), flush=True)
-        elif "error" in result:
-            print(f"{file}: error: {result['error']['message']}")
-        elif not result["matches"]:
+
+    def answer(file: str) -> dict:
+        return {"matches": [m.to_json() for m in catalog.identify(_query_samples(config, file))]}
+
+    def describe(file: str, result: dict) -> None:
+        if not result["matches"]:
             print(f"{file}: no match")
-        else:
-            best = result["matches"][0]
-            t = best["track"]
-            print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
-                  f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
+            return
+        best = result["matches"][0]
+        t = best["track"]
+        print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
+              f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
+
+    _answer_each([(f, lambda f=f: answer(f)) for f in args.files], args.json, describe)
     return 0
 
 
@@ -139,31 +134,47 @@ def cmd_similar(config: Config, args) -> int:
     catalog = Catalog(config)
     k = args.k or config.top_k
     filters = {"artist": args.artist, "genre": args.genre, "exclude_artist": args.exclude_artist}
-    queries = [(f"track:{args.track}", None)] if args.track is not None else [(f, f) for f in args.files]
-    for label, file in queries:
+
+    def like_track() -> dict:
+        return {"matches": [s.to_json() for s in catalog.similar_to_track(args.track, k, **filters)]}
+
+    def like_clip(file: str) -> dict:
+        identified, found = catalog.similar_to_clip(_query_samples(config, file), k, **filters)
+        return {"identified": identified.to_json() if identified else None,
+                "matches": [s.to_json() for s in found]}
+
+    def describe(label: str, result: dict) -> None:
+        basis = result.get("identified")
+        print(f"{label}: like {basis['track']['title']!r}" if basis else f"{label}:")
+        for m in result["matches"]:
+            t = m["track"]
+            print(f"  {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']})")
+
+    queries = ([(f"track:{args.track}", like_track)] if args.track is not None
+               else [(f, lambda f=f: like_clip(f)) for f in args.files])
+    _answer_each(queries, args.json, describe)
+    return 0
+
+
+def _query_samples(config: Config, file: str):
+    return decode(file, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
+
+
+def _answer_each(queries, as_json: bool, describe) -> None:
+    """Answer each (label, compute) in turn; a failing query reports its error, the rest go on.
+    With `as_json`, one object per line: {"query": label, ...compute()} or {"query", "error"}."""
+    for label, compute in queries:
         result: dict = {"query": label}
         try:
-            if file is None:
-                found = catalog.similar_to_track(args.track, k, **filters)
-            else:
-                samples = decode(file, max_seconds=config.max_query_seconds,
-                                 timeout_s=config.decode_timeout_s)
-                identified, found = catalog.similar_to_clip(samples, k, **filters)
-                result["identified"] = identified.to_json() if identified else None
-            result["matches"] = [s.to_json() for s in found]
+            result.update(compute())
         except EarError as exc:
             result["error"] = exc.to_json()["error"]
-        if args.json:
+        if as_json:
             print(json.dumps(result), flush=True)
         elif "error" in result:
             print(f"{label}: error: {result['error']['message']}")
         else:
-            basis = result.get("identified")
-            print(f"{label}: like {basis['track']['title']!r}" if basis else f"{label}:")
-            for m in result["matches"]:
-                t = m["track"]
-                print(f"  {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']})")
-    return 0
+            describe(label, result)
 
 
 def cmd_reindex(config: Config, args) -> int:
