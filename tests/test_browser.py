@@ -57,8 +57,9 @@ def _page(p, wav: Path | None):
 
 def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_path):
     url, server = site_behind_nginx
-    with open(songs_dir / "song3.flac", "rb") as fh:
-        assert requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60).ok
+    for name in ("song3", "song1"):
+        with open(songs_dir / f"{name}.flac", "rb") as fh:
+            assert requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60).ok
     wav = _microphone_file(song(3)[44100 * 6: 44100 * 26], tmp_path / "mic.wav")
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
@@ -69,6 +70,7 @@ def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_pa
         status = page.get_by_role("status")
         expect(status).to_contain_text("Found: song3", timeout=40_000)
         expect(page.locator(".title")).to_have_text("song3")
+        expect(page.locator(".similar li")).to_have_text(["song1"], timeout=10_000)  # more like it
         page.screenshot(path=str(ARTIFACTS / "widget-found.png"))
         page.get_by_role("button", name="Yes").click()
         expect(status).to_contain_text("Thank you", timeout=10_000)

@@ -3,6 +3,7 @@ play button, feedback stored in SQLite, and CORS only for the origins configured
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 
 import requests
 from conftest import start_gunicorn
@@ -64,3 +65,31 @@ def test_playback_is_off_unless_allowed(gunicorn_server, songs_dir):
     assert r.status_code == 403 and r.json()["error"]["code"] == "playback_disabled"
     assert "Access-Control-Allow-Origin" not in requests.get(
         gunicorn_server.url + "/health", headers={"Origin": DEV_ORIGIN}, timeout=10).headers
+
+
+def test_cover_image_of_a_track_that_has_one(gunicorn_server, songs_dir, tmp_path):
+    cover = tmp_path / "cover.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1",
+                    str(cover)], check=True)
+    tagged = tmp_path / "with-cover.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(songs_dir / "song5.flac"), "-i", str(cover),
+                    "-map", "0:a", "-map", "1", "-c:a", "libmp3lame", "-c:v", "png", "-id3v2_version", "3",
+                    "-disposition:v", "attached_pic", str(tagged)], check=True)
+    url = gunicorn_server.url
+    ids = []
+    for path in (tagged, songs_dir / "song2.flac"):
+        with open(path, "rb") as fh:
+            ids.append(requests.post(url + "/tracks", files={"audio": fh}, headers=AUTH,
+                                     data={"source": str(path)}, timeout=60).json()["track"]["id"])
+    query = tmp_path / "q.mp3"  # 10 s of the tagged file (the whole one is over the query limit)
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "5", "-t", "10", "-i", str(tagged), "-map", "0:a",
+                    str(query)], check=True)
+    answer = requests.post(url + "/identify", files={"audio": query.read_bytes()}, timeout=60).json()
+    track = answer["matches"][0]["track"]
+    assert track["id"] == ids[0] and track["cover_url"].endswith(f"/tracks/{ids[0]}/cover")
+    image = requests.get(track["cover_url"], timeout=10)
+    assert image.headers["Content-Type"] == "image/png" and image.content == cover.read_bytes()
+    plain = requests.post(url + "/identify", files={"audio": (songs_dir / "song2.flac").read_bytes()},
+                          timeout=60).json()["matches"][0]["track"]
+    assert "cover_url" not in plain
+    assert requests.get(url + f"/tracks/{ids[1]}/cover", timeout=10).status_code == 404

@@ -2,6 +2,8 @@
 the listeners' feedback."""
 from __future__ import annotations
 
+import functools
+import subprocess
 from html import escape
 from pathlib import Path
 
@@ -53,11 +55,56 @@ def track_audio(track_id: int):
     return send_file(path, conditional=True, max_age=3600)
 
 
+@bp.get("/tracks/<int:track_id>/cover")
+def track_cover(track_id: int):
+    track = current_app.extensions["ear"].get(track_id)
+    codec = _cover_codec(track.source)
+    if codec not in _IMAGE_TYPES:
+        raise NotFound("cover_not_found", "This track has no cover image.")
+    image = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-i", track.source,
+         "-map", "0:v:0", "-frames:v", "1", "-c:v", "copy", "-f", "image2pipe", "pipe:1"],
+        capture_output=True, timeout=10).stdout
+    if not image:
+        raise NotFound("cover_not_found", "This track's cover image could not be read.")
+    response = Response(image, mimetype=_IMAGE_TYPES[codec])
+    response.cache_control.max_age = 86400
+    return response
+
+
+_IMAGE_TYPES = {"mjpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
+
+
+def _cover_codec(source: str) -> str:
+    path = Path(source)
+    if not path.is_file():
+        return ""
+    return _probe_cover(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_cover(path: str, mtime_ns: int) -> str:
+    """The codec of the file's attached picture, or "" (asked once per file version)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v",
+         "-show_entries", "stream=codec_name:stream_disposition=attached_pic", "-of", "csv=p=0", path],
+        capture_output=True, text=True, timeout=10).stdout
+    for line in out.splitlines():
+        codec, _, attached = line.partition(",")
+        if attached.strip() == "1":
+            return codec.strip()
+    return ""
+
+
 def audio_url(track_json: dict) -> dict:
-    """The track's JSON with `audio_url` when the owner allows playback and the file is there."""
+    """The track's JSON with `audio_url` when the owner allows playback and the file is there,
+    and `cover_url` when the file has a cover image."""
     catalog = current_app.extensions["ear"]
-    if catalog.config.allow_playback and Path(track_json.get("source", "")).is_file():
+    source = track_json.get("source", "")
+    if catalog.config.allow_playback and Path(source).is_file():
         track_json["audio_url"] = url_for("web.track_audio", track_id=track_json["id"], _external=True)
+    if _cover_codec(source) in _IMAGE_TYPES:
+        track_json["cover_url"] = url_for("web.track_cover", track_id=track_json["id"], _external=True)
     return track_json
 
 

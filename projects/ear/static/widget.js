@@ -228,6 +228,17 @@ ul{margin:6px 0 0;padding-left:1.1em}
       } else {
         this.say("Not recognised; here is what sounds like it.");
       }
+      this.showSimilar(similar);
+      if (best && this.mode === "identify") {
+        // "More like this", when ear has embeddings for it; the answer does not wait for it.
+        fetch(`${this.api}tracks/${best.track.id}/similar?k=3`)
+          .then((r) => (r.ok ? r.json() : { matches: [] }))
+          .then((b) => this.answer === best && this.showSimilar(b.matches || []))
+          .catch(() => {});
+      }
+    }
+
+    showSimilar(similar) {
       const list = this.$(".similar ul");
       list.replaceChildren(...similar.map((m) => {
         const li = document.createElement("li");
