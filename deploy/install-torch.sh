@@ -11,7 +11,10 @@ pip=("$venv/bin/pip" install -q --disable-pip-version-check)
 if "$venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$version')" 2>/dev/null; then
   exit 0
 fi
-if "${pip[@]}" --no-index "torch==$version" 2>/dev/null; then
-  exit 0  # a local wheel
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if "$venv/bin/pip" download -q --no-index --no-deps -d "$tmp" "torch==$version" 2>/dev/null; then
+  "${pip[@]}" "torch==$version"  # a local CPU wheel (pip's find-links) wins; its dependencies from PyPI
+  exit 0
 fi
 "${pip[@]}" --index-url "$index" "torch==$version"
