@@ -78,7 +78,7 @@ def run(config: Config, args) -> int:
     with database.connection_context():
         real = list(Track.select().where(~Track.source.startswith("distractor:")).order_by(Track.id))
         total_tracks = Track.select().count()
-    noise = _noise_bank(work / "noise", args.seed)
+    noise = noise_bank(work / "noise", args.seed)
     queries = _make_queries(work / "queries", real, levels, lengths, args, noise)
     unknown = _make_unknown(work / "unknown", args.unknown, levels, args, noise)
 
@@ -244,7 +244,7 @@ def _add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
 
 
 # ---- queries ---------------------------------------------------------------------------------
-def _noise_bank(folder: Path, seed: int) -> dict[str, np.ndarray]:
+def noise_bank(folder: Path, seed: int) -> dict[str, np.ndarray]:
     """Three kinds of room noise at RATE: speech babble, pink noise, and ambience (recorded
     sound effects from Debian game packages, when installed)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from .catalog import audio_files
 from .decode import SAMPLE_RATE
 from .degrade import read_clip
 from .embed import DIM, Embedder, LogMel, WINDOW_S
-from .eval import _noise_bank
+from .eval import noise_bank
 
 WINDOW = int(WINDOW_S * SAMPLE_RATE)
 CONTEXT = int(1.2 * SAMPLE_RATE)  # audio before the window, for the reverb tail
@@ -49,7 +49,7 @@ def run(args) -> int:
     tracks = _load_music(work / "music", [Path(d) for d in args.music])
     if len(tracks) < args.batch:
         raise SystemExit(f"{len(tracks)} tracks: need at least --batch {args.batch}")
-    noise = [_to_16k(v) for v in _noise_bank(work / "noise", args.seed + 100).values()]
+    noise = [_to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
     print(f"training on {len(tracks)} tracks, "
           f"{sum(t[0].size for t in tracks) / SAMPLE_RATE / 3600:.1f} h", flush=True)
 
