@@ -46,6 +46,9 @@ def test_similar_to_a_track_never_returns_it_and_applies_filters(labelled_catalo
     assert len(everything) == 5 and song0 not in [s.track.id for s in everything]
     assert all(-1.0 <= s.score <= 1.0 for s in everything)
     assert [s.score for s in everything] == sorted((s.score for s in everything), reverse=True)
+    mine = c.index.track_vector(song0)
+    for s in everything:  # each score belongs to its own track (song0 itself was skipped)
+        assert s.score == pytest.approx(float(mine @ c.index.track_vector(s.track.id)), abs=1e-3)
     assert {s.track.artist for s in c.similar_to_track(song0, 10, artist="Bob")} == {"Bob"}
     assert {s.track.genre for s in c.similar_to_track(song0, 10, genre="rock")} == {"rock"}
     assert "Ann" not in {s.track.artist for s in c.similar_to_track(song0, 10, exclude_artist="Ann")}
@@ -166,6 +169,11 @@ def test_http_similar_radio_and_rebuilds_under_queries(tmp_path, songs_dir):
         assert requests.get(server.url + "/radio?artist=Nobody", timeout=10).status_code == 404
         assert requests.get(server.url + "/radio", timeout=10).json()["error"]["code"] == "missing_artist"
         assert requests.get(server.url + "/tracks/1/similar?k=0", timeout=10).status_code == 400
+        bad_seed = requests.get(server.url + "/radio?artist=Bob&seed=x", timeout=10)
+        assert bad_seed.status_code == 400 and bad_seed.json()["error"]["code"] == "bad_parameter"
+        same = [requests.get(server.url + "/radio?artist=Ann&k=2&seed=7", timeout=10).json()
+                for _ in range(2)]
+        assert same[0] == same[1]  # a seed repeats the playlist
         identify = requests.post(server.url + "/identify", files={"audio": query.read_bytes()},
                                  timeout=60).json()
         assert identify["matches"][0]["evidence"]

@@ -116,8 +116,10 @@ def radio():
     artist = request.args.get("artist", "").strip()
     if not artist:
         raise EarError("missing_artist", "Say whose radio: /radio?artist=NAME.")
-    seed = request.args.get("seed")
-    rng = np.random.default_rng(int(seed) if seed and seed.isdigit() else None)
+    seed = request.args.get("seed", "")
+    if seed and not seed.isdigit():
+        raise EarError("bad_parameter", "seed must be a whole number (it repeats a playlist).")
+    rng = np.random.default_rng(int(seed) if seed else None)
     found = catalog().radio(artist, requested_k() if "k" in request.args else 10, rng)
     return jsonify(artist=artist, tracks=[s.to_json() for s in found])
 

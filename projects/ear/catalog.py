@@ -107,9 +107,7 @@ class Catalog:
     def prepare(self, source: bytes | str | os.PathLike, name: str | None = None,
                 metadata: dict | None = None) -> PreparedTrack:
         """Decode and fingerprint one track (no lock held: this is the slow part)."""
-        samples = decode(source, max_seconds=self.config.max_track_seconds,
-                         timeout_s=max(self.config.decode_timeout_s,
-                                       self.config.max_track_seconds / 20))
+        samples = self._decode_track(source)
         given = {k: v for k, v in (metadata or {}).items() if k in METADATA_FIELDS and v}
         tags = {} if all(k in given for k in METADATA_FIELDS) else read_tags(source)
         source_name = name or str(source)
@@ -117,6 +115,11 @@ class Catalog:
         merged.setdefault("title", Path(source_name).stem or "untitled")
         return prepared_from_samples(samples, source_name, merged,
                                      hashlib.sha256(samples.tobytes()).hexdigest(), self.model)
+
+    def _decode_track(self, source: bytes | str | os.PathLike) -> np.ndarray:
+        # A catalog track may be hours long: its time limit scales with the length cap.
+        return decode(source, max_seconds=self.config.max_track_seconds,
+                      timeout_s=max(self.config.decode_timeout_s, self.config.max_track_seconds / 20))
 
     def store(self, prepared: list[PreparedTrack]) -> list[tuple[Track, bool]]:
         """Store prepared tracks; (track, True) for new ones, (existing track, False) for audio
@@ -180,9 +183,7 @@ class Catalog:
             if not Path(track.source).is_file():
                 missing.append(track.id)
                 continue
-            samples = decode(track.source, max_seconds=self.config.max_track_seconds,
-                             timeout_s=max(self.config.decode_timeout_s,
-                                           self.config.max_track_seconds / 20))
+            samples = self._decode_track(track.source)
             vectors, starts = self.model.windows(samples, hop_s=1.0)
             replace[track.id] = (vectors.astype(np.float16), starts)
         self.index.rebuild(force=True, replace=replace)
@@ -301,21 +302,16 @@ class Catalog:
 
     def _nearest(self, vector: np.ndarray, k: int, exclude_ids: set[int], artist: str = "",
                  genre: str = "", exclude_artist: str = "") -> list[Similar]:
-        known = self._known_ids()
         n = 4 * k + len(exclude_ids) + 10
         while True:  # filters may reject many: widen the search until k pass or all were seen
             ids, sims = self.index.search_tracks(vector, n)
-            ids = [int(i) for i in ids if int(i) in known and int(i) not in exclude_ids]
-            rows = self._rows(ids)
-            out = []
-            for tid, sim in zip(ids, sims.tolist()):
-                track = rows.get(tid)
-                if track is None or (artist and track.artist != artist) or (
-                        genre and track.genre != genre) or (
-                        exclude_artist and track.artist == exclude_artist):
-                    continue
-                out.append(Similar(track, round(float(sim), 4)))
-            if len(out) >= k or n >= len(known) + len(exclude_ids):
+            found = [(int(i), float(sim)) for i, sim in zip(ids, sims) if int(i) not in exclude_ids]
+            rows = self._rows(tid for tid, _ in found)  # ids SQLite does not know are left out
+            out = [Similar(rows[tid], round(sim, 4)) for tid, sim in found if tid in rows and (
+                not artist or rows[tid].artist == artist) and (
+                not genre or rows[tid].genre == genre) and (
+                not exclude_artist or rows[tid].artist != exclude_artist)]
+            if len(out) >= k or len(ids) < n:
                 return out[:k]
             n *= 4
 

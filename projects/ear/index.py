@@ -51,6 +51,7 @@ class EmbeddingIndex:
         self._manifest: dict = {}
         self._built = _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
         self._pending = _empty_pending(dim)
+        self._removed = np.zeros(0, np.int64)
         self.refresh()
 
     # ---- reading ---------------------------------------------------------------------------
@@ -68,11 +69,12 @@ class EmbeddingIndex:
         if manifest.get("built") != self._manifest.get("built"):
             self._built = self._open_built(manifest.get("built"))
         self._pending = self._open_pending(manifest.get("pending", []))
+        self._removed = np.asarray(manifest.get("removed", []), np.int64)
         self._manifest, self._stamp = manifest, stamp
 
     @property
     def removed(self) -> set[int]:
-        return set(self._manifest.get("removed", []))
+        return set(self._removed.tolist())
 
     @property
     def window_count(self) -> int:
@@ -95,7 +97,7 @@ class EmbeddingIndex:
                 best = np.argsort(-extra)[:n]
                 items = np.concatenate([items, pending.window_items[best]])
                 sims = np.concatenate([sims, extra[best]])
-            keep = ~np.isin(items[:, 0], list(self.removed))
+            keep = ~np.isin(items[:, 0], self._removed)
             out.append((items[keep, 0], items[keep, 1] / 1000.0, sims[keep]))
         return out
 
@@ -110,7 +112,7 @@ class EmbeddingIndex:
         if len(pending.track_ids):
             ids = np.concatenate([ids, pending.track_ids])
             sims = np.concatenate([sims, pending.track_vectors @ vector])
-        keep = ~np.isin(ids, list(self.removed))
+        keep = ~np.isin(ids, self._removed)
         ids, sims = ids[keep], sims[keep]
         order = np.argsort(-sims, kind="stable")[:n]
         return ids[order], sims[order]

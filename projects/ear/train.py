@@ -117,7 +117,8 @@ def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.nda
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / "tracks.json"
     names = json.loads(listing.read_text()) if listing.exists() else {}
-    for path in (p for d in dirs for p in audio_files([str(d)])):
+    files = list(audio_files([str(d) for d in dirs]))
+    for path in files:
         key = str(path)
         if key in names:
             continue
@@ -134,7 +135,7 @@ def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.nda
         names[key] = stem
         listing.write_text(json.dumps(names, indent=1))
         print(f"decoded {path}", flush=True)
-    wanted = {str(p) for d in dirs for p in audio_files([str(d)])}
+    wanted = {str(p) for p in files}
     tracks = [(np.load(folder / f"{stem}.npy", mmap_mode="r"),
                np.load(folder / f"{stem}-opus.npy", mmap_mode="r"))
               for key, stem in sorted(names.items()) if key in wanted]
