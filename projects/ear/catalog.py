@@ -24,7 +24,7 @@ from .errors import NotFound
 from .hashes import track_landmarks
 from .features import TRACK_PEAKS, peaks
 from . import fusion
-from .embed import DIM, Model, shared_model
+from .embed import DIM, Model, shared_model, unit
 from .hashtable import HashTable, encode_peaks, pack
 from .index import EmbeddingIndex
 from .match import best_per_track, rank, verified_candidates
@@ -84,6 +84,7 @@ class Identification:
     embedding: list[tuple[int, float, float]]  # (track, offset s, score), best first, all
     candidates: list[fusion.Evidence]  # every track with any evidence, best first
     fused: list[fusion.Evidence]  # the accepted ones: the answer
+    clip_vector: np.ndarray | None = None  # the clip's mean window vector, when it was embedded
 
 
 @dataclass
@@ -226,37 +227,49 @@ class Catalog:
     # ---- reading -----------------------------------------------------------------------------
     def identify(self, samples: np.ndarray) -> list[Match]:
         """Matches ranked by fingerprint and embedding evidence together; empty for no match."""
-        found = self.identification(samples).fused[: self.config.top_k]
+        return self._matches(self.identification(samples))
+
+    def _matches(self, identification: Identification) -> list[Match]:
+        found = identification.fused[: self.config.top_k]
         rows = self._rows(e.track_id for e in found)
         return [Match(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
                       e.other_offsets_s, tuple(e.kinds)) for e in found if e.track_id in rows]
 
     def identification(self, samples: np.ndarray) -> Identification:
         votes: dict[int, tuple[float, float]] = {}
+        clip: list[np.ndarray] = []
 
         def embedding_proposals() -> list[tuple[int, float]]:
             # Only asked for when the landmarks found nothing beyond doubt: it costs ~30 ms.
-            votes.update(self.embedding_votes(samples))
+            found, clip_vector = self._embed_query(samples)
+            votes.update(found)
+            clip.append(clip_vector)
             return fusion.proposals(votes)
 
         verified = verified_candidates(samples, self.table, embedding_proposals)
         fingerprint = best_per_track(verified)
         known = self._known_ids()
-        candidates = [e for e in fusion.combine(fingerprint, votes) if e.track_id in known]
+        candidates = [e for e in fusion.combine(fingerprint, votes, self.config.match_threshold)
+                      if e.track_id in known]
         return Identification(
             fingerprint=[(c.track_id, c.offset_s, c.score) for c in
                          rank(verified, self.config.match_threshold, self.config.top_k)
                          if c.track_id in known],
             embedding=[(t, off, score) for t, (score, off) in
                        sorted(votes.items(), key=lambda kv: -kv[1][0]) if t in known],
-            candidates=candidates, fused=[e for e in candidates if e.accepted])
+            candidates=candidates, fused=[e for e in candidates if e.accepted],
+            clip_vector=clip[0] if clip else None)
 
     def embedding_votes(self, samples: np.ndarray) -> dict[int, tuple[float, float]]:
         """{track: (embedding score, offset in s)} from the clip's windows' nearest neighbours."""
+        return self._embed_query(samples)[0]
+
+    def _embed_query(self, samples: np.ndarray) -> tuple[dict[int, tuple[float, float]], np.ndarray]:
         self.index.refresh()
         vectors, starts = self.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
-        return fusion.embedding_votes(
+        votes = fusion.embedding_votes(
             self.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
+        return votes, unit(vectors.mean(axis=0))
 
     # ---- similar tracks ----------------------------------------------------------------------
     def similar_to_track(self, track_id: int, k: int, artist: str = "", genre: str = "",
@@ -272,13 +285,16 @@ class Catalog:
                         exclude_artist: str = "") -> tuple[Match | None, list[Similar]]:
         """(the track the clip was identified as, if confidently; tracks like it). An identified
         clip gets "more like this track"; any other clip gets tracks that sound like the clip."""
-        matches = self.identify(samples)
+        identification = self.identification(samples)
+        matches = self._matches(identification)
         if matches and matches[0].confidence >= 0.5:
             return matches[0], self.similar_to_track(matches[0].track.id, k, artist, genre,
                                                      exclude_artist)
         self.index.refresh()
-        return None, self._nearest(self.model.clip_vector(samples), k, set(), artist, genre,
-                                   exclude_artist)
+        vector = identification.clip_vector  # embedded already unless landmarks were sure
+        if vector is None:
+            vector = self.model.clip_vector(samples)
+        return None, self._nearest(vector, k, set(), artist, genre, exclude_artist)
 
     def radio(self, artist: str, k: int, rng: np.random.Generator) -> list[Similar]:
         """A playlist for fans of `artist`: tracks near theirs, by other artists, drawn at random
@@ -291,9 +307,7 @@ class Catalog:
         vectors = [v for v in (self.index.track_vector(t) for t in own) if v is not None]
         if not vectors:
             return []
-        centre = np.mean(vectors, axis=0)
-        pool = self._nearest(centre / max(float(np.linalg.norm(centre)), 1e-9), 3 * k, set(own),
-                             exclude_artist=artist)
+        pool = self._nearest(unit(np.mean(vectors, axis=0)), 3 * k, set(own), exclude_artist=artist)
         if len(pool) <= k:
             return pool
         weights = np.array([max(s.score, 0.0) + 0.05 for s in pool])

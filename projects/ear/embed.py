@@ -113,9 +113,12 @@ class Model:
 
     def clip_vector(self, samples: np.ndarray) -> np.ndarray:
         """One unit vector for a whole clip: the mean direction of its windows."""
-        vectors, _ = self.windows(samples, hop_s=1.0)
-        mean = vectors.mean(axis=0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-9)
+        return unit(self.windows(samples, hop_s=1.0)[0].mean(axis=0))
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    """`vector` scaled to length 1 (a zero vector stays zero)."""
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
 
 
 _shared: Model | None = None

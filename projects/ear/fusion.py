@@ -24,7 +24,6 @@ _OFFSET_BIN_S = 0.5
 # Calibrated with `ear eval` on 400 clips of unknown music (Nexuiz, Frets on Fire): their best
 # embedding score was 0.107 at most, and none passed the fused rule below (both kinds of
 # evidence at the same offset, z + 30 × score ≥ 7.5); weight 50 let 3 of 400 through.
-FINGERPRINT_Z = 7.5  # = the fingerprint-only threshold
 EMBEDDING_SCORE = 0.12  # mean window margin at the best offset
 FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × embedding score
 EMBEDDING_WEIGHT = 30.0
@@ -40,6 +39,7 @@ class Evidence:
     embedding_score: float
     other_offsets_s: tuple[float, ...] = ()
     agree: bool = False  # both kinds of evidence put the clip at the same place in the track
+    fingerprint_threshold: float = 7.5  # EAR_MATCH_THRESHOLD: the fingerprint alone suffices
 
     @property
     def fused(self) -> float:
@@ -48,7 +48,7 @@ class Evidence:
     @property
     def kinds(self) -> list[str]:
         found = []
-        if self.fingerprint_z >= FINGERPRINT_Z:
+        if self.fingerprint_z >= self.fingerprint_threshold:
             found.append("fingerprint")
         if self.embedding_score >= EMBEDDING_SCORE:
             found.append("embedding")
@@ -100,11 +100,12 @@ def proposals(votes: dict[int, tuple[float, float]]) -> list[tuple[int, float]]:
 
 
 def combine(fingerprint: dict[int, tuple[float, float, tuple[float, ...]]],
-            votes: dict[int, tuple[float, float]]) -> list[Evidence]:
+            votes: dict[int, tuple[float, float]], threshold: float) -> list[Evidence]:
     """Every track with any evidence, best fused score first.
 
     `fingerprint`: {track: (z, offset s, other offsets)}; `votes`: {track: (score, offset s)}.
-    The offset is the fingerprint's when it has one (it is exact to a frame)."""
+    The offset is the fingerprint's when it has one (it is exact to a frame). `threshold` is
+    the z-score at which the fingerprint alone is an answer."""
     out = []
     for track in set(fingerprint) | set(votes):
         z, offset, others = fingerprint.get(track, (0.0, 0.0, ()))
@@ -112,6 +113,7 @@ def combine(fingerprint: dict[int, tuple[float, float, tuple[float, ...]]],
         agree = track in fingerprint and track in votes and abs(offset - ml_offset) <= _AGREE_S
         if z < _OFFSET_TRUST_Z and score > 0 and not agree:  # a weak fit's offset is noise
             offset, others = ml_offset, ()
-        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), others, agree))
+        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), others, agree,
+                            threshold))
     out.sort(key=lambda e: -e.fused)
     return out

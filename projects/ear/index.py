@@ -20,6 +20,8 @@ from typing import Iterator
 import numpy as np
 from annoy import AnnoyIndex
 
+from .embed import unit
+
 WINDOW_TREES = 10
 TRACK_TREES = 20
 
@@ -282,16 +284,12 @@ def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray]], dim: int) 
         np.concatenate([v for v, _ in tracks.values()]).astype(np.float32),
         np.concatenate([np.stack([np.full(len(t), tid), np.round(np.asarray(t) * 1000)], axis=1)
                         for tid, (_, t) in tracks.items()]).astype(np.int32),
-        np.stack([_unit(v.astype(np.float32).mean(axis=0)) for v, _ in tracks.values()]),
+        np.stack([unit(v.astype(np.float32).mean(axis=0)) for v, _ in tracks.values()]),
         np.fromiter(tracks, np.int32, len(tracks)))
 
 
 def _track_column(items: np.ndarray) -> np.ndarray:
     return items[:, 0] if items.ndim == 2 else items
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

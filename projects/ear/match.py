@@ -40,11 +40,6 @@ class Candidate:
     other_offsets_s: tuple[float, ...] = field(default=())
 
 
-def identify(samples: np.ndarray, table: HashTable, *, threshold: float, top_k: int) -> list[Candidate]:
-    """Best matches for a query clip, best first; empty when nothing is really there."""
-    return rank(verified_candidates(samples, table), threshold, top_k)
-
-
 def verified_candidates(samples: np.ndarray, table: HashTable,
                         proposals: Callable[[], list[tuple[int, float]]] | None = None
                         ) -> list[tuple[float, int, int]]:
