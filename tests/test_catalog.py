@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import clip
 from synth import RATE, song
 
@@ -34,6 +35,20 @@ def test_degraded_clips_are_identified_with_offset(filled_catalog, tmp_path, lev
         assert matches[0].track.title == f"song{seed}"
         assert abs(matches[0].offset_s - start) <= 0.1
         assert 0.5 < matches[0].confidence <= 1.0
+
+
+def test_repeated_music_reports_every_offset_that_fits(catalog, tmp_path):
+    # One 6 s phrase, then other music, then the phrase again: a clip of the phrase fits
+    # at both places, and the answer must say so whichever place it names first.
+    phrase = song(7, seconds=6.0)
+    track = np.concatenate([phrase, song(8, seconds=10.0), phrase, song(9, seconds=8.0)])
+    path = tmp_path / "repeats.wav"
+    sf.write(path, track, RATE)
+    catalog.add(path)
+    found = catalog.identify(_room_clip(track, 1.0, 4, "CLEAN", tmp_path))[0]
+    offsets = [found.offset_s, *found.other_offsets_s]
+    assert any(abs(o - 1.0) <= 0.1 for o in offsets), offsets
+    assert any(abs(o - 17.0) <= 0.1 for o in offsets), offsets
 
 
 def test_unknown_audio_is_no_match(filled_catalog, tmp_path):

@@ -47,6 +47,16 @@ def test_ingest_identify_tracks_remove(tmp_path, songs_dir):
     assert answers[1]["matches"] == []
     assert answers[2]["error"]["code"] == "unreadable"
 
+    # The ranking below the answer, on request: a match comes first and is confirmed; the
+    # voice has no match, and whatever ranks for it says it is not confirmed.
+    ranked = [json.loads(line) for line in ear(
+        data, "identify", "--json", "--candidates", "3", str(q1), str(q2)).stdout.splitlines()]
+    assert ranked[0]["candidates"][0]["track"]["title"] == "song3"
+    assert "confirmed" not in ranked[0]["candidates"][0]
+    assert ranked[1]["matches"] == [] and len(ranked[1]["candidates"]) <= 3
+    assert all(c["confirmed"] is False for c in ranked[1]["candidates"])
+    assert all(c["confirmed"] is False for c in ranked[0]["candidates"][1:])
+
     listing = ear(data, "tracks").stdout.splitlines()
     assert len(listing) == 6
     track_id = best["track"]["id"]

@@ -37,6 +37,12 @@ def test_identify_by_multipart_and_raw_body(gunicorn_server, songs_dir, tmp_path
         assert body["matches"][0]["track"]["id"] == track["id"]
         assert abs(body["matches"][0]["offset_s"] - 9.0) <= 0.1
         assert abs(body["query_seconds"] - 8.0) < 0.1 and body["elapsed_ms"] > 0
+        assert "candidates" not in body
+
+    ranked = requests.post(server.url + "/identify?candidates=3", data=query.read_bytes(), timeout=60)
+    assert ranked.status_code == 200, ranked.text
+    assert ranked.json()["candidates"][0]["track"]["id"] == track["id"]
+    assert "confirmed" not in ranked.json()["candidates"][0]  # it is the match
 
     assert requests.get(server.url + f"/tracks/{track['id']}", timeout=10).json()["title"] == "Two"
     assert requests.get(server.url + "/health", timeout=10).json()["tracks"] == 1
@@ -55,9 +61,11 @@ def test_bad_input_gets_json_errors_and_loses_nothing(gunicorn_server, songs_dir
         "upload_too_large": identify(b"\0" * (51 * 1024 * 1024)),
         "too_long": identify(write(tmp_path / "long.wav", song(9, seconds=31)).read_bytes()),
         "missing_audio": requests.post(server.url + "/identify", files={"file": ("x", b"abc")}, timeout=10),
+        "bad_parameter": requests.post(server.url + "/identify?candidates=many", timeout=10,
+                                       data=(songs_dir / "song1.flac").read_bytes()),
     }
     statuses = {"empty": 400, "not_audio": 415, "upload_too_large": 413, "too_long": 413,
-                "missing_audio": 400}
+                "missing_audio": 400, "bad_parameter": 400}
     for code, response in cases.items():
         assert response.status_code == statuses[code], (code, response.text)
         assert response.json()["error"]["code"] == code and response.json()["error"]["message"]

@@ -68,11 +68,17 @@ def health():
 def identify():
     started = time.perf_counter()
     config = catalog().config
+    wanted = requested_count("candidates", default=0)
     data, _ = uploaded_audio()
     samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
-    matches = catalog().identify(samples)
+    extra = {}
+    if wanted:
+        matches, candidates = catalog().identify_with_candidates(samples, wanted)
+        extra["candidates"] = [with_links(m.to_json()) for m in candidates]
+    else:
+        matches = catalog().identify(samples)
     return jsonify(
-        matches=[with_links(m.to_json()) for m in matches],
+        matches=[with_links(m.to_json()) for m in matches], **extra,
         query_seconds=round(samples.size / SAMPLE_RATE, 3),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
@@ -84,14 +90,18 @@ def similar_filters() -> dict:
 
 
 def requested_k() -> int:
-    raw = request.args.get("k", "")
+    return requested_count("k", default=catalog().config.top_k, lowest=1)
+
+
+def requested_count(name: str, default: int, lowest: int = 0) -> int:
+    raw = request.args.get(name, "")
     try:
-        k = int(raw) if raw else catalog().config.top_k
+        n = int(raw) if raw else default
     except ValueError:
-        raise EarError("bad_parameter", "k must be a whole number.") from None
-    if not 1 <= k <= 100:
-        raise EarError("bad_parameter", "k must be between 1 and 100.")
-    return k
+        raise EarError("bad_parameter", f"{name} must be a whole number.") from None
+    if not lowest <= n <= 100:
+        raise EarError("bad_parameter", f"{name} must be between {lowest} and 100.")
+    return n
 
 
 @bp.post("/similar")

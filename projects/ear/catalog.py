@@ -57,11 +57,14 @@ class Match:
     confidence: float
     other_offsets_s: tuple[float, ...] = ()
     evidence: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
+    confirmed: bool = True  # False: a candidate below what ear answers as a match
 
     def to_json(self) -> dict:
         data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
                 "score": self.score, "confidence": self.confidence,
                 "evidence": list(self.evidence)}
+        if not self.confirmed:
+            data["confirmed"] = False
         if self.other_offsets_s:  # the clip fits equally well there: repeated music
             data["other_offsets_s"] = list(self.other_offsets_s)
         return data
@@ -227,13 +230,22 @@ class Catalog:
     # ---- reading -----------------------------------------------------------------------------
     def identify(self, samples: np.ndarray) -> list[Match]:
         """Matches ranked by fingerprint and embedding evidence together; empty for no match."""
-        return self._matches(self.identification(samples))
+        return self._matches(self.identification(samples).fused[: self.config.top_k])
 
-    def _matches(self, identification: Identification) -> list[Match]:
-        found = identification.fused[: self.config.top_k]
+    def identify_with_candidates(self, samples: np.ndarray, count: int
+                                 ) -> tuple[list[Match], list[Match]]:
+        """(the matches, the first `count` tracks of the whole ranking): below the matches,
+        the ranking goes on with tracks whose evidence is too weak to be an answer (their
+        `confirmed` is False) — "could it be …?" rather than "it is"."""
+        found = self.identification(samples)
+        return (self._matches(found.fused[: self.config.top_k]),
+                self._matches(found.candidates[:count]))
+
+    def _matches(self, found: list[fusion.Evidence]) -> list[Match]:
         rows = self._rows(e.track_id for e in found)
         return [Match(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
-                      e.other_offsets_s, tuple(e.kinds)) for e in found if e.track_id in rows]
+                      e.other_offsets_s, tuple(e.kinds), e.accepted)
+                for e in found if e.track_id in rows]
 
     def identification(self, samples: np.ndarray) -> Identification:
         votes: dict[int, tuple[float, float]] = {}
@@ -286,7 +298,7 @@ class Catalog:
         """(the track the clip was identified as, if confidently; tracks like it). An identified
         clip gets "more like this track"; any other clip gets tracks that sound like the clip."""
         identification = self.identification(samples)
-        matches = self._matches(identification)
+        matches = self._matches(identification.fused[: self.config.top_k])
         if matches and matches[0].confidence >= 0.5:
             return matches[0], self.similar_to_track(matches[0].track.id, k, artist, genre,
                                                      exclude_artist)

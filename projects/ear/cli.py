@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--candidates", type=int, default=0, metavar="N",
+                   help="also list the first N tracks of the ranking, matches or not")
 
     p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
     p.add_argument("files", nargs="*")
@@ -112,11 +114,18 @@ def cmd_identify(config: Config, args) -> int:
     catalog = Catalog(config)
 
     def answer(file: str) -> dict:
-        return {"matches": [m.to_json() for m in catalog.identify(_query_samples(config, file))]}
+        samples = _query_samples(config, file)
+        if not args.candidates:
+            return {"matches": [m.to_json() for m in catalog.identify(samples)]}
+        matches, candidates = catalog.identify_with_candidates(samples, args.candidates)
+        return {"matches": [m.to_json() for m in matches],
+                "candidates": [m.to_json() for m in candidates]}
 
     def describe(file: str, result: dict) -> None:
         if not result["matches"]:
-            print(f"{file}: no match")
+            maybe = ", ".join(f"{c['track']['title']} (#{c['track']['id']}, {c['confidence']:.2f})"
+                              for c in result.get("candidates", []))
+            print(f"{file}: no match" + (f"; could it be: {maybe}" if maybe else ""))
             return
         best = result["matches"][0]
         t = best["track"]

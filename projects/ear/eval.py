@@ -101,6 +101,9 @@ def run(config: Config, args) -> int:
         print(f"ingest: {ingest_stats['audio_s'] / ingest_stats['cpu_s']:.0f}x real time per CPU core "
               f"(decode included; {ingest_stats['audio_s'] / ingest_stats['wall_s']:.0f}x wall), "
               f"{ingest_stats['tracks']} tracks, {ingest_stats['skipped']} skipped")
+    print("top-1: the answer is the right track; top-5: the right track is among the first five "
+          "of the ranking, answered or not (`ear identify --candidates 5`); FP: unknown clips "
+          "given an answer")
     print(_ab_table(results, levels))
     print("fusion (what /identify answers), by clip length:")
     print(_table(results, levels, lengths))
@@ -383,12 +386,18 @@ def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
         if not found.embedding:  # the service skipped them (landmarks beyond doubt); ML-only needs them
             found.embedding = [(t, off, score) for t, (score, off) in sorted(
                 catalog.embedding_votes(samples).items(), key=lambda kv: -kv[1][0])]
+        by_z = sorted((e for e in found.candidates if e.fingerprint_z > 0),
+                      key=lambda e: -e.fingerprint_z)
         results.append({
             **q, "elapsed_ms": elapsed_ms,
             "dsp": [{"track_id": t, "offset_s": off, "score": z} for t, off, z in found.fingerprint],
             "ml": [{"track_id": t, "offset_s": off, "score": sc}
                    for t, off, sc in found.embedding[:5] if sc >= fusion.EMBEDDING_SCORE],
             "matches": [_evidence_json(e) for e in found.fused[:5]],
+            # Each method's ranking, answers or not (what `--candidates 5` lists): top-5.
+            "ranking": {"dsp": [e.track_id for e in by_z[:5]],
+                        "ml": [t for t, _, _ in found.embedding[:5]],
+                        "matches": [e.track_id for e in found.candidates[:5]]},
             "candidates": [_evidence_json(e) for e in found.candidates[:8]]})
     return results
 
@@ -410,7 +419,7 @@ def _ab_table(results: list[dict], levels) -> str:
         unknown = [r for r in results if r["level"] == level.name and r["track_id"] is None]
         for method, key in METHODS.items():
             top1 = [r for r in known if r[key] and r[key][0]["track_id"] == r["track_id"]]
-            top5 = [r for r in known if any(m["track_id"] == r["track_id"] for m in r[key][:5])]
+            top5 = [r for r in known if r["track_id"] in r["ranking"][key]]
             off05 = [r for r in top1 if _offset_ok(r[key][0], r["start_s"], 0.5)]
             fp = [r for r in unknown if r[key]]
             lines.append(f"{level.name:6} {method:7} {len(known):4d} {_pct(top1, known):>6} "
@@ -435,7 +444,7 @@ def _table(results: list[dict], levels, lengths) -> str:
             if not known:
                 continue
             top1 = [r for r in known if r["matches"] and r["matches"][0]["track_id"] == r["track_id"]]
-            top5 = [r for r in known if any(m["track_id"] == r["track_id"] for m in r["matches"][:5])]
+            top5 = [r for r in known if r["track_id"] in r["ranking"]["matches"]]
             off05 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 0.5)]
             off2 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 2.0)]
             lat = np.array([r["elapsed_ms"] for r in known])

@@ -24,7 +24,7 @@ class Pairing:
 
 
 TRACK_PAIRING = Pairing(fanout=3)
-QUERY_PAIRING = Pairing(fanout=6)
+QUERY_PAIRING = Pairing(fanout=10)
 
 
 def landmarks(t: np.ndarray, f: np.ndarray, pairing: Pairing) -> tuple[np.ndarray, np.ndarray]:

@@ -158,6 +158,9 @@ class HashTable:
         """
         self.refresh()
         view = self._view
+        # Searched in sorted order: neighbouring needles touch the same pages of a segment.
+        by_hash = np.argsort(hashes, kind="stable")
+        hashes = hashes[by_hash]
         lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
         hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
         ranges = []
@@ -178,7 +181,7 @@ class HashTable:
             total = int(counts.sum())
             if total == 0:
                 continue
-            parts_q.append(np.repeat(np.arange(hashes.size), counts))
+            parts_q.append(np.repeat(by_hash, counts))
             starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
             parts_v.append(np.asarray(keys[starts + np.arange(total)]))
         if not parts_v:
