@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -47,6 +48,7 @@ class PreparedTrack:
     peaks: np.ndarray  # encoded for the hash table
     vectors: np.ndarray  # embedding of each 2 s window, one per second
     vector_starts: np.ndarray  # their start times in s
+    embedding_cpu_s: float = 0.0  # CPU time the vectors took (`ear eval` reports the stages)
 
 
 @dataclass
@@ -369,11 +371,12 @@ def prepared_from_samples(samples: np.ndarray, source: str, metadata: dict,
     """Fingerprint and embed decoded audio: landmarks, the peaks that verify them, vectors."""
     t, f, peak_rank = peaks(samples, TRACK_PEAKS)
     hashes, frames = track_landmarks(t, f, peak_rank)
+    started = time.thread_time()
     vectors, starts = model.windows(samples, hop_s=1.0)
     return PreparedTrack(source=source, metadata=metadata, duration=samples.size / SAMPLE_RATE,
                          content_hash=content_hash, hashes=hashes, frames=frames,
                          peaks=encode_peaks(t, f), vectors=vectors.astype(np.float16),
-                         vector_starts=starts)
+                         vector_starts=starts, embedding_cpu_s=time.thread_time() - started)
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> Iterable[Path]:
