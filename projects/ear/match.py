@@ -26,7 +26,7 @@ SURE_Z = 15.0  # beyond doubt: other evidence (the embeddings) is not worth comp
 # Once a candidate is beyond doubt, candidates with under this share of its votes are not
 # verified: they would not come near it (a clean clip's 60 verifications cost half its time).
 _SURE_VOTE_SHARE = 0.25
-REPEATS = 12  # more offsets of the best track verified: music that repeats fits several
+_REPEATS = 12  # more offsets of the best track verified: music that repeats fits several
 _VOTE_KEYS = 8192  # (track, offset) keys ranked: CANDIDATES buckets of ≤63 keys each fit
 # Frames tried around a candidate offset when verifying; on a tie the first wins.
 _SHIFTS = (0, -1, 1, -2, 2)
@@ -83,7 +83,7 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
             # Where the music repeats, the true offset may have had fewer votes than other
             # repeats of the same track: verify its next best offsets too.
             own = offsets[tracks == best_track][:CANDIDATES].tolist()
-            repeats = [(best_track, o) for o in own if (best_track, o) not in tried][:REPEATS]
+            repeats = [(best_track, o) for o in own if (best_track, o) not in tried][:_REPEATS]
             verified.extend(_fit(grid, stored_peaks, table, track, offset)
                             for track, offset in repeats)
             break
@@ -109,7 +109,7 @@ def vote(hits: Hits, query_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     starts = np.flatnonzero(np.diff(keys, prepend=-1))
     uniq = keys[starts]
     counts = np.diff(starts, append=keys.size)
-    # Votes within ±_SMEAR (=1) frame pooled: the neighbours of a key, where present, are
+    # Votes within ±1 frame pooled: the neighbours of a key, where present, are
     # the entries next to it in sorted order.
     pooled = counts.copy()
     pooled[1:] += np.where(uniq[1:] - uniq[:-1] == 1, counts[:-1], 0)
