@@ -56,6 +56,8 @@ def test_ingest_identify_tracks_remove(tmp_path, songs_dir):
     assert ranked[1]["matches"] == [] and len(ranked[1]["candidates"]) <= 3
     assert all(c["confirmed"] is False for c in ranked[1]["candidates"])
     assert all(c["confirmed"] is False for c in ranked[0]["candidates"][1:])
+    refused = ear(data, "identify", "--candidates", "-3", str(q1), check=False)
+    assert refused.returncode == 2 and "between 0 and 100" in refused.stderr
 
     listing = ear(data, "tracks").stdout.splitlines()
     assert len(listing) == 6

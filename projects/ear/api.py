@@ -71,12 +71,8 @@ def identify():
     wanted = requested_count("candidates", default=0)
     data, _ = uploaded_audio()
     samples = decode(data, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
-    extra = {}
-    if wanted:
-        matches, candidates = catalog().identify_with_candidates(samples, wanted)
-        extra["candidates"] = [with_links(m.to_json()) for m in candidates]
-    else:
-        matches = catalog().identify(samples)
+    matches, candidates = catalog().identify_with_candidates(samples, wanted)
+    extra = {"candidates": [with_links(m.to_json()) for m in candidates]} if wanted else {}
     return jsonify(
         matches=[with_links(m.to_json()) for m in matches], **extra,
         query_seconds=round(samples.size / SAMPLE_RATE, 3),

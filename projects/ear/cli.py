@@ -15,6 +15,17 @@ from .errors import EarError
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 
 
+def _candidate_count(raw: str) -> int:
+    """--candidates N: a whole number from 0 to 100 (as `?candidates=` over HTTP)."""
+    try:
+        n = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if not 0 <= n <= 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ear", description=__doc__)
     parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
@@ -28,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--candidates", type=int, default=0, metavar="N",
+    p.add_argument("--candidates", type=_candidate_count, default=0, metavar="N",
                    help="also list the first N tracks of the ranking, matches or not")
 
     p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
@@ -114,12 +125,12 @@ def cmd_identify(config: Config, args) -> int:
     catalog = Catalog(config)
 
     def answer(file: str) -> dict:
-        samples = _query_samples(config, file)
-        if not args.candidates:
-            return {"matches": [m.to_json() for m in catalog.identify(samples)]}
-        matches, candidates = catalog.identify_with_candidates(samples, args.candidates)
-        return {"matches": [m.to_json() for m in matches],
-                "candidates": [m.to_json() for m in candidates]}
+        matches, candidates = catalog.identify_with_candidates(_query_samples(config, file),
+                                                              args.candidates)
+        result = {"matches": [m.to_json() for m in matches]}
+        if args.candidates:
+            result["candidates"] = [m.to_json() for m in candidates]
+        return result
 
     def describe(file: str, result: dict) -> None:
         if not result["matches"]:
