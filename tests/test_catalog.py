@@ -98,7 +98,7 @@ def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tm
     with table.writing():
         (orphan_id,) = table.allocate_ids(1)
         table.add({orphan_id: (pack(p.hashes, orphan_id, p.frames), p.peaks)})
-        filled_catalog.index.add({orphan_id: (p.vectors, p.vector_starts)})
+        filled_catalog.index.add({orphan_id: (p.vectors, p.vector_starts, p.style)})
     # ...and a removal that marked the table but did not delete the row:
     with table.writing():
         table.remove([3])

@@ -8,7 +8,7 @@ from test_catalog import _room_clip
 from synth import song
 
 from ear.decode import decode
-from ear.embed import DIM, Model, configure_threads
+from ear.embed import DIM, STYLE_DIM, Model, configure_threads
 
 
 def _mono16k(audio: np.ndarray, tmp_path, name: str) -> np.ndarray:
@@ -27,8 +27,22 @@ def test_vectors_are_unit_length_one_per_hop():
     assert starts[0] == 0 and np.allclose(np.diff(starts), 1.0, atol=0.016)  # to a frame
     short, _ = model.windows(samples[:8000])  # half a second: padded to one window
     assert short.shape == (1, DIM)
-    clip_vector = model.clip_vector(samples)
-    assert clip_vector.shape == (DIM,) and abs(np.linalg.norm(clip_vector) - 1) < 1e-4
+    again, _, style = model.analyse(samples, hop_s=1.0)
+    assert np.array_equal(again, vectors)
+    assert style.shape == (STYLE_DIM,) and abs(np.linalg.norm(style) - 1) < 1e-4
+    assert np.array_equal(model.clip_vector(samples), style)
+
+
+def test_style_vectors_hear_the_sound_more_than_the_notes(tmp_path):
+    """Two stretches of a song (other notes, same sound) are nearer each other than the song is
+    to another song with its treble muffled (a different sound)."""
+    model = Model()
+    muffled = np.convolve(_mono16k(song(1), tmp_path, "s1"), np.ones(15) / 15, mode="same")
+    other = model.analyse(muffled.astype(np.float32))[2]
+    for seed in (0, 3):
+        x = _mono16k(song(seed), tmp_path, f"s{seed}")
+        first, second = model.analyse(x[:16000 * 12])[2], model.analyse(x[16000 * 12:])[2]
+        assert float(first @ second) > float(first @ other) + 0.03, seed
 
 
 def test_a_window_through_a_room_is_nearest_its_clean_self(tmp_path):

@@ -102,3 +102,50 @@ def test_peaks_round_trip_across_long_gaps():
     bins = np.array([5, 7, 90, 12, 159, 4, 33])
     t, f = decode_peaks(encode_peaks(frames, bins))
     assert t.tolist() == frames.tolist() and f.tolist() == bins.tolist()
+
+
+def test_fenced_search_agrees_with_a_plain_binary_search(tmp_path):
+    table = HashTable(tmp_path)
+    _add(table, np.random.default_rng(5), 40)  # 20,000 keys: 40 pages, so the fence matters
+    segment = table._view.segments[0]
+    keys = np.asarray(segment.array)
+    rng = np.random.default_rng(6)
+    needles = np.concatenate([keys, keys + np.uint64(1), keys - np.uint64(1), keys[::512],
+                              rng.integers(0, 1 << 63, 2000, dtype=np.uint64),
+                              np.array([0, keys[-1] + np.uint64(5)], np.uint64)])
+    assert np.array_equal(segment.first_at_least(needles), np.searchsorted(keys, needles))
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of `path`, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_pages_a_query_touched_are_handed_back(tmp_path):
+    table = HashTable(tmp_path)
+    made = _add(table, np.random.default_rng(7), 40)
+    seg_path = tmp_path / table.manifest.segments[0]["file"]
+    hits = table.lookup(np.concatenate([h for h, _ in made.values()]))
+    assert hits.track_id.size >= 20_000 and _mapped_kib(seg_path) > 0
+    table.release()
+    assert _mapped_kib(seg_path) == 0
+    again = table.lookup(made[3][0])  # what was handed back is read again
+    assert (again.track_id == 3).sum() >= 500
+
+
+def test_lookup_of_one_track_gives_exactly_its_hits(tmp_path):
+    table = HashTable(tmp_path)
+    made = _add(table, np.random.default_rng(8), 5)
+    needles = np.concatenate([h[:100] for h, _ in made.values()])
+    everything = table.lookup(needles)
+    only = table.lookup(needles, track_id=4)
+    mine = everything.track_id == 4
+    assert only.track_id.size == mine.sum() > 0 and set(only.track_id.tolist()) == {4}
+    assert sorted(zip(only.query_index.tolist(), only.frame.tolist())) == sorted(
+        zip(everything.query_index[mine].tolist(), everything.frame[mine].tolist()))

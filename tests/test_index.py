@@ -9,11 +9,18 @@ import numpy as np
 from ear.index import EmbeddingIndex
 
 DIM = 16
+TRACK_DIM = 24
 
 
 def _track(rng, centre, n=30):
+    """A track's windows around `centre`, and a track vector that points the same way."""
     v = centre + 0.05 * rng.standard_normal((n, DIM))
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16), np.arange(n, dtype=float)
+    return ((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16),
+            np.arange(n, dtype=float), _style(centre))
+
+
+def _style(centre):
+    return np.concatenate([centre, np.zeros(TRACK_DIM - DIM)]).astype(np.float32)
 
 
 def _fill(index, count=20, first=1, seed=0):
@@ -27,33 +34,33 @@ def _fill(index, count=20, first=1, seed=0):
 
 
 def test_pending_then_built_answers_the_same(tmp_path):
-    index = EmbeddingIndex(tmp_path, DIM)
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     centres = _fill(index)
-    before = index.search_tracks(centres[7].astype(np.float32), 3)[0][0]
+    before = index.search_tracks(_style(centres[7]), 3)[0][0]
     assert before == 7 and index.needs_rebuild()
     assert index.rebuild()
     assert not index.needs_rebuild() and not index.rebuild()
     assert not list(tmp_path.glob("pending-*"))
-    ids, sims = index.search_tracks(centres[7].astype(np.float32), 3)
+    ids, sims = index.search_tracks(_style(centres[7]), 3)
     assert ids[0] == 7 and sims[0] > 0.9
     tracks, starts, _ = index.search_windows(centres[3][None].astype(np.float32), 5)[0]
     assert set(tracks.tolist()) == {3} and starts.min() >= 0
-    reopened = EmbeddingIndex(tmp_path, DIM)  # a new process sees the same files
-    assert reopened.search_tracks(centres[7].astype(np.float32), 1)[0][0] == 7
+    reopened = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)  # a new process sees the same files
+    assert reopened.search_tracks(_style(centres[7]), 1)[0][0] == 7
 
 
 def test_rebuild_swaps_under_running_queries(tmp_path):
-    index = EmbeddingIndex(tmp_path, DIM)
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     centres = _fill(index)
     index.rebuild()
-    reader = EmbeddingIndex(tmp_path, DIM)
+    reader = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     answers, failures, stop = [], [], threading.Event()
 
     def query():
         while not stop.is_set():
             try:
                 reader.refresh()
-                answers.append(reader.search_tracks(centres[5].astype(np.float32), 1)[0][0])
+                answers.append(reader.search_tracks(_style(centres[5]), 1)[0][0])
             except Exception as exc:  # noqa: BLE001 - any failure is the finding
                 failures.append(exc)
 
@@ -69,26 +76,26 @@ def test_rebuild_swaps_under_running_queries(tmp_path):
 
 
 def test_removed_tracks_disappear_before_and_after_rebuild(tmp_path):
-    index = EmbeddingIndex(tmp_path, DIM)
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     centres = _fill(index)
     index.rebuild()
     index.remove([7])
-    assert 7 not in index.search_tracks(centres[7].astype(np.float32), 20)[0]
+    assert 7 not in index.search_tracks(_style(centres[7]), 20)[0]
     assert 7 not in index.search_windows(centres[7][None].astype(np.float32), 50)[0][0]
     assert index.track_vector(8) is not None
     index.rebuild()
     assert index.track_vector(7) is None
-    assert 7 not in index.search_tracks(centres[7].astype(np.float32), 20)[0]
-    assert index.search_tracks(centres[8].astype(np.float32), 1)[0][0] == 8
+    assert 7 not in index.search_tracks(_style(centres[7]), 20)[0]
+    assert index.search_tracks(_style(centres[8]), 1)[0][0] == 8
 
 
 def test_replacing_vectors_keeps_the_others(tmp_path):
-    index = EmbeddingIndex(tmp_path, DIM)
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     centres = _fill(index)
     index.rebuild()
     rng = np.random.default_rng(9)
     moved = -centres[4]  # track 4 now sounds like nothing it did before
     index.rebuild(replace={4: _track(rng, moved)})
-    assert index.search_tracks(moved.astype(np.float32), 1)[0][0] == 4
-    assert index.search_tracks(centres[4].astype(np.float32), 1)[0][0] != 4
-    assert index.search_tracks(centres[9].astype(np.float32), 1)[0][0] == 9
+    assert index.search_tracks(_style(moved), 1)[0][0] == 4
+    assert index.search_tracks(_style(centres[4]), 1)[0][0] != 4
+    assert index.search_tracks(_style(centres[9]), 1)[0][0] == 9

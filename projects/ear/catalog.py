@@ -25,7 +25,7 @@ from .errors import NotFound
 from .hashes import track_landmarks
 from .features import TRACK_PEAKS, peaks
 from . import fusion
-from .embed import DIM, Model, shared_model, unit
+from .embed import DIM, STYLE_DIM, Model, shared_model, unit
 from .hashtable import HashTable, encode_peaks, pack
 from .index import EmbeddingIndex
 from .match import best_per_track, rank, verified_candidates
@@ -48,6 +48,7 @@ class PreparedTrack:
     peaks: np.ndarray  # encoded for the hash table
     vectors: np.ndarray  # embedding of each 2 s window, one per second
     vector_starts: np.ndarray  # their start times in s
+    style: np.ndarray  # what "similar tracks" compares (embed.Model.style_vector)
     embedding_cpu_s: float = 0.0  # CPU time the vectors took (`ear eval` reports the stages)
 
 
@@ -89,7 +90,7 @@ class Identification:
     embedding: list[tuple[int, float, float]]  # (track, offset s, score), best first, all
     candidates: list[fusion.Evidence]  # every track with any evidence, best first
     fused: list[fusion.Evidence]  # the accepted ones: the answer
-    clip_vector: np.ndarray | None = None  # the clip's mean window vector, when it was embedded
+    clip_vector: np.ndarray | None = None  # the clip's style vector, when it was embedded
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Catalog:
     def __post_init__(self) -> None:
         init_db(self.config.db_path)
         self.table = HashTable(self.config.fingerprint_dir)
-        self.index = EmbeddingIndex(self.config.embedding_dir, DIM)
+        self.index = EmbeddingIndex(self.config.embedding_dir, DIM, STYLE_DIM)
         self._rebuild_wanted = threading.Event()
         self._rebuilder: threading.Thread | None = None
 
@@ -150,7 +151,8 @@ class Catalog:
                 ids = self.table.allocate_ids(len(new))
                 self.table.add({tid: (pack(p.hashes, tid, p.frames), p.peaks)
                                 for tid, p in zip(ids, new)})
-                self.index.add({tid: (p.vectors, p.vector_starts) for tid, p in zip(ids, new)})
+                self.index.add({tid: (p.vectors, p.vector_starts, p.style)
+                                for tid, p in zip(ids, new) if len(p.vectors)})
                 with database.atomic():
                     created = [Track.create(id=tid, source=p.source, duration=p.duration,
                                             content_hash=p.content_hash,
@@ -190,8 +192,8 @@ class Catalog:
                 missing.append(track.id)
                 continue
             samples = self._decode_track(track.source)
-            vectors, starts = self.model.windows(samples, hop_s=1.0)
-            replace[track.id] = (vectors.astype(np.float16), starts)
+            vectors, starts, style = self.model.analyse(samples, hop_s=1.0)
+            replace[track.id] = (vectors.astype(np.float16), starts, style)
         self.index.rebuild(force=True, replace=replace)
         return len(replace), missing
 
@@ -280,10 +282,10 @@ class Catalog:
 
     def _embed_query(self, samples: np.ndarray) -> tuple[dict[int, tuple[float, float]], np.ndarray]:
         self.index.refresh()
-        vectors, starts = self.model.windows(samples, hop_s=fusion.QUERY_HOP_S)
+        vectors, starts, style = self.model.analyse(samples, hop_s=fusion.QUERY_HOP_S)
         votes = fusion.embedding_votes(
             self.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
-        return votes, unit(vectors.mean(axis=0))
+        return votes, style
 
     # ---- similar tracks ----------------------------------------------------------------------
     def similar_to_track(self, track_id: int, k: int, artist: str = "", genre: str = "",
@@ -370,16 +372,20 @@ class Catalog:
 
 
 def prepared_from_samples(samples: np.ndarray, source: str, metadata: dict,
-                          content_hash: str, model: Model) -> PreparedTrack:
-    """Fingerprint and embed decoded audio: landmarks, the peaks that verify them, vectors."""
+                          content_hash: str, model: Model | None) -> PreparedTrack:
+    """Fingerprint and embed decoded audio: landmarks, the peaks that verify them, vectors
+    (none without a model: `ear eval`'s distractors are only fingerprinted)."""
     t, f, peak_rank = peaks(samples, TRACK_PEAKS)
     hashes, frames = track_landmarks(t, f, peak_rank)
     started = time.thread_time()
-    vectors, starts = model.windows(samples, hop_s=1.0)
+    if model is None:
+        vectors, starts, style = np.zeros((0, DIM), np.float32), np.zeros(0), np.zeros(STYLE_DIM)
+    else:
+        vectors, starts, style = model.analyse(samples, hop_s=1.0)
     return PreparedTrack(source=source, metadata=metadata, duration=samples.size / SAMPLE_RATE,
                          content_hash=content_hash, hashes=hashes, frames=frames,
                          peaks=encode_peaks(t, f), vectors=vectors.astype(np.float16),
-                         vector_starts=starts, embedding_cpu_s=time.thread_time() - started)
+                         vector_starts=starts, style=style, embedding_cpu_s=time.thread_time() - started)
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> Iterable[Path]:

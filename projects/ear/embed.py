@@ -6,6 +6,7 @@ float16 next to the settings they were trained with.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 from pathlib import Path
 
@@ -59,6 +60,11 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+_TEXTURE_BLOCK = 5  # of the 7 conv blocks (measured best for similar tracks: docs/embeddings.md)
+TEXTURE_CHANNELS = 192
+STYLE_DIM = 3 * TEXTURE_CHANNELS
+
+
 class Embedder(nn.Module):
     """Log-mel windows (batch, N_MELS, WINDOW_FRAMES) → unit vectors (batch, DIM)."""
 
@@ -71,12 +77,20 @@ class Embedder(nn.Module):
                                   nn.Linear(256, DIM))
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_texture(logmel)[0]
+
+    def forward_with_texture(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit vectors (batch, DIM), texture (batch, 2 × TEXTURE_CHANNELS)): the texture is
+        the mean and standard deviation of each channel of the last-but-one block, which
+        describe a window's sound (timbre, instruments) rather than its exact notes."""
         # Level does not say which music it is: remove each window's mean log energy.
         x = logmel - logmel.mean(dim=(1, 2), keepdim=True)
-        x = self.convs(x.unsqueeze(1))  # (batch, 192, 4, time)
+        x = self.convs[:_TEXTURE_BLOCK + 1](x.unsqueeze(1))
+        texture = torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+        x = self.convs[_TEXTURE_BLOCK + 1:](x)  # (batch, 192, 4, time)
         x = x.flatten(1, 2)
         x = torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
-        return nn.functional.normalize(self.head(x), dim=1)
+        return nn.functional.normalize(self.head(x), dim=1), texture
 
 
 class Model:
@@ -89,12 +103,28 @@ class Model:
         self.net.load_state_dict({k: v.float() for k, v in state["weights"].items()})
         self.net.eval()
         self.version = str(state.get("version", path.stem))
+        # Spread of the style statistics over the training music (`ear train` stores them;
+        # until it has, none).
+        self.style_mean = state["style_mean"].float().numpy() if "style_mean" in state else 0.0
+        self.style_std = state["style_std"].float().numpy() if "style_std" in state else 1.0
 
-    @torch.inference_mode()
     def windows(self, samples: np.ndarray, hop_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Vectors of the 2 s windows every `hop_s` seconds, and their start times in seconds.
 
         A clip shorter than one window is zero-padded to one window."""
+        vectors, starts, _ = self.window_textures(samples, hop_s)
+        return vectors, starts
+
+    def analyse(self, samples: np.ndarray, hop_s: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`windows`, and the style vector of the whole (see `style_vector`), in one pass."""
+        vectors, starts, textures = self.window_textures(samples, hop_s)
+        return vectors, starts, self.style_vector(textures)
+
+    @torch.inference_mode()
+    def window_textures(self, samples: np.ndarray, hop_s: float = 1.0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`windows`, and each window's texture (see `Embedder.forward_with_texture`)."""
         x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
         need = int(WINDOW_S * SAMPLE_RATE)
         if x.numel() < need:
@@ -102,18 +132,34 @@ class Model:
         step = max(1, round(hop_s * SAMPLE_RATE / HOP))  # in frames
         frames = 1 + (x.numel() - N_FFT) // HOP
         starts = np.arange(0, frames - WINDOW_FRAMES + 1, step)
-        vectors = []
+        vectors, textures = [], []
         # 64 windows at a time, so that an hour-long track never holds its whole spectrogram.
         for chunk in np.array_split(starts, math.ceil(starts.size / 64)):
             first, last = int(chunk[0]), int(chunk[-1]) + WINDOW_FRAMES
             logmel = self.frontend(x[first * HOP:(last - 1) * HOP + N_FFT].unsqueeze(0))[0]
             batch = torch.stack([logmel[:, s - first:s - first + WINDOW_FRAMES] for s in chunk])
-            vectors.append(self.net(batch).numpy())
-        return np.concatenate(vectors), starts * HOP / SAMPLE_RATE
+            v, texture = self.net.forward_with_texture(batch)
+            vectors.append(v.numpy())
+            textures.append(texture.numpy())
+        return np.concatenate(vectors), starts * HOP / SAMPLE_RATE, np.concatenate(textures)
+
+    def style_vector(self, textures: np.ndarray) -> np.ndarray:
+        """Windows' textures → one unit vector (STYLE_DIM) for "sounds like", its statistics
+        standardised by their spread over the training music (so that no channel's scale
+        decides). Similar tracks are searched with it."""
+        return unit(((style_statistics(textures) - self.style_mean) / self.style_std).astype(np.float32))
 
     def clip_vector(self, samples: np.ndarray) -> np.ndarray:
-        """One unit vector for a whole clip: the mean direction of its windows."""
-        return unit(self.windows(samples, hop_s=1.0)[0].mean(axis=0))
+        """One style vector for a whole clip (what "more like this clip" searches with)."""
+        return self.analyse(samples, hop_s=1.0)[2]
+
+
+def style_statistics(textures: np.ndarray) -> np.ndarray:
+    """Windows' textures → the mean channel levels and spreads over the windows, and how much
+    the levels vary from window to window (STYLE_DIM floats, not yet standardised)."""
+    levels = textures[:, :TEXTURE_CHANNELS]
+    varies = levels.std(axis=0) if len(textures) > 1 else np.zeros(TEXTURE_CHANNELS, np.float32)
+    return np.concatenate([textures.mean(axis=0), varies]).astype(np.float32)
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -130,6 +176,24 @@ def shared_model() -> Model:
     if _shared is None:
         _shared = Model()
     return _shared
+
+
+def page_out_torch() -> None:
+    """Hand the pages of torch's libraries that this process has touched back to the kernel
+    (madvise MADV_PAGEOUT). For Gunicorn's master: it loads the model for the worker to inherit
+    but never runs it, and the tens of MB of library code its import ran would otherwise stay
+    mapped in it alone, counted as its private memory. The worker maps what it uses itself."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and "/torch/lib/" in fields[5]:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                libc.madvise(start, end - start, _MADV_PAGEOUT)  # a no-op where unsupported
+
+
+_MADV_PAGEOUT = 21  # Linux ≥ 5.4
 
 
 def configure_threads(threads: int, interop_threads: int) -> None:

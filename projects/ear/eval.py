@@ -6,13 +6,14 @@ distractors and the query files, and only identifies again.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,7 +119,13 @@ def run(config: Config, args) -> int:
     print(f"memory: peak RSS {rss.get('VmHWM', 0) / 1024:.0f} MB (this process, ingest included), "
           f"now {rss.get('VmRSS', 0) / 1024:.0f} MB")
     if args.service_queries:
-        print(_service_memory(cfg, [q["file"] for q in queries], args.service_queries))
+        # Measured from a fresh process: this one maps torch's libraries, and pages it shares
+        # with the service would not count as the service's private memory.
+        listing = work / "service-queries.json"
+        listing.write_text(json.dumps([q["file"] for q in queries]))
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "ear.service_memory", str(cfg.data_dir),
+                                  str(args.service_queries), str(listing)])
     return 0
 
 
@@ -136,59 +143,6 @@ def _embedding_cost(catalog: Catalog, clips: list[dict]) -> str:
     return (f"model: load {load_s * 1000:.0f} ms; embedding a 10 s clip ({len(times)} clips, "
             f"{torch.get_num_threads()} thread): p50 {np.percentile(times or [0], 50):.1f} ms, "
             f"p95 {np.percentile(times or [0], 95):.1f} ms")
-
-
-def _service_memory(cfg: Config, files: list[str], count: int) -> str:
-    """Start Gunicorn on the eval catalog as production does, and read the memory of its
-    master and worker from /proc/PID/smaps_rollup, idle and after `count` queries (the query
-    files in turn; every fourth one to /similar, the others to /identify)."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
-    env = {**os.environ, "EAR_DATA_DIR": str(cfg.data_dir.resolve()), "EAR_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
-        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
-        idle = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
-        for i in range(count):
-            route = "/similar" if i % 4 == 3 else "/identify"
-            request = urllib.request.Request(url + route, data=Path(files[i % len(files)]).read_bytes(),
-                                             method="POST")
-            urllib.request.urlopen(request, timeout=120).read()
-        busy = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    lines = ["service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
-             f"{'':26} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
-    for label, snap in (("idle", idle), (f"after {count} queries", busy)):
-        for name in ("master", "worker"):
-            m = snap[name]
-            lines.append(f"{label + ' ' + name:26} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "
-                         f"{m['Anonymous'] / 1024:7.1f} {m['Pss'] / 1024:7.1f} {m['Rss'] / 1024:7.1f}")
-        total = sum(snap[n]["Private_Clean"] + snap[n]["Private_Dirty"] for n in snap) / 1024
-        lines.append(f"{label + ' total':26} {total:8.1f}")
-    return "\n".join(lines)
-
-
-def _smaps(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, value = line.partition(":")
-        out[key.strip()] = int(value.split()[0])
-    return out
 
 
 # ---- catalog ---------------------------------------------------------------------------------
@@ -223,33 +177,40 @@ def _ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | No
 
 def _add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
     """Pitch/tempo-shifted copies (3-15 % off speed) of catalog tracks: unlike anything a
-    query should match, but music with the same texture and statistics."""
+    query should match, but music with the same texture and statistics. They are fingerprinted,
+    not embedded (the large-catalog targets are the fingerprinter's, and embedding 10,000 tracks
+    would take hours here), on every core."""
     with database.connection_context():
         have = Track.select().where(Track.source.startswith("distractor:")).count()
         originals = list(Track.select().where(~Track.source.startswith("distractor:")).order_by(Track.id))
     if have >= wanted or not originals:
         return
     rng = np.random.default_rng(seed + 7)
-    started = time.perf_counter()
     copies = -(-wanted // len(originals))
-    batch: list[PreparedTrack] = []
-    made = have
+    jobs, made = [], have
     for original in originals:
-        if made >= wanted:
+        n = min(copies, wanted - made)
+        if n <= 0:
             break
-        samples = decode(original.source, max_seconds=catalog.config.max_track_seconds, timeout_s=600)
-        for _ in range(min(copies, wanted - made)):
-            factor = float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.15) + 1)
-            batch.append(prepared_from_samples(
-                resample(samples, factor), f"distractor:{original.id}:{factor:.4f}",
-                {"title": f"distractor {made}"}, f"distractor-{made}", catalog.model))
-            made += 1
-            if len(batch) >= 200:
-                catalog.store(batch)
-                batch.clear()
-                print(f"distractors: {made}/{wanted} ({time.perf_counter() - started:.0f} s)", flush=True)
-    if batch:
-        catalog.store(batch)
+        factors = [float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.15) + 1) for _ in range(n)]
+        jobs.append((original.source, original.id, factors, made, catalog.config.max_track_seconds))
+        made += n
+    started, done = time.perf_counter(), have
+    # spawn: a forked child would inherit torch's thread pools mid-state
+    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for batch in pool.map(_distractor_copies, jobs):
+            catalog.store(batch)
+            done += len(batch)
+            print(f"distractors: {done}/{wanted} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def _distractor_copies(job: tuple) -> list[PreparedTrack]:
+    source, original_id, factors, first, max_seconds = job
+    torch.set_num_threads(1)
+    samples = decode(source, max_seconds=max_seconds, timeout_s=600)
+    return [prepared_from_samples(resample(samples, factor), f"distractor:{original_id}:{factor:.4f}",
+                                  {"title": f"distractor {first + i}"}, f"distractor-{first + i}", None)
+            for i, factor in enumerate(factors)]
 
 
 # ---- queries ---------------------------------------------------------------------------------
@@ -385,7 +346,13 @@ def _render(jobs: list[dict], noise: dict[str, np.ndarray]) -> None:
 def _identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
     results = []
     for q in queries:
-        samples = decode(q["file"], max_seconds=catalog.config.max_query_seconds, timeout_s=60)
+        try:
+            samples = decode(q["file"], max_seconds=catalog.config.max_query_seconds, timeout_s=60)
+        except EarError as exc:  # e.g. a silent stretch of unknown music: refused, not answered
+            results.append({**q, "error": exc.message, "elapsed_ms": None, "dsp": [], "ml": [],
+                            "matches": [], "ranking": {"dsp": [], "ml": [], "matches": []},
+                            "candidates": []})
+            continue
         started = time.perf_counter()
         found = catalog.identification(samples)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -453,7 +420,7 @@ def _table(results: list[dict], levels, lengths) -> str:
             top5 = [r for r in known if r["track_id"] in r["ranking"]["matches"]]
             off05 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 0.5)]
             off2 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 2.0)]
-            lat = np.array([r["elapsed_ms"] for r in known])
+            lat = np.array([r["elapsed_ms"] for r in known if r["elapsed_ms"] is not None] or [0.0])
             fp = [r for r in unknown if r["matches"]]
             lines.append(
                 f"{level.name:6} {('all' if length is None else f'{length:g}s'):>4} {len(known):4d} "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .match import confidence
+from .match import confidence, fingerprint_suffices, runner_ups
 
 NEIGHBOURS = 10  # stored windows fetched per query window
 SEARCH_K = 500  # Annoy nodes inspected per window: recall@10 0.92 vs 0.74 at the default (docs)
@@ -40,6 +40,7 @@ class Evidence:
     other_offsets_s: tuple[float, ...] = ()
     agree: bool = False  # both kinds of evidence put the clip at the same place in the track
     fingerprint_threshold: float = 7.5  # EAR_MATCH_THRESHOLD: the fingerprint alone suffices
+    runner_up_z: float = 0.0  # the best fingerprint z-score of any other track
 
     @property
     def fused(self) -> float:
@@ -48,7 +49,7 @@ class Evidence:
     @property
     def kinds(self) -> list[str]:
         found = []
-        if self.fingerprint_z >= self.fingerprint_threshold:
+        if fingerprint_suffices(self.fingerprint_z, self.runner_up_z, self.fingerprint_threshold):
             found.append("fingerprint")
         if self.embedding_score >= EMBEDDING_SCORE:
             found.append("embedding")
@@ -107,13 +108,14 @@ def combine(fingerprint: dict[int, tuple[float, float, tuple[float, ...]]],
     The offset is the fingerprint's when it has one (it is exact to a frame). `threshold` is
     the z-score at which the fingerprint alone is an answer."""
     out = []
+    others = runner_ups(fingerprint)
     for track in set(fingerprint) | set(votes):
-        z, offset, others = fingerprint.get(track, (0.0, 0.0, ()))
+        z, offset, repeats = fingerprint.get(track, (0.0, 0.0, ()))
         score, ml_offset = votes.get(track, (0.0, 0.0))
         agree = track in fingerprint and track in votes and abs(offset - ml_offset) <= _AGREE_S
         if z < _OFFSET_TRUST_Z and score > 0 and not agree:  # a weak fit's offset is noise
-            offset, others = ml_offset, ()
-        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), others, agree,
-                            threshold))
+            offset, repeats = ml_offset, ()
+        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), repeats, agree,
+                            threshold, others.get(track, 0.0)))
     out.sort(key=lambda e: -e.fused)
     return out

@@ -1,8 +1,11 @@
 """The landmark store: immutable sorted segments on disk, memory-mapped, 8 bytes a landmark.
 
 Each landmark is one uint64 key: hash (22 bits) | track id (20 bits) | frame (22 bits). A segment
-is a sorted array of keys in its own file, so a lookup is two binary searches per hash and the
-store costs nothing in memory beyond the pages the searches touch. Adding tracks writes a new
+is a sorted array of keys in its own file. A lookup finds each hash's range through a fence (the
+first key of every 4 KiB page, held in memory: 1/512 of the file), then searches within that page,
+so it touches two pages a hash; after each query the mapped pages are handed back to the page
+cache (madvise), so the process's private memory does not grow with the catalog or with the
+number of queries. Adding tracks writes a new
 segment; small segments are merged (by hash range, so a merge never holds more than a slice in
 memory). Removal records the track as removed; merges drop its keys.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import mmap
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +37,8 @@ _TRACK_SHIFT = TIME_BITS
 _HASH_SHIFT = TRACK_BITS + TIME_BITS
 _MERGE_SLICES = 64
 MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the catalog size
+_FENCE = 4096 // 8  # keys a page
+_FENCE_READ = 1 << 20  # keys read at a time while building a fence
 
 
 @dataclass
@@ -79,9 +85,59 @@ class _View:
     manifest with another manifest's files."""
 
     manifest: Manifest
-    segments: list[np.ndarray]
+    segments: list["_Segment"]
+    peak_files: list["_Mapped"]
     peaks: dict[int, np.ndarray]  # track → its encoded peaks (a slice of a mapped file)
     removed: np.ndarray
+
+
+class _Mapped:
+    """A read-only file mapping whose pages can be handed back to the page cache."""
+
+    def __init__(self, path: Path, dtype, count: int):
+        self._map = None
+        if count == 0:  # an empty file cannot be mapped
+            self.array = np.zeros(0, dtype)
+            return
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        self.array = np.frombuffer(self._map, dtype, count)
+
+    def release(self) -> None:
+        """Unmap the pages touched so far (they stay cached by the kernel: touching them again
+        costs a minor fault, not a read)."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+
+class _Segment(_Mapped):
+    """Sorted landmark keys and their fence: the first key of every page."""
+
+    def __init__(self, path: Path, count: int):
+        super().__init__(path, np.uint64, count)
+        self.name = path.name
+        parts = []
+        # Read, not mapped, so building it leaves nothing in this process's memory.
+        with open(path, "rb") as f:
+            for start in range(0, count, _FENCE_READ):
+                parts.append(np.fromfile(f, np.uint64, min(_FENCE_READ, count - start))[::_FENCE].copy())
+        self.fence = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+
+    def first_at_least(self, needles: np.ndarray) -> np.ndarray:
+        """For each needle, the index of the first key ≥ it (np.searchsorted's left side)."""
+        keys, n = self.array, self.array.size
+        page = np.searchsorted(self.fence, needles)  # fence keys below the needle
+        # The answer lies after the last fence key below the needle, up to the next fence key.
+        lo = np.where(page > 0, (page - 1) * _FENCE + 1, 0)
+        hi = np.minimum(page * _FENCE, n)
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                return lo
+            mid = (lo + hi) // 2
+            below = open_ & (keys[np.minimum(mid, n - 1)] < needles)
+            lo = np.where(below, mid + 1, lo)
+            hi = np.where(open_ & ~below, mid, hi)
 
 
 def pack(hashes: np.ndarray, track_id: int, frames: np.ndarray) -> np.ndarray:
@@ -103,7 +159,7 @@ class HashTable:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._manifest_path = self.directory / "manifest.json"
         self._loaded_stamp: tuple | None = None
-        self._view = _View(Manifest(), [], {}, np.zeros(0, np.int64))
+        self._view = _View(Manifest(), [], [], {}, np.zeros(0, np.int64))
         self._draft = Manifest()  # what a writer is changing, saved by _save
         self._obsolete: list[str] = []
         self.refresh()
@@ -119,14 +175,19 @@ class HashTable:
         if stamp == self._loaded_stamp:
             return
         manifest = Manifest(**json.loads(self._manifest_path.read_text()))
-        segments, peaks = [], {}
+        # Segments are immutable: the ones this process has already opened are reused.
+        opened = {seg.name: seg for seg in self._view.segments}
+        segments, peak_files, peaks = [], [], {}
         for seg in manifest.segments:
-            segments.append(_map(self.directory / seg["file"], np.uint64, seg["count"]))
-            peak_file = _map(self.directory / seg["peaks_file"], np.uint16, seg["peak_offsets"][-1])
+            segments.append(opened.get(seg["file"])
+                            or _Segment(self.directory / seg["file"], seg["count"]))
+            peak_file = _Mapped(self.directory / seg["peaks_file"], np.uint16, seg["peak_offsets"][-1])
+            peak_files.append(peak_file)
             offsets = seg["peak_offsets"]
             for j, track in enumerate(seg["tracks"]):
-                peaks[track] = peak_file[offsets[j]:offsets[j + 1]]
-        self._view = _View(manifest, segments, peaks, np.array(sorted(manifest.removed), np.int64))
+                peaks[track] = peak_file.array[offsets[j]:offsets[j + 1]]
+        self._view = _View(manifest, segments, peak_files, peaks,
+                           np.array(sorted(manifest.removed), np.int64))
         self._loaded_stamp = stamp
 
     @property
@@ -149,8 +210,14 @@ class HashTable:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return decode_peaks(encoded)
 
-    def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS) -> Hits:
-        """Stored landmarks whose hash is among `hashes` (of removed tracks, none).
+    def release(self) -> None:
+        """Hand the pages the last queries touched back to the page cache (call after a query)."""
+        for mapped in self._view.segments + self._view.peak_files:
+            mapped.release()
+
+    def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS, track_id: int | None = None) -> Hits:
+        """Stored landmarks whose hash is among `hashes` (of removed tracks, none); with
+        `track_id`, only that track's (a track's keys are contiguous within a hash).
 
         When there would be more than `max_hits`, the commonest hashes are left out: they say
         least about which track this is, and the cap bounds a query's time and memory whatever
@@ -162,12 +229,17 @@ class HashTable:
         by_hash = np.argsort(hashes, kind="stable")
         hashes = hashes[by_hash]
         lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
-        hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
+        if track_id is None:
+            hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
+        else:
+            hi_keys = lo_keys | (np.uint64(track_id + 1) << np.uint64(_TRACK_SHIFT))
+            lo_keys = lo_keys | (np.uint64(track_id) << np.uint64(_TRACK_SHIFT))
         ranges = []
-        for keys in view.segments:
-            if keys.size:
-                lo = np.searchsorted(keys, lo_keys)
-                ranges.append((keys, lo, np.searchsorted(keys, hi_keys) - lo))
+        for segment in view.segments:
+            if segment.array.size:
+                bounds = segment.first_at_least(np.concatenate([lo_keys, hi_keys]))
+                lo, hi = bounds[:hashes.size], bounds[hashes.size:]
+                ranges.append((segment.array, lo, hi - lo))
         if not ranges:
             empty = np.zeros(0, np.int64)
             return Hits(empty, empty, empty)
@@ -267,13 +339,13 @@ class HashTable:
 
     def _merge(self, positions: list[int]) -> None:
         chosen = [self._draft.segments[p] for p in positions]
-        arrays = [_map(self.directory / s["file"], np.uint64, s["count"]) for s in chosen]
+        arrays = [_Mapped(self.directory / s["file"], np.uint64, s["count"]).array for s in chosen]
         removed = np.array(self._draft.removed, np.uint64)
         name, total = self._write_segment(_merged_slices(arrays, removed))
         removed_set = set(self._draft.removed)
         peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
-            peaks = _map(self.directory / s["peaks_file"], np.uint16, s["peak_offsets"][-1])
+            peaks = _Mapped(self.directory / s["peaks_file"], np.uint16, s["peak_offsets"][-1]).array
             offsets = s["peak_offsets"]
             for j, track in enumerate(s["tracks"]):
                 if track not in removed_set:
@@ -348,7 +420,3 @@ def _merged_slices(arrays: list[np.ndarray], removed: np.ndarray) -> Iterator[np
         block.sort()
         yield block
 
-
-def _map(path: Path, dtype, count: int) -> np.ndarray:
-    # numpy cannot map an empty file
-    return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)

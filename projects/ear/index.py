@@ -1,7 +1,7 @@
 """Embedding vectors on disk: Annoy files, memory-mapped, rebuilt in the background.
 
 Two Annoy indexes (angular): one item per 2 s window (→ track and time, for fusion) and one per
-track (the mean of its windows, for "similar tracks"). Annoy cannot add to a built index, so new
+track (its style vector, for "similar tracks"). Annoy cannot add to a built index, so new
 tracks' vectors go to a small *pending* file that queries search exactly, until a rebuild folds
 them into new Annoy files. A rebuild reads the old files' vectors, writes the new ones under new
 names, then swaps the manifest by atomic rename: queries keep using the old mmaps meanwhile.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import uuid
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from .embed import unit
+
+log = logging.getLogger(__name__)
 
 WINDOW_TREES = 10
 TRACK_TREES = 20
@@ -45,14 +48,15 @@ class _Pending:
 
 
 class EmbeddingIndex:
-    def __init__(self, folder: Path, dim: int) -> None:
+    def __init__(self, folder: Path, dim: int, track_dim: int) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.dim = dim
+        self.dim = dim  # of window vectors
+        self.track_dim = track_dim
         self._stamp: tuple[int, int] | None = None
         self._manifest: dict = {}
         self._built = _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
-        self._pending = _empty_pending(dim)
+        self._pending = _empty_pending(dim, track_dim)
         self._removed = np.zeros(0, np.int64)
         self.refresh()
 
@@ -136,11 +140,12 @@ class EmbeddingIndex:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self._read_manifest()
 
-    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Store {track id: (window vectors, window starts in s)}; searchable at once (pending)."""
+    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Store {track id: (window vectors, window starts in s, track vector)}; searchable at
+        once (pending)."""
         if not tracks:
             return
-        arrays = _pending_arrays(tracks, self.dim)
+        arrays = _pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
         tmp = self.folder / (name + ".tmp")
         with open(tmp, "wb") as fh:
@@ -168,7 +173,7 @@ class EmbeddingIndex:
         return bool(manifest.get("pending") or manifest.get("removed"))
 
     def rebuild(self, force: bool = False,
-                replace: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> bool:
+                replace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> bool:
         """Fold pending vectors into new Annoy files, dropping removed tracks; False if there
         was nothing to do. One rebuild at a time; adds and queries go on meanwhile.
         `replace`: new vectors for some tracks (after a model change), instead of their old."""
@@ -180,7 +185,8 @@ class EmbeddingIndex:
             old = self._open_built(start.get("built"))
             pending = self._open_pending(start.get("pending", []))
             if replace:
-                extra = _pending_arrays({t: v for t, v in replace.items() if t not in removed}, self.dim)
+                extra = _pending_arrays({t: v for t, v in replace.items() if t not in removed},
+                                        self.dim, self.track_dim)
                 pending = _Pending(*(np.concatenate([
                     getattr(pending, name)[~np.isin(_track_column(getattr(pending, ids)),
                                                     list(replace))], getattr(extra, name)])
@@ -211,17 +217,17 @@ class EmbeddingIndex:
                removed_old: set[int]) -> dict:
         names = {"windows": f"windows-{generation}.ann", "window_items": f"windows-{generation}.npy",
                  "tracks": f"tracks-{generation}.ann", "track_ids": f"tracks-{generation}.npy",
-                 "dim": self.dim}
-        for kind, items_key, trees, old_index, old_items, new_vectors, new_items in (
-                ("windows", "window_items", WINDOW_TREES, old.windows, old.window_items,
+                 "dim": self.dim, "track_dim": self.track_dim}
+        for kind, items_key, trees, dim, old_index, old_items, new_vectors, new_items in (
+                ("windows", "window_items", WINDOW_TREES, self.dim, old.windows, old.window_items,
                  pending.window_vectors, pending.window_items),
-                ("tracks", "track_ids", TRACK_TREES, old.tracks, old.track_ids,
+                ("tracks", "track_ids", TRACK_TREES, self.track_dim, old.tracks, old.track_ids,
                  pending.track_vectors, pending.track_ids)):
             keep_old = np.nonzero(~np.isin(_track_column(old_items), list(removed_old)))[0]
             keep_new = np.nonzero(~np.isin(_track_column(new_items), list(removed)))[0]
             tmp = self.folder / (names[kind] + ".tmp")
             tmp.unlink(missing_ok=True)
-            index = AnnoyIndex(self.dim, "angular")
+            index = AnnoyIndex(dim, "angular")
             index.on_disk_build(str(tmp))  # built in a file-backed map, not in anonymous memory
             n = 0
             for i in keep_old:
@@ -254,37 +260,43 @@ class EmbeddingIndex:
     def _open_built(self, names: dict | None) -> _Built:
         if not names:
             return _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
-        opened = []
-        for kind in ("windows", "tracks"):
-            index = AnnoyIndex(names["dim"], "angular")
-            index.load(str(self.folder / names[kind]), prefault=False)  # mmap, paged in on use
-            opened.append(index)
-        return _Built(opened[0], np.load(self.folder / names["window_items"], mmap_mode="r"),
-                      opened[1], np.load(self.folder / names["track_ids"], mmap_mode="r"))
+        windows = AnnoyIndex(names["dim"], "angular")
+        windows.load(str(self.folder / names["windows"]), prefault=False)  # mmap, paged in on use
+        window_items = np.load(self.folder / names["window_items"], mmap_mode="r")
+        if names.get("track_dim", names["dim"]) != self.track_dim:
+            # Built by an older ear whose track vectors were of another kind: until `ear
+            # reindex --reembed` replaces them, similar-track searches see only newly added tracks.
+            log.warning("%s: track vectors out of date, run `ear reindex --reembed`", self.folder)
+            return _Built(windows, window_items, None, np.zeros(0, np.int32))
+        tracks = AnnoyIndex(self.track_dim, "angular")
+        tracks.load(str(self.folder / names["tracks"]), prefault=False)
+        return _Built(windows, window_items, tracks,
+                      np.load(self.folder / names["track_ids"], mmap_mode="r"))
 
     def _open_pending(self, names: list[str]) -> _Pending:
         if not names:
-            return _empty_pending(self.dim)
+            return _empty_pending(self.dim, self.track_dim)
         parts = [np.load(self.folder / name) for name in names]
         return _Pending(*(np.concatenate([p[key] for p in parts]).astype(
             np.float32 if "vectors" in key else np.int32)
             for key in ("window_vectors", "window_items", "track_vectors", "track_ids")))
 
 
-def _empty_pending(dim: int) -> _Pending:
+def _empty_pending(dim: int, track_dim: int) -> _Pending:
     return _Pending(np.zeros((0, dim), np.float32), np.zeros((0, 2), np.int32),
-                    np.zeros((0, dim), np.float32), np.zeros(0, np.int32))
+                    np.zeros((0, track_dim), np.float32), np.zeros(0, np.int32))
 
 
-def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray]], dim: int) -> _Pending:
-    """{track: (window vectors, starts in s)} → arrays; a track's vector is its windows' mean."""
+def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], dim: int,
+                    track_dim: int) -> _Pending:
+    """{track: (window vectors, starts in s, track vector)} → arrays."""
     if not tracks:
-        return _empty_pending(dim)
+        return _empty_pending(dim, track_dim)
     return _Pending(
-        np.concatenate([v for v, _ in tracks.values()]).astype(np.float32),
+        np.concatenate([v for v, _, _ in tracks.values()]).astype(np.float32),
         np.concatenate([np.stack([np.full(len(t), tid), np.round(np.asarray(t) * 1000)], axis=1)
-                        for tid, (_, t) in tracks.items()]).astype(np.int32),
-        np.stack([unit(v.astype(np.float32).mean(axis=0)) for v, _ in tracks.values()]),
+                        for tid, (_, t, _) in tracks.items()]).astype(np.int32),
+        np.stack([unit(np.asarray(s, np.float32)) for _, _, s in tracks.values()]),
         np.fromiter(tracks, np.int32, len(tracks)))
 
 

@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=None, help="where to write the final weights "
                    "(default: the package's model file)")
+    p.add_argument("--style-only", action="store_true",
+                   help="do not train: measure the style statistics' spread over --music for "
+                        "the weights already in --out (done at the end of every training)")
 
 
 def run(args) -> int:
@@ -47,6 +50,10 @@ def run(args) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     tracks = _load_music(work / "music", [Path(d) for d in args.music])
+    out = Path(args.out) if args.out else MODEL_PATH
+    if args.style_only:
+        _store_style_statistics(out, tracks)
+        return 0
     if len(tracks) < args.batch:
         raise SystemExit(f"{len(tracks)} tracks: need at least --batch {args.batch}")
     noise = [_to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
@@ -95,13 +102,29 @@ def run(args) -> int:
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step},
                        checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
-    out = Path(args.out) if args.out else MODEL_PATH
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
     torch.save({"weights": weights, "version": f"ear-embed-{DIM}d-step{step}",
                 "trained_on": sorted({str(Path(d)) for d in args.music})}, out)
+    _store_style_statistics(out, tracks)
     print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Keep, in the model file, the mean and spread over the training tracks of each style
+    statistic (`embed.style_statistics`): style vectors are standardised with them."""
+    from .embed import Model, style_statistics
+    model = Model(path)
+    stats = np.stack([style_statistics(model.window_textures(clean.astype(np.float32) / 32767.0,
+                                                             hop_s=2.0)[2])
+                      for clean, _ in tracks])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["style_mean"] = torch.from_numpy(stats.mean(axis=0))
+    state["style_std"] = torch.from_numpy(stats.std(axis=0) + 1e-6)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # a running ear never reads half a file
+    print(f"style statistics of {len(tracks)} tracks stored in {path}", flush=True)
 
 
 def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:

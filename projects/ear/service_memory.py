@@ -1,0 +1,75 @@
+"""The memory of a real Gunicorn serving a catalog, idle and after queries (`ear eval`'s last
+table). Run as its own process (`python -m ear.service_memory DATA_DIR COUNT FILES.json`), which
+imports neither torch nor numpy: pages of their libraries that the measuring process also mapped
+would count as shared, not as the service's own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def service_memory(data_dir: Path, files: list[str], count: int) -> str:
+    """Start Gunicorn on the eval catalog as production does, and read the memory of its
+    master and worker from /proc/PID/smaps_rollup, idle and after `count` queries (the query
+    files in turn; every fourth one to /similar, the others to /identify)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
+    env = {**os.environ, "EAR_DATA_DIR": str(data_dir.resolve()), "EAR_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        idle = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
+        for i in range(count):
+            route = "/similar" if i % 4 == 3 else "/identify"
+            request = urllib.request.Request(url + route, data=Path(files[i % len(files)]).read_bytes(),
+                                             method="POST")
+            urllib.request.urlopen(request, timeout=120).read()
+        busy = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lines = ["service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
+             f"{'':26} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
+    for label, snap in (("idle", idle), (f"after {count} queries", busy)):
+        for name in ("master", "worker"):
+            m = snap[name]
+            lines.append(f"{label + ' ' + name:26} {(m['Private_Clean'] + m['Private_Dirty']) / 1024:8.1f} "
+                         f"{m['Anonymous'] / 1024:7.1f} {m['Pss'] / 1024:7.1f} {m['Rss'] / 1024:7.1f}")
+        total = sum(snap[n]["Private_Clean"] + snap[n]["Private_Dirty"] for n in snap) / 1024
+        lines.append(f"{label + ' total':26} {total:8.1f}")
+    return "\n".join(lines)
+
+
+def _smaps(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        out[key.strip()] = int(value.split()[0])
+    return out
+
+
+def main() -> int:
+    data_dir, count, listing = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    print(service_memory(data_dir, json.loads(listing.read_text()), count))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
