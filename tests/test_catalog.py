@@ -37,6 +37,17 @@ def test_degraded_clips_are_identified_with_offset(filled_catalog, tmp_path, lev
         assert 0.5 < matches[0].confidence <= 1.0
 
 
+@pytest.mark.parametrize("speed", [0.99, 1.01])
+def test_a_clip_played_off_speed_is_found_where_it_starts(filled_catalog, tmp_path, speed):
+    # A turntable or a tape 1 % off: every peak moves in time and frequency.
+    start = 6.0
+    played = resample(song(2)[:, 0], speed)[:, None]  # `speed` times faster, pitch and all
+    query = _room_clip(played, start / speed, 8, "SOFT", tmp_path, seed=3)
+    matches = filled_catalog.identify(query)
+    assert matches and matches[0].track.title == "song2", matches
+    assert abs(matches[0].offset_s - start) <= 0.1, matches[0].offset_s
+
+
 def test_repeated_music_reports_every_offset_that_fits(catalog, tmp_path):
     # One 6 s phrase, then other music, then the phrase again: a clip of the phrase fits
     # at both places, and the answer must say so whichever place it names first.

@@ -31,3 +31,18 @@ def test_fusion_answers_a_lone_near_miss_but_not_one_among_equals():
     assert [e.track_id for e in lone if e.accepted] == [7] and lone[0].kinds == ["fingerprint"]
     crowded = fusion.combine({7: (6.2, 12.0, ()), 8: (5.9, 40.0, ())}, {}, THRESHOLD)
     assert not [e for e in crowded if e.accepted]
+
+
+def test_a_fit_on_a_sliver_of_the_track_does_not_count():
+    import numpy as np
+    from ear.match import _QueryGrid
+    rng = np.random.default_rng(0)
+    # A 10 s clip (625 frames) whose peaks are exactly the track's first 10 s.
+    t = np.sort(rng.integers(0, 625, 300))
+    f = rng.integers(4, 150, 300)
+    grid = _QueryGrid(t, f)
+    whole, _ = grid.verify(t, f, 0)
+    assert whole > 10
+    # The same track laid 9 s early: only its first second would be under the clip.
+    sliver, _ = grid.verify(t, f, -560)
+    assert sliver == 0.0

@@ -35,6 +35,7 @@ class PeakDensity:
 # them make the landmarks. A query keeps 30 peaks/s for both.
 TRACK_PEAKS = PeakDensity(per_second=24.0, freq_radius=4, time_radius=3)
 QUERY_PEAKS = PeakDensity(per_second=30.0, freq_radius=4, time_radius=3)
+DENSE_QUERY_PEAKS = PeakDensity(per_second=40.0, freq_radius=4, time_radius=3)  # when unsure
 LANDMARK_PEAKS = 10
 
 

@@ -25,6 +25,7 @@ class Pairing:
 
 TRACK_PAIRING = Pairing(fanout=3)
 QUERY_PAIRING = Pairing(fanout=10)
+DENSE_QUERY_PAIRING = Pairing(fanout=15)  # with DENSE_QUERY_PEAKS
 
 
 def landmarks(t: np.ndarray, f: np.ndarray, pairing: Pairing) -> tuple[np.ndarray, np.ndarray]:

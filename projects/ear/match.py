@@ -13,14 +13,17 @@ from typing import Callable
 
 import numpy as np
 
-from .features import F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, peaks
-from .hashes import QUERY_PAIRING, landmarks
+from .features import DENSE_QUERY_PEAKS, F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, peaks
+from .hashes import DENSE_QUERY_PAIRING, QUERY_PAIRING, landmarks
 from .hashtable import HashTable, Hits
 
 CANDIDATES = 60  # (track, offset) pairs verified per speed
-# Tried in turn while nothing is confidently matched: a recording played ±1 % off speed
-# shifts every peak in time and frequency, so the query's peaks are scaled back first.
-SPEED_FACTORS = (1.0, 0.99, 1.01)
+# Tried in turn while nothing is confidently matched: first the query's usual peaks and
+# landmarks; then more of both (a noisy room leaves few of the usual ones standing); then, as a
+# recording played ±1 % off speed shifts every peak in time and frequency, the dense peaks
+# scaled back by each speed. A clean clip is sure after the first pass.
+PASSES = ((1.0, QUERY_PEAKS, QUERY_PAIRING), (1.0, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING),
+          (0.99, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING), (1.01, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING))
 CONFIDENT_Z = 9.0  # stop trying other speeds above this
 SURE_Z = 15.0  # beyond doubt: other evidence (the embeddings) is not worth computing
 # Once a candidate is beyond doubt, candidates with under this share of its votes are not
@@ -33,13 +36,14 @@ _VOTE_KEYS = 8192  # (track, offset) keys ranked: CANDIDATES buckets of ≤63 ke
 _SHIFTS = (0, -1, 1, -2, 2)
 _PROPOSAL_SPAN = 36  # frames (±0.58 s) searched around an offset proposed by the embeddings
 # A fit below the threshold by up to STANDOUT_DISCOUNT is an answer when it beats every other
-# track by STANDOUT_GAP (see `fingerprint_suffices`). Calibrated with `ear eval` on 876 clips of
+# track by STANDOUT_GAP (see `fingerprint_suffices`). Chosen with `ear eval` on 876 clips of
 # music not in the catalog (Nexuiz, Frets on Fire, and the model's training soundtracks): 2 of
-# them pass this rule, 4 at (2.0, 2.5); it answers 7 more of 223 ULTRA clips, rightly.
+# them passed this rule (4 at 2.0, 2.5), and it answered 7 more of 223 ULTRA clips, rightly.
 STANDOUT_DISCOUNT = 1.5
 STANDOUT_GAP = 3.0
 _AMBIGUOUS_RATIO = 0.7  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
+_MIN_OVERLAP_FRAMES = int(2.5 / FRAME_SECONDS)  # of clip and track, for a fit to count
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,20 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
     are verified too, searching ±0.6 s around the offset since their offsets are coarse. It is
     called only when the landmarks alone found nothing beyond doubt (SURE_Z)."""
     table.refresh()
-    t, f, _ = peaks(samples, QUERY_PEAKS)
     verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
     stored_peaks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # decoded once per query
     proposed: list[tuple[int, float]] | None = None
     best_z, best_at = 0.0, None  # the best fit so far, and the speed's landmarks and grid
     try:
-        for speed in SPEED_FACTORS:
+        found_peaks = {}
+        for speed, density, pairing in PASSES:
+            if density not in found_peaks:
+                found_peaks[density] = peaks(samples, density)[:2]
+            t, f = found_peaks[density]
             # Played at `speed`, a frame t was t*speed and a bin f was f/speed in the original.
             st = np.round(t * speed).astype(np.int64)
             sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
-            hashes, frames = landmarks(st, sf, QUERY_PAIRING)
+            hashes, frames = landmarks(st, sf, pairing)
             grid = _QueryGrid(st, sf)
             tracks, offsets, votes_of = vote(table.lookup(hashes), frames)
             first_here, sure_votes, tried = len(verified), 0, set()
@@ -166,7 +173,10 @@ class _QueryGrid:
         lo = np.searchsorted(ref_t, offset)
         hi = np.searchsorted(ref_t, offset + self.frames)
         rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
-        if rt.size == 0:
+        # A clip hanging mostly off either end of the track is judged on a sliver of it, where
+        # chance fits look like matches (unknown clips did, at offsets of -6 and -9 s).
+        overlap = min(offset + self.frames, int(ref_t[-1]) + 1 if ref_t.size else 0) - max(offset, 0)
+        if rt.size == 0 or overlap < min(self.frames, _MIN_OVERLAP_FRAMES):
             return 0.0, 0
         # Evidence is counted per stored frame (did any of its peaks land?), so that one
         # broadband onset, which fills a whole column with peaks, counts once and not tenfold.
