@@ -17,14 +17,14 @@ from .features import DENSE_QUERY_PEAKS, F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, 
 from .hashes import DENSE_QUERY_PAIRING, QUERY_PAIRING, landmarks
 from .hashtable import HashTable, Hits
 
-CANDIDATES = 60  # (track, offset) pairs verified per speed
+CANDIDATES = 60  # (track, offset) pairs verified per pass
 # Tried in turn while nothing is confidently matched: first the query's usual peaks and
 # landmarks; then more of both (a noisy room leaves few of the usual ones standing); then, as a
 # recording played ±1 % off speed shifts every peak in time and frequency, the dense peaks
 # scaled back by each speed. A clean clip is sure after the first pass.
 PASSES = ((1.0, QUERY_PEAKS, QUERY_PAIRING), (1.0, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING),
           (0.99, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING), (1.01, DENSE_QUERY_PEAKS, DENSE_QUERY_PAIRING))
-CONFIDENT_Z = 9.0  # stop trying other speeds above this
+CONFIDENT_Z = 9.0  # no further passes above this
 SURE_Z = 15.0  # beyond doubt: other evidence (the embeddings) is not worth computing
 # Once a candidate is beyond doubt, candidates with under this share of its votes are not
 # verified: they would not come near it (a clean clip's 60 verifications cost half its time).
