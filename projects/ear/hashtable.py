@@ -38,7 +38,6 @@ _HASH_SHIFT = TRACK_BITS + TIME_BITS
 _MERGE_SLICES = 64
 MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the catalog size
 _FENCE = 4096 // 8  # keys a page
-_FENCE_READ = 1 << 20  # keys read at a time while building a fence
 
 
 @dataclass
@@ -116,12 +115,8 @@ class _Segment(_Mapped):
     def __init__(self, path: Path, count: int):
         super().__init__(path, np.uint64, count)
         self.name = path.name
-        parts = []
-        # Read, not mapped, so building it leaves nothing in this process's memory.
-        with open(path, "rb") as f:
-            for start in range(0, count, _FENCE_READ):
-                parts.append(np.fromfile(f, np.uint64, min(_FENCE_READ, count - start))[::_FENCE].copy())
-        self.fence = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        self.fence = self.array[::_FENCE].copy()
+        self.release()  # reading the fence touched every page
 
     def first_at_least(self, needles: np.ndarray) -> np.ndarray:
         """For each needle, the index of the first key ≥ it (np.searchsorted's left side)."""
