@@ -137,15 +137,3 @@ def test_pages_a_query_touched_are_handed_back(tmp_path):
     assert _mapped_kib(seg_path) == 0
     again = table.lookup(made[3][0])  # what was handed back is read again
     assert (again.track_id == 3).sum() >= 500
-
-
-def test_lookup_of_one_track_gives_exactly_its_hits(tmp_path):
-    table = HashTable(tmp_path)
-    made = _add(table, np.random.default_rng(8), 5)
-    needles = np.concatenate([h[:100] for h, _ in made.values()])
-    everything = table.lookup(needles)
-    only = table.lookup(needles, track_id=4)
-    mine = everything.track_id == 4
-    assert only.track_id.size == mine.sum() > 0 and set(only.track_id.tolist()) == {4}
-    assert sorted(zip(only.query_index.tolist(), only.frame.tolist())) == sorted(
-        zip(everything.query_index[mine].tolist(), everything.frame[mine].tolist()))

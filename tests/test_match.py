@@ -1,8 +1,11 @@
-"""When a fingerprint fit is an answer: the threshold, or a near miss that stands out."""
+"""When a fingerprint fit is an answer (the threshold, or a near miss that stands out), and where
+in a track a clip fits."""
 from __future__ import annotations
 
+import numpy as np
+
 from ear import fusion
-from ear.match import STANDOUT_GAP, fingerprint_suffices, runner_ups
+from ear.match import STANDOUT_GAP, _QueryGrid, best_per_track, fingerprint_suffices, rank, runner_ups
 
 THRESHOLD = 7.5
 
@@ -34,8 +37,6 @@ def test_fusion_answers_a_lone_near_miss_but_not_one_among_equals():
 
 
 def test_a_fit_on_a_sliver_of_the_track_does_not_count():
-    import numpy as np
-    from ear.match import _QueryGrid
     rng = np.random.default_rng(0)
     # A 10 s clip (625 frames) whose peaks are exactly the track's first 10 s.
     t = np.sort(rng.integers(0, 625, 300))
@@ -46,3 +47,40 @@ def test_a_fit_on_a_sliver_of_the_track_does_not_count():
     # The same track laid 9 s early: only its first second would be under the clip.
     sliver, _ = grid.verify(t, f, -560)
     assert sliver == 0.0
+
+
+def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():
+    rng = np.random.default_rng(1)
+    # A 5 s phrase (312 frames, 24 peaks/s) at frames 1000, 4000 and 9000 of a 200 s track
+    # that is otherwise random peaks.
+    phrase_t = np.sort(rng.integers(0, 312, 120))
+    phrase_f = rng.integers(4, 150, 120)
+    places = [1000, 4000, 9000]
+    t = np.concatenate([rng.integers(0, 12500, 4800), *[phrase_t + p for p in places]])
+    f = np.concatenate([rng.integers(4, 150, 4800), *[phrase_f for _ in places]])
+    order = np.argsort(t, kind="stable")
+    track_t, track_f = t[order], f[order]
+    # The clip: half the phrase's peaks, moved by up to a frame and a bin, among as many
+    # peaks of noise; it starts 0.5 s (31 frames) into the phrase.
+    kept = (rng.random(120) < 0.5) & (phrase_t >= 31)
+    query_t = np.concatenate([phrase_t[kept] - 31 + rng.integers(-1, 2, kept.sum()),
+                              rng.integers(0, 281, kept.sum())])
+    query_f = np.concatenate([phrase_f[kept] + rng.integers(-1, 2, kept.sum()),
+                              rng.integers(4, 150, kept.sum())])
+    order = np.argsort(query_t, kind="stable")
+    grid = _QueryGrid(np.clip(query_t[order], 0, None), query_f[order])
+    found = grid.scan(track_t, track_f)
+    assert len(found) > 3
+    assert sorted(found[:3]) == [p + 31 for p in places] or all(
+        any(abs(o - (p + 31)) <= 1 for o in found[:3]) for p in places), found[:5]
+    assert all(abs(a - b) >= 62 for i, a in enumerate(found) for b in found[:i])  # ≥ 1 s apart
+
+
+def test_placements_say_where_a_track_fits_but_not_whether():
+    # Track 1's candidate fit at 2 s (z 8) and, found by the scan, a better one at 40 s.
+    best = best_per_track([(8.0, 1, 125), (3.0, 2, 600)], [(9.0, 1, 2500), (7.9, 1, 5000)])
+    z, offset, others = best[1]
+    assert z == 8.0 and offset == 40.0 and others == (2.0, 80.0)
+    # A track whose candidates fit weakly is no answer, however well the scan fits it somewhere.
+    weak = best_per_track([(5.0, 1, 125), (4.8, 2, 600)], [(9.0, 1, 2500)])
+    assert weak[1][0] == 5.0 and rank(weak, THRESHOLD, 5) == []

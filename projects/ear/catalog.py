@@ -262,14 +262,13 @@ class Catalog:
             clip.append(clip_vector)
             return fusion.proposals(votes)
 
-        verified = verified_candidates(samples, self.table, embedding_proposals)
-        fingerprint = best_per_track(verified)
+        fingerprint = best_per_track(*verified_candidates(samples, self.table, embedding_proposals))
         known = self._known_ids(set(fingerprint) | set(votes))
         candidates = [e for e in fusion.combine(fingerprint, votes, self.config.match_threshold)
                       if e.track_id in known]
         return Identification(
             fingerprint=[(c.track_id, c.offset_s, c.score) for c in
-                         rank(verified, self.config.match_threshold, self.config.top_k)
+                         rank(fingerprint, self.config.match_threshold, self.config.top_k)
                          if c.track_id in known],
             embedding=[(t, off, score) for t, (score, off) in
                        sorted(votes.items(), key=lambda kv: -kv[1][0]) if t in known],

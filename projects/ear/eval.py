@@ -407,7 +407,7 @@ def _pct(part: list, whole: list) -> str:
 
 def _table(results: list[dict], levels, lengths) -> str:
     lines = [f"{'level':6} {'len':>4} {'n':>4} {'top-1':>6} {'top-5':>6} {'off±0.5':>8} {'off±2':>6} "
-             f"{'p50 ms':>7} {'p95 ms':>7} {'unk n':>6} {'FP':>6}"]
+             f"{'1st±0.5':>8} {'offs':>5} {'p50 ms':>7} {'p95 ms':>7} {'unk n':>6} {'FP':>6}"]
     for level in levels:
         for length in lengths + [None]:
             known = [r for r in results if r["level"] == level.name and r["track_id"] is not None
@@ -420,12 +420,14 @@ def _table(results: list[dict], levels, lengths) -> str:
             top5 = [r for r in known if r["track_id"] in r["ranking"]["matches"]]
             off05 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 0.5)]
             off2 = [r for r in top1 if _offset_ok(r["matches"][0], r["start_s"], 2.0)]
+            first05 = [r for r in top1 if abs(r["matches"][0]["offset_s"] - r["start_s"]) <= 0.5]
+            named = np.mean([1 + len(r["matches"][0]["other_offsets_s"]) for r in top1] or [0.0])
             lat = np.array([r["elapsed_ms"] for r in known if r["elapsed_ms"] is not None] or [0.0])
             fp = [r for r in unknown if r["matches"]]
             lines.append(
                 f"{level.name:6} {('all' if length is None else f'{length:g}s'):>4} {len(known):4d} "
                 f"{_pct(top1, known):>6} {_pct(top5, known):>6} {_pct(off05, top1):>8} {_pct(off2, top1):>6} "
-                f"{np.percentile(lat, 50):7.1f} {np.percentile(lat, 95):7.1f} "
+                f"{_pct(first05, top1):>8} {named:5.1f} {np.percentile(lat, 50):7.1f} {np.percentile(lat, 95):7.1f} "
                 f"{len(unknown):6d} {_pct(fp, unknown) if unknown else '-':>6}")
     return "\n".join(lines)
 

@@ -210,9 +210,8 @@ class HashTable:
         for mapped in self._view.segments + self._view.peak_files:
             mapped.release()
 
-    def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS, track_id: int | None = None) -> Hits:
-        """Stored landmarks whose hash is among `hashes` (of removed tracks, none); with
-        `track_id`, only that track's (a track's keys are contiguous within a hash).
+    def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS) -> Hits:
+        """Stored landmarks whose hash is among `hashes` (of removed tracks, none).
 
         When there would be more than `max_hits`, the commonest hashes are left out: they say
         least about which track this is, and the cap bounds a query's time and memory whatever
@@ -224,11 +223,7 @@ class HashTable:
         by_hash = np.argsort(hashes, kind="stable")
         hashes = hashes[by_hash]
         lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
-        if track_id is None:
-            hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
-        else:
-            hi_keys = lo_keys | (np.uint64(track_id + 1) << np.uint64(_TRACK_SHIFT))
-            lo_keys = lo_keys | (np.uint64(track_id) << np.uint64(_TRACK_SHIFT))
+        hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
         ranges = []
         for segment in view.segments:
             if segment.array.size:

@@ -5,11 +5,12 @@ offsets with the most votes are candidates. Verification: a candidate's stored p
 the query at that offset, must land on the query's peaks far more often than chance. Chance is
 counted per frequency bin (music and noise both crowd the low bins), which makes the score a
 z-score whose scale is the same for every query and catalog: that is what "no match" is decided on.
+Music that repeats fits a clip at several offsets; the best track is scanned whole for the others.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,16 +56,25 @@ class Candidate:
     other_offsets_s: tuple[float, ...] = field(default=())
 
 
+Fit = tuple[float, int, int]  # (z-score, track, offset in frames)
+
+
 def verified_candidates(samples: np.ndarray, table: HashTable,
                         proposals: Callable[[], list[tuple[int, float]]] | None = None
-                        ) -> list[tuple[float, int, int]]:
-    """(z-score, track, offset in frames) of every candidate verified, in no order.
+                        ) -> tuple[list[Fit], list[Fit]]:
+    """(candidates, placements): the fit of every candidate verified, in no order, and of the
+    best track's other places found by scanning it whole (music that repeats).
+
+    The placements say where in that track the clip is, not whether it is there: a track
+    scanned whole offers many more chances to fit by chance than the other tracks had, so
+    only the candidates' fits decide the answer.
 
     `proposals()` gives (track, offset in s) pairs found some other way (the embeddings); they
     are verified too, searching ±0.6 s around the offset since their offsets are coarse. It is
     called only when the landmarks alone found nothing beyond doubt (SURE_Z)."""
     table.refresh()
-    verified: list[tuple[float, int, int]] = []  # (z, track, offset frames)
+    verified: list[Fit] = []
+    placements: list[Fit] = []
     stored_peaks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # decoded once per query
     proposed: list[tuple[int, float]] | None = None
     best_z, best_at = 0.0, None  # the best fit so far, and the speed's landmarks and grid
@@ -101,20 +111,19 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
                         range(centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(_SHIFTS))))
             here_z, here_track, _ = max(verified[first_here:], default=(0.0, -1, 0))
             if here_z > best_z:
-                best_z, best_at = here_z, (here_track, hashes, frames, grid, tried)
+                best_z, best_at = here_z, (here_track, grid, tried)
             if best_z >= CONFIDENT_Z:
                 break
         if best_at is not None and best_z >= _REPEAT_MIN_Z:
             # Where the music repeats, the true offset may have had fewer votes than other
             # repeats of the same track, or lost them to the cap on common hashes: the
-            # track's own landmarks, all of them, say which of its offsets to verify too.
-            track, hashes, frames, grid, tried = best_at
-            own = vote(table.lookup(hashes, track_id=track), frames)[1].tolist()
-            repeats = [o for o in own if (track, o) not in tried][:_REPEATS]
-            verified.extend(_fit(grid, stored_peaks, table, track, o) for o in repeats)
+            # query's peaks laid over the whole track say which of its offsets to verify too.
+            track, grid, tried = best_at
+            repeats = [o for o in grid.scan(*stored_peaks[track]) if (track, o) not in tried]
+            placements = [_fit(grid, stored_peaks, table, track, o) for o in repeats[:_REPEATS]]
     finally:
         table.release()  # the pages this query touched: see HashTable
-    return verified
+    return verified, placements
 
 
 def _fit(grid: "_QueryGrid", stored_peaks: dict, table: HashTable, track: int,
@@ -159,6 +168,7 @@ class _QueryGrid:
     (reverb and coding move peaks a little)."""
 
     def __init__(self, t: np.ndarray, f: np.ndarray):
+        self.t, self.f = t, f
         self.frames = int(t.max()) + 1 if t.size else 0
         self.grid = np.zeros((self.frames + 2, F_MAX_BIN + 2), bool)
         for dt in (-1, 0, 1):
@@ -166,6 +176,42 @@ class _QueryGrid:
                 self.grid[np.clip(t + dt + 1, 0, self.frames + 1), f + df + 1] = True
         # Chance that a stored peak in bin b lands on a query peak: how much of row b is covered.
         self.chance = self.grid[1:self.frames + 1].mean(axis=0)
+
+    def scan(self, ref_t: np.ndarray, ref_f: np.ndarray) -> list[int]:
+        """Offsets (stored frame − query frame) where the query fits a stored track, best first,
+        ≥ 1 s apart: every query peak paired with every stored peak within a bin of it, their
+        time differences counted, and the counts weighed against what chance would give."""
+        if ref_t.size == 0 or self.t.size == 0:
+            return []
+        order = np.argsort(self.f, kind="stable")
+        qt = self.t[order]
+        # The query peaks in bins f−1..f+1 are qt[below[f]:upto[f + 2]].
+        upto = np.cumsum(np.bincount(self.f + 1, minlength=F_MAX_BIN + 2))
+        below = np.concatenate([[0], upto])
+        lo, n_pairs = below[ref_f], upto[ref_f + 2] - below[ref_f]
+        total = int(n_pairs.sum())
+        if total == 0:
+            return []
+        first = np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
+        query_index = np.repeat(lo, n_pairs) + np.arange(total) - first
+        # Indexed by offset + frames: from the clip starting before the track to past its end.
+        length = int(ref_t[-1]) + self.frames + 2
+        shifted = np.repeat(ref_t, n_pairs) - qt[query_index] + self.frames
+        landed = np.convolve(np.bincount(shifted, minlength=length), np.ones(3), "same")  # ±1 frame
+        # Chance: a stored peak with n query peaks near its bin meets one of them within
+        # ±1 frame at 3n of the query's offsets; summed over the stored peaks the clip covers.
+        chance = np.bincount(ref_t, weights=n_pairs * 3.0 / max(self.frames, 1), minlength=length)
+        covered = np.concatenate([[0.0], np.cumsum(chance)])
+        starts = np.clip(np.arange(length) - self.frames, 0, length)
+        expected = covered[np.minimum(starts + self.frames, length)] - covered[starts]
+        score = (landed - expected) / np.sqrt(expected + 1.0)
+        gap = int(_MIN_OFFSET_GAP_S / FRAME_SECONDS)
+        at = np.flatnonzero((score >= _window_max(score, gap - 1)) & (score > 0))
+        kept: list[int] = []  # equal neighbours are both local maxima: keep the first
+        for offset in (at[np.argsort(-score[at], kind="stable")] - self.frames).tolist():
+            if all(abs(offset - other) >= gap for other in kept):
+                kept.append(offset)
+        return kept
 
     def verify(self, ref_t: np.ndarray, ref_f: np.ndarray, offset: int) -> tuple[float, int]:
         """(z-score, best shift) of the stored peaks laid over the query at `offset` (stored
@@ -196,6 +242,19 @@ class _QueryGrid:
         return (best - expected) / spread, best_shift
 
 
+def _window_max(x: np.ndarray, radius: int) -> np.ndarray:
+    """max(x[i − radius : i + radius + 1]) for every i, in log2(radius) vectorised steps."""
+    window = 2 * radius + 1
+    out = np.concatenate([np.full(radius, -np.inf), x, np.full(radius, -np.inf)])
+    width = 1  # out[i] = max(padded x[i : i + width])
+    while width * 2 <= window:
+        out[:-width] = np.maximum(out[:-width], out[width:])
+        width *= 2
+    if window > width:  # the rest by a second window, overlapping the first
+        out[:width - window] = np.maximum(out[:width - window], out[window - width:])
+    return out[:x.size]
+
+
 def fingerprint_suffices(z: float, runner_up_z: float, threshold: float) -> bool:
     """Is a track's fit an answer by itself? Either its z-score reaches the threshold, or it
     comes close and stands far above every other track's (`runner_up_z`): for audio that is
@@ -213,8 +272,9 @@ def runner_ups(best: dict[int, tuple]) -> dict[int, float]:
     return {track: second_z if track == top_track else top_z for track in best}
 
 
-def rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) -> list[Candidate]:
-    best = best_per_track(verified)
+def rank(best: dict[int, tuple[float, float, tuple[float, ...]]], threshold: float,
+         top_k: int) -> list[Candidate]:
+    """The tracks that `best_per_track` found whose fit is an answer, best first."""
     others = runner_ups(best)
     out = [Candidate(track, offset, round(z, 2), confidence(z), repeats)
            for track, (z, offset, repeats) in best.items()
@@ -223,11 +283,15 @@ def rank(verified: list[tuple[float, int, int]], threshold: float, top_k: int) -
     return out[:top_k]
 
 
-def best_per_track(verified: list[tuple[float, int, int]]
+def best_per_track(verified: list[Fit], placements: Sequence[Fit] = ()
                    ) -> dict[int, tuple[float, float, tuple[float, ...]]]:
-    """{track: (best z, its offset in s, other offsets in s that fit almost as well)}."""
+    """{track: (best z of its candidates, the offset in s of its best fit, other offsets in s
+    that fit almost as well)}; `placements` only place a track (see `verified_candidates`)."""
+    decided: dict[int, float] = {}
+    for z, track, _ in verified:
+        decided[track] = max(decided.get(track, 0.0), float(z))
     found: dict[int, list[tuple[float, int]]] = {}
-    for z, track, offset in sorted(verified, reverse=True):
+    for z, track, offset in sorted([*verified, *placements], reverse=True):
         found.setdefault(track, []).append((float(z), offset))
     out = {}
     for track, fits in found.items():
@@ -237,7 +301,7 @@ def best_per_track(verified: list[tuple[float, int, int]]
             if z > 0 and z2 >= _AMBIGUOUS_RATIO * z and all(
                     abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
                 others.append(o2)
-        out[track] = (z, _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
+        out[track] = (decided[track], _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
     return out
 
 
