@@ -42,10 +42,7 @@ _PROPOSAL_SPAN = 36  # frames (±0.58 s) searched around an offset proposed by t
 # them passed this rule (4 at 2.0, 2.5), and it answered 7 more of 223 ULTRA clips, rightly.
 STANDOUT_DISCOUNT = 1.5
 STANDOUT_GAP = 3.0
-# Another offset of the same track is reported too when its z-score is this close to the best's
-# in both ratio and difference (at a clean clip's large z, 70 % lets in fits far worse).
-_AMBIGUOUS_RATIO = 0.7
-_AMBIGUOUS_GAP = 2.5
+_AMBIGUOUS_RATIO = 0.7  # another offset of the same track this close in score is reported too
 _MIN_OFFSET_GAP_S = 1.0
 _MIN_OVERLAP_FRAMES = int(2.5 / FRAME_SECONDS)  # of clip and track, for a fit to count
 
@@ -301,7 +298,7 @@ def best_per_track(verified: list[Fit], placements: Sequence[Fit] = ()
         z, offset = fits[0]
         others: list[int] = []
         for z2, o2 in fits[1:]:
-            if z > 0 and z2 >= max(_AMBIGUOUS_RATIO * z, z - _AMBIGUOUS_GAP) and all(
+            if z > 0 and z2 >= _AMBIGUOUS_RATIO * z and all(
                     abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
                 others.append(o2)
         out[track] = (decided[track], _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
