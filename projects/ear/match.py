@@ -77,7 +77,7 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
     placements: list[Fit] = []
     stored_peaks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # decoded once per query
     proposed: list[tuple[int, float]] | None = None
-    best_z, best_at = 0.0, None  # the best fit so far, and the speed's landmarks and grid
+    best_z, best_at = 0.0, None  # the best fit so far: its track, its pass's grid and candidates
     try:
         found_peaks = {}
         for speed, density, pairing in PASSES:
