@@ -70,7 +70,7 @@ def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():
     order = np.argsort(query_t, kind="stable")
     grid = _QueryGrid(np.clip(query_t[order], 0, None), query_f[order])
     found = grid.scan(track_t, track_f)
-    assert len(found) > 3
+    assert len(found) >= 3
     assert all(any(abs(o - (p + 31)) <= 1 for o in found[:3]) for p in places), found[:5]
     assert all(abs(a - b) >= 62 for i, a in enumerate(found) for b in found[:i])  # ≥ 1 s apart
 
