@@ -306,7 +306,7 @@ def best_per_track(verified: list[Fit], placements: Sequence[Fit] = ()
             if z > 0 and z2 >= _AMBIGUOUS_RATIO * z and all(
                     abs(o2 - o) * FRAME_SECONDS >= _MIN_OFFSET_GAP_S for o in [offset, *others]):
                 others.append(o2)
-        out[track] = (decided[track], _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
+        out[track] = (decided.get(track, 0.0), _seconds(offset), tuple(_seconds(o) for o in sorted(others)))
     return out
 
 
