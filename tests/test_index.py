@@ -99,3 +99,22 @@ def test_replacing_vectors_keeps_the_others(tmp_path):
     assert index.search_tracks(_style(moved), 1)[0][0] == 4
     assert index.search_tracks(_style(centres[4]), 1)[0][0] != 4
     assert index.search_tracks(_style(centres[9]), 1)[0][0] == 9
+
+
+def test_an_index_whose_track_vectors_are_of_an_older_kind_still_serves_windows(tmp_path, caplog):
+    # Built by an older ear, whose track vectors had the windows' dimension.
+    old = EmbeddingIndex(tmp_path, DIM, DIM)
+    rng = np.random.default_rng(3)
+    centres = {tid: c / np.linalg.norm(c) for tid, c in
+               ((tid, rng.standard_normal(DIM)) for tid in range(1, 11))}
+    old.add({tid: (*_track(rng, c)[:2], c.astype(np.float32)) for tid, c in centres.items()})
+    old.rebuild()
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
+    assert "reindex --reembed" in caplog.text
+    tracks, _, _ = index.search_windows(centres[3][None].astype(np.float32), 5)[0]
+    assert set(tracks.tolist()) == {3}
+    assert len(index.search_tracks(_style(centres[3]), 5)[0]) == 0  # not compared across kinds
+    # A reembedding rebuild brings them back, in the new kind.
+    index.rebuild(force=True, replace={tid: _track(rng, c) for tid, c in centres.items()})
+    assert index.search_tracks(_style(centres[3]), 1)[0][0] == 3
+    assert EmbeddingIndex(tmp_path, DIM, TRACK_DIM).search_tracks(_style(centres[6]), 1)[0][0] == 6
