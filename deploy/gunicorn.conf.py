@@ -5,11 +5,7 @@ the catalog and the embedding model are loaded once before the fork (the databas
 the fingerprint files are read-only maps, safe to share), and a timeout long enough for an
 upload's ingest. Port and data directory come from ear's own configuration (EAR_* / .env).
 """
-import ctypes
-
 from ear.config import load_config
-
-_libc = ctypes.CDLL(None)
 
 _config = load_config()
 
@@ -30,27 +26,25 @@ errorlog = "-"
 def pre_fork(server, worker) -> None:
     # The master never runs the model: its copy of torch's library pages would stay its own
     # (~50 MB of private memory) while the worker maps what it uses itself.
-    from ear.embed import page_out_torch
+    from ear.runtime import page_out_torch
     page_out_torch()
 
 
 def post_fork(server, worker) -> None:
     # If the master is killed (SIGKILL), the worker must go too: an orphan would hold the port
     # for up to a minute and the master Supervisor restarts could not bind it.
-    import ctypes
-    import signal
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
+    from ear.runtime import configure_threads, die_with_parent
+    die_with_parent()
     # torch's thread pools do not survive a fork (a pool started in the master deadlocks the
     # worker), so the master never starts one: the limits are set here, in the worker.
-    from ear.embed import configure_threads
     configure_threads(_config.torch_threads, _config.torch_interop_threads)
 
 
 def post_request(worker, req, environ, resp) -> None:
     # A query's arrays (spectrogram, hits, votes) are freed by then, but glibc keeps the heap
     # they grew; hand it back so that the worker's memory is what it holds, not its peak.
-    _libc.malloc_trim(0)
+    from ear.runtime import trim_heap
+    trim_heap()
 
 
 def worker_exit(server, worker) -> None:

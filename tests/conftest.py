@@ -1,23 +1,20 @@
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import requests  # noqa: F401  (used by the HTTP tests)
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers import start_gunicorn  # noqa: E402
 from synth import song, write  # noqa: E402
 
+from ear.app import create_app  # noqa: E402
 from ear.catalog import Catalog  # noqa: E402
 from ear.config import load_config  # noqa: E402
+from ear.embed import shared_model  # noqa: E402
+from ear.ingest import prepare  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 N_SONGS = 6
 
 
@@ -41,53 +38,23 @@ def catalog(config) -> Catalog:
 
 @pytest.fixture
 def filled_catalog(catalog, songs_dir) -> Catalog:
-    catalog.store([catalog.prepare(p) for p in sorted(songs_dir.glob("*.flac"))])
+    catalog.store([prepare(p, catalog.config, shared_model()) for p in sorted(songs_dir.glob("*.flac"))])
     return catalog
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def app(config):
+    """The app in this process (routes, errors, JSON); the real Gunicorn is `gunicorn_server`."""
+    app = create_app(config)
+    app.testing = True
+    return app
 
 
-class Server:
-    def __init__(self, data_dir: Path, port: int, proc: subprocess.Popen):
-        self.data_dir, self.port, self.proc = data_dir, port, proc
-        self.url = f"http://127.0.0.1:{port}"
+@pytest.fixture
+def client(app):
+    return app.test_client()
 
 
 @pytest.fixture
 def gunicorn_server(tmp_path):
     yield from start_gunicorn(tmp_path)
-
-
-def start_gunicorn(tmp_path: Path, **env_vars: str):
-    """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`."""
-    port = free_port()
-    data_dir = tmp_path / "served"
-    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
-           "EAR_ADMIN_TOKEN": "test-token", **env_vars}
-    log = open(tmp_path / "gunicorn.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(data_dir, port, proc)
-    deadline = time.monotonic() + 30
-    import requests as rq
-    while True:
-        try:
-            if rq.get(server.url + "/health", timeout=1).ok:
-                break
-        except rq.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
-        time.sleep(0.2)
-    yield server
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-
-
-def clip(audio: np.ndarray, start_s: float, seconds: float, rate: int = 44100) -> np.ndarray:
-    return audio[int(start_s * rate): int((start_s + seconds) * rate)]

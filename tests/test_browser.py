@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from conftest import REPO, free_port
+from helpers import REPO, free_port, start_nginx, stop_nginx
 from playwright.sync_api import expect, sync_playwright
 from synth import song
-from test_nginx import start_nginx, stop_nginx
 
 AUTH = {"Authorization": "Bearer test-token"}
 ARTIFACTS = REPO / "test-artifacts"

@@ -4,17 +4,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
+from helpers import run_ear as ear
 from synth import encode, song, write
-
-
-def ear(data_dir, *args, check=True):
-    result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
-                            capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_ingest_identify_tracks_remove(tmp_path, songs_dir):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from conftest import REPO
+from helpers import REPO
 
 
 def _site():

@@ -3,12 +3,11 @@ nearer its clean self than any window of another song."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-from test_catalog import _room_clip
+from helpers import room_clip
 from synth import song
 
 from ear.decode import decode
-from ear.embed import DIM, STYLE_DIM, Model, configure_threads
+from ear.embed import DIM, STYLE_DIM, Model
 
 
 def _mono16k(audio: np.ndarray, tmp_path, name: str) -> np.ndarray:
@@ -52,14 +51,9 @@ def test_a_window_through_a_room_is_nearest_its_clean_self(tmp_path):
     for seed in (0, 2):
         # Opus in WebM at 32 kbit/s, as a browser sends it; the window 1 s into the clip (no
         # coder start-up in it) starts at 10 s in the song.
-        query = _room_clip(song(seed), 9.0, 4.0, "CLEAN", tmp_path, seed)
+        query = room_clip(song(seed), 9.0, 4.0, "CLEAN", tmp_path, seed)
         q = model.windows(query, hop_s=0.5)[0][2]
         own_vectors, own_starts = stored[seed]
         own = float(q @ own_vectors[np.argmin(np.abs(own_starts - 10.0))])
         others = max(float(np.max(v @ q)) for s, (v, _) in stored.items() if s != seed)
         assert own > others + 0.05, (seed, own, others)
-
-
-def test_thread_limits_are_applied():
-    configure_threads(1, 1)
-    assert torch.get_num_threads() == 1

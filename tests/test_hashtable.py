@@ -41,7 +41,7 @@ def test_eight_bytes_per_landmark(tmp_path):
     table = HashTable(tmp_path)
     _add(table, np.random.default_rng(1), 4)
     seg = table.manifest.segments[0]
-    assert (tmp_path / seg["file"]).stat().st_size == 8 * seg["count"] == 8 * table.landmark_count
+    assert (tmp_path / seg.file).stat().st_size == 8 * seg.count == 8 * table.landmark_count
 
 
 def test_removed_tracks_vanish_and_merge_drops_them(tmp_path):
@@ -93,7 +93,7 @@ def test_crash_leftovers_are_swept_and_manifest_is_whole(tmp_path):
     with table.writing():
         pass
     assert sorted(p.name for p in tmp_path.glob("seg-*")) == sorted(
-        f for s in table.manifest.segments for f in (s["file"], s["peaks_file"]))
+        f for s in table.manifest.segments for f in (s.file, s.peaks_file))
     json.loads((tmp_path / "manifest.json").read_text())
 
 
@@ -130,7 +130,7 @@ def _mapped_kib(path) -> int:
 def test_pages_a_query_touched_are_handed_back(tmp_path):
     table = HashTable(tmp_path)
     made = _add(table, np.random.default_rng(7), 40)
-    seg_path = tmp_path / table.manifest.segments[0]["file"]
+    seg_path = tmp_path / table.manifest.segments[0].file
     hits = table.lookup(np.concatenate([h for h, _ in made.values()]))
     assert hits.track_id.size >= 20_000 and _mapped_kib(seg_path) > 0
     table.release()

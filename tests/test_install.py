@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user: CI runs it as root")

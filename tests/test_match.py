@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ear import fusion
-from ear.match import STANDOUT_GAP, _QueryGrid, best_per_track, fingerprint_suffices, rank, runner_ups
+from ear.match import STANDOUT_GAP, Fit, TrackFit, best_per_track, fingerprint_suffices, runner_ups
+from ear.verify import QueryGrid
 
 THRESHOLD = 7.5
 
@@ -24,16 +25,16 @@ def test_a_near_miss_is_an_answer_only_far_above_every_other_track():
 
 
 def test_runner_up_of_the_best_track_is_the_second_and_of_the_others_the_best():
-    best = {1: (9.0, 0.0, ()), 2: (4.0, 0.0, ()), 3: (3.0, 0.0, ())}
+    best = {1: TrackFit(9.0, 0.0), 2: TrackFit(4.0, 0.0), 3: TrackFit(3.0, 0.0)}
     assert runner_ups(best) == {1: 4.0, 2: 9.0, 3: 9.0}
     assert runner_ups({}) == {}
 
 
 def test_fusion_answers_a_lone_near_miss_but_not_one_among_equals():
-    lone = fusion.combine({7: (6.2, 12.0, ()), 8: (3.1, 40.0, ())}, {}, THRESHOLD)
-    assert [e.track_id for e in lone if e.accepted] == [7] and lone[0].kinds == ["fingerprint"]
-    crowded = fusion.combine({7: (6.2, 12.0, ()), 8: (5.9, 40.0, ())}, {}, THRESHOLD)
-    assert not [e for e in crowded if e.accepted]
+    lone = fusion.combine({7: TrackFit(6.2, 12.0), 8: TrackFit(3.1, 40.0)}, {}, THRESHOLD)
+    assert [e.track_id for e in lone if e.is_match] == [7] and lone[0].kinds == ["fingerprint"]
+    crowded = fusion.combine({7: TrackFit(6.2, 12.0), 8: TrackFit(5.9, 40.0)}, {}, THRESHOLD)
+    assert not [e for e in crowded if e.is_match]
 
 
 def test_a_fit_on_a_sliver_of_the_track_does_not_count():
@@ -41,7 +42,7 @@ def test_a_fit_on_a_sliver_of_the_track_does_not_count():
     # A 10 s clip (625 frames) whose peaks are exactly the track's first 10 s.
     t = np.sort(rng.integers(0, 625, 300))
     f = rng.integers(4, 150, 300)
-    grid = _QueryGrid(t, f)
+    grid = QueryGrid(t, f)
     whole, _ = grid.verify(t, f, 0)
     assert whole > 10
     # The same track laid 9 s early: only its first second would be under the clip.
@@ -68,7 +69,7 @@ def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():
     query_f = np.concatenate([phrase_f[kept] + rng.integers(-1, 2, kept.sum()),
                               rng.integers(4, 150, kept.sum())])
     order = np.argsort(query_t, kind="stable")
-    grid = _QueryGrid(np.clip(query_t[order], 0, None), query_f[order])
+    grid = QueryGrid(np.clip(query_t[order], 0, None), query_f[order])
     found = grid.scan(track_t, track_f)
     assert len(found) >= 3
     assert all(any(abs(o - (p + 31)) <= 1 for o in found[:3]) for p in places), found[:5]
@@ -77,9 +78,9 @@ def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():
 
 def test_placements_say_where_a_track_fits_but_not_whether():
     # Track 1's candidate fit at 2 s (z 8) and, found by the scan, a better one at 40 s.
-    best = best_per_track([(8.0, 1, 125), (3.0, 2, 600)], [(9.0, 1, 2500), (7.9, 1, 5000)])
-    z, offset, others = best[1]
-    assert z == 8.0 and offset == 40.0 and others == (2.0, 80.0)
+    best = best_per_track([Fit(8.0, 1, 125), Fit(3.0, 2, 600)], [Fit(9.0, 1, 2500), Fit(7.9, 1, 5000)])
+    assert best[1] == TrackFit(8.0, 40.0, (2.0, 80.0))
     # A track whose candidates fit weakly is no answer, however well the scan fits it somewhere.
-    weak = best_per_track([(5.0, 1, 125), (4.8, 2, 600)], [(9.0, 1, 2500)])
-    assert weak[1][0] == 5.0 and rank(weak, THRESHOLD, 5) == []
+    weak = best_per_track([Fit(5.0, 1, 125), Fit(4.8, 2, 600)], [Fit(9.0, 1, 2500)])
+    assert weak[1].z == 5.0
+    assert not [e for e in fusion.combine(weak, {}, THRESHOLD) if e.is_match]

@@ -1,60 +1,14 @@
 """ear behind the real Nginx with the shipped `nginx/ear.conf`, in front of a real Gunicorn."""
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, free_port
+from helpers import start_nginx, stop_nginx
 from synth import encode, song, write
 
 AUTH = {"Authorization": "Bearer test-token"}
-
-
-def start_nginx(upstream_port: int, site_port: int | None = None) -> tuple[str, Path]:
-    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped
-    in; the rest of the site is a fixed page, or the site app on `site_port`."""
-    # Its workers run as `nobody` when started by root: their temp dirs must be reachable, and
-    # pytest's tmp_path (0700) is not.
-    prefix = Path(tempfile.mkdtemp(prefix="ear-nginx-"))
-    os.chmod(prefix, 0o755)
-    port = free_port()
-    location = (REPO / "nginx/ear.conf").read_text().replace("127.0.0.1:5001", f"127.0.0.1:{upstream_port}")
-    (prefix / "ear.conf").write_text(location)
-    temp = "\n".join(f"    {name}_temp_path {prefix}/{name}_temp;"
-                     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    site = (f"proxy_pass http://127.0.0.1:{site_port}; proxy_set_header Host $http_host;"
-            if site_port else 'return 200 "the personal site\\n";')
-    (prefix / "nginx.conf").write_text(f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log {prefix}/access.log;
-{temp}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
-        location / {{ {site} }}
-        include {prefix}/ear.conf;
-    }}
-}}
-""")
-    subprocess.run(["nginx", "-t", "-p", str(prefix), "-e", str(prefix / "error.log"),
-                    "-c", str(prefix / "nginx.conf")], check=True, capture_output=True)
-    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
-                    "-c", str(prefix / "nginx.conf")], check=True)
-    return f"http://127.0.0.1:{port}", prefix
-
-
-def stop_nginx(prefix: Path) -> None:
-    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
-                    "-c", str(prefix / "nginx.conf"), "-s", "quit"], check=False)
-    subprocess.run(["rm", "-rf", str(prefix)], check=False)
 
 
 @pytest.fixture

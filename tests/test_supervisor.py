@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REPO, free_port
+from helpers import REPO, free_port
 from synth import song, write
 
 AUTH = {"Authorization": "Bearer test-token"}

@@ -6,34 +6,41 @@ import json
 import sys
 import time
 
-from .catalog import Catalog, PreparedTrack, audio_files
+from . import params
+from .catalog import Catalog
 from .config import Config, load_config
-from .decode import decode
-from .embed import configure_threads
+from .db import METADATA_FIELDS
+from .decode import decode_query
+from .embed import shared_model
 from .errors import EarError
+from .identify import identify
+from .ingest import PreparedTrack, audio_files, embed_again, prepare
+from .runtime import configure_threads
+from .similar import Filters, similar_to_clip, similar_to_track
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
+# Measuring and training tools: their options are theirs, and their modules are imported only
+# when they run (ear.lab is never part of the service).
+_LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
+                 "train": "train the embedding model (resumable)"}
 
 
 def _candidate_count(raw: str) -> int:
-    """--candidates N: a whole number from 0 to 100 (as `?candidates=` over HTTP)."""
+    """--candidates N: as `?candidates=` over HTTP."""
     try:
-        n = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number") from None
-    if not 0 <= n <= 100:
-        raise argparse.ArgumentTypeError("must be between 0 and 100")
-    return n
+        return params.count(raw, "--candidates", default=0)
+    except EarError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ear", description=__doc__)
     parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")
     p.add_argument("paths", nargs="+")
-    for name in ("title", "artist", "album", "genre"):
+    for name in METADATA_FIELDS:
         p.add_argument(f"--{name}", help=f"{name} for every file (default: from its tags)")
 
     p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
@@ -64,21 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int)
 
-    p = sub.add_parser("eval", help="benchmark identification on degraded clips of a catalog")
-    from .eval import add_arguments
-    add_arguments(p)
+    for name, help_text in _LAB_COMMANDS.items():  # options: `ear NAME --help`
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
 
-    p = sub.add_parser("train", help="train the embedding model (resumable)")
-    from .train import add_arguments as train_arguments
-    train_arguments(p)
 
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(argv)
+    if args.command in _LAB_COMMANDS:
+        from .lab import main as lab
+        return lab.run(args.command, rest, args.data_dir)
+    if rest:
+        _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     config = load_config(data_dir=args.data_dir)
-    if args.command not in ("train", "serve"):  # train has --threads; serve sets them itself
+    if args.command != "serve":  # serve sets them itself, after the app's start-up
         configure_threads(config.torch_threads, config.torch_interop_threads)
-    handler = globals()["cmd_" + args.command]
     try:
-        return handler(config, args) or 0
+        return globals()["cmd_" + args.command](config, args) or 0
     except EarError as exc:
         print(f"ear: {exc.message}", file=sys.stderr)
         return 1
@@ -86,18 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def cmd_train(config: Config, args) -> int:
-    from .train import run
-    return run(args)
-
-
 def cmd_ingest(config: Config, args) -> int:
     catalog = Catalog(config)
-    metadata = {k: getattr(args, k) for k in ("title", "artist", "album", "genre")}
+    metadata = {k: getattr(args, k) for k in METADATA_FIELDS}
     files = list(audio_files(args.paths))
     failures = 0
     batch: list[PreparedTrack] = []
-    progress = _Progress(len(files))
+    progress = Progress(len(files))
 
     def flush() -> None:
         for track, created in catalog.store(batch):
@@ -107,7 +111,7 @@ def cmd_ingest(config: Config, args) -> int:
 
     for path in files:
         try:
-            batch.append(catalog.prepare(path, name=str(path), metadata=metadata))
+            batch.append(prepare(path, config, shared_model(), name=str(path), metadata=metadata))
         except EarError as exc:
             failures += 1
             progress.line(f"skipped\t{path}\t{exc.code}: {exc.message}", err=True)
@@ -125,11 +129,10 @@ def cmd_identify(config: Config, args) -> int:
     catalog = Catalog(config)
 
     def answer(file: str) -> dict:
-        matches, candidates = catalog.identify_with_candidates(_query_samples(config, file),
-                                                              args.candidates)
-        result = {"matches": [m.to_json() for m in matches]}
+        found = identify(catalog, decode_query(file, config), candidates=args.candidates)
+        result = {"matches": [m.to_json() for m in found.matches]}
         if args.candidates:
-            result["candidates"] = [m.to_json() for m in candidates]
+            result["candidates"] = [m.to_json() for m in found.candidates]
         return result
 
     def describe(file: str, result: dict) -> None:
@@ -153,13 +156,13 @@ def cmd_similar(config: Config, args) -> int:
         return 2
     catalog = Catalog(config)
     k = args.k or config.top_k
-    filters = {"artist": args.artist, "genre": args.genre, "exclude_artist": args.exclude_artist}
+    filters = Filters(args.artist, args.genre, args.exclude_artist)
 
     def like_track() -> dict:
-        return {"matches": [s.to_json() for s in catalog.similar_to_track(args.track, k, **filters)]}
+        return {"matches": [s.to_json() for s in similar_to_track(catalog, args.track, k, filters)]}
 
     def like_clip(file: str) -> dict:
-        identified, found = catalog.similar_to_clip(_query_samples(config, file), k, **filters)
+        identified, found = similar_to_clip(catalog, decode_query(file, config), k, filters)
         return {"identified": identified.to_json() if identified else None,
                 "matches": [s.to_json() for s in found]}
 
@@ -174,10 +177,6 @@ def cmd_similar(config: Config, args) -> int:
                else [(f, lambda f=f: like_clip(f)) for f in args.files])
     _answer_each(queries, args.json, describe)
     return 0
-
-
-def _query_samples(config: Config, file: str):
-    return decode(file, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
 
 
 def _answer_each(queries, as_json: bool, describe) -> None:
@@ -200,9 +199,10 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 def cmd_reindex(config: Config, args) -> int:
     catalog = Catalog(config)
     if args.reembed:
-        done, missing = catalog.reembed()
-        print(f"embedded {done} tracks again" + (f"; {len(missing)} sources gone (their old "
-                                                  f"vectors kept): {missing}" if missing else ""))
+        embeddings, missing = embed_again(catalog.tracks(), config, shared_model())
+        catalog.replace_vectors(embeddings)
+        print(f"embedded {len(embeddings)} tracks again" + (
+            f"; {len(missing)} sources gone (their old vectors kept): {missing}" if missing else ""))
     started = time.perf_counter()
     catalog.rebuild_index(force=True)
     print(f"embedding indexes rebuilt: {catalog.index.window_count} windows "
@@ -245,12 +245,7 @@ def cmd_serve(config: Config, args) -> int:
     return 0
 
 
-def cmd_eval(config: Config, args) -> int:
-    from .eval import run
-    return run(config, args)
-
-
-class _Progress:
+class Progress:
     """Lines on stdout; on a terminal, a bar on stderr below them."""
 
     def __init__(self, total: int):

@@ -1,28 +1,53 @@
-"""All of ear's settings, in one place: environment and `.env` over typed defaults."""
+"""All of ear's settings, in one place: environment and `.env` over typed defaults.
+
+Each setting is declared once, with its help; `.env.example` is that list written out
+(`python -m ear.config > .env.example`), and a test keeps the two the same.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+import sys
+import textwrap
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 
 from dotenv import load_dotenv
 
 
+def _setting(default, help: str) -> Field:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path = Path("data")
-    admin_token: str = ""  # empty: admin routes are refused, never open
-    max_upload_mb: int = 50
-    max_query_seconds: float = 30.0
-    max_track_seconds: float = 3 * 3600.0
-    decode_timeout_s: float = 60.0  # per query; tracks get a longer limit scaled by their length cap
-    port: int = 5001
-    match_threshold: float = 7.5  # verification z-score below which the answer is "no match"
-    top_k: int = 5
-    torch_threads: int = 1  # the VPS's cores are shared with the web site
-    torch_interop_threads: int = 1
-    allow_playback: bool = False  # serve catalog audio to the widget's play button
-    cors_origins: str = ""  # comma-separated origins allowed to call ear from a browser (dev)
+    data_dir: Path = _setting(
+        Path("data"), "Where the catalog lives: SQLite database, fingerprint files and embedding indexes.")
+    admin_token: str = _setting(
+        "", "Bearer token for POST /tracks and DELETE /tracks/<id>. Empty: changes over HTTP are "
+            "refused, never open.")
+    max_upload_mb: int = _setting(50, "Largest upload accepted, in MB (HTTP 413 above it).")
+    max_query_seconds: float = _setting(30.0, "Longest query accepted, in seconds (HTTP 413 above it).")
+    max_track_seconds: float = _setting(3 * 3600.0, "Longest catalog track accepted, in seconds.")
+    decode_timeout_s: float = _setting(
+        60.0, "Wall-clock limit for decoding one query, in seconds (tracks get max_track_seconds "
+              "/ 20 if longer).")
+    port: int = _setting(
+        5001, "Port of `ear serve` and of Gunicorn (deploy/gunicorn.conf.py binds 127.0.0.1 on it).")
+    match_threshold: float = _setting(
+        7.5, "Verification z-score a match needs; below it ear answers \"no match\". Higher: fewer "
+             "false positives, fewer matches on noisy clips (see `ear eval`).")
+    top_k: int = _setting(5, "Matches returned at most.")
+    torch_threads: int = _setting(
+        1, "CPU threads torch may use for the embedding model. Keep 1 on a small VPS: the web site "
+           "needs the other core.")
+    torch_interop_threads: int = _setting(1, "torch's inter-op threads (as EAR_TORCH_THREADS).")
+    allow_playback: bool = _setting(
+        False, "Let the widget's play button stream catalog audio (GET /tracks/<id>/audio, with "
+               "HTTP ranges).")
+    cors_origins: str = _setting(
+        "", "Browser origins allowed to call ear directly (CORS), comma-separated; for local "
+            "development, e.g. http://localhost:8000 when the site redirects /ear/ to port 5001. "
+            "Empty: none.")
 
     @property
     def db_path(self) -> Path:
@@ -37,7 +62,8 @@ class Config:
         return self.data_dir / "embeddings"
 
 
-_ENV_NAMES = {f.name: "EAR_" + f.name.upper() for f in fields(Config)}
+def env_name(name: str) -> str:
+    return "EAR_" + name.upper()
 
 
 def _parse_bool(raw: str) -> bool:
@@ -54,15 +80,32 @@ def load_config(env_file: str | os.PathLike | None = None, **overrides) -> Confi
     load_dotenv(env_file or Path.cwd() / ".env", override=False)
     values = {}
     for f in fields(Config):
-        raw = os.environ.get(_ENV_NAMES[f.name])
+        raw = os.environ.get(env_name(f.name))
         if raw is None or raw == "":
             continue
-        kind = type(getattr(Config, f.name))
+        kind = type(f.default)
         try:
             values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
         except ValueError as exc:
-            raise SystemExit(f"{_ENV_NAMES[f.name]}={raw!r}: not a valid {kind.__name__}") from exc
+            raise SystemExit(f"{env_name(f.name)}={raw!r}: not a valid {kind.__name__}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"]).expanduser()
     return replace(Config(), **values)
+
+
+def env_example() -> str:
+    """Every setting with its help and its default, as `.env.example` holds them."""
+    lines = ["# ear reads EAR_* from the environment; this file (copied to .env) fills in what is not set.",
+             "# Every value below is the built-in default. Written by `python -m ear.config`.", ""]
+    for f in fields(Config):
+        lines += textwrap.wrap(f.metadata["help"], 98, initial_indent="# ", subsequent_indent="# ")
+        default = str(f.default).lower() if isinstance(f.default, bool) else f.default
+        if isinstance(default, float) and default.is_integer():
+            default = int(default)
+        lines += [f"{env_name(f.name)}={default}", ""]
+    return "\n".join(lines[:-1]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(env_example())

@@ -13,6 +13,7 @@ from peewee import (AutoField, CharField, DateTimeField, FloatField, IntegerFiel
                     SqliteDatabase, TextField)
 
 database = SqliteDatabase(None)
+METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
 
 
 class BaseModel(Model):

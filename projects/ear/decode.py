@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from .config import Config
 from .errors import BadAudio
 
 SAMPLE_RATE = 16000
@@ -66,6 +67,18 @@ def decode(
     if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
         raise BadAudio("silent", "The audio is silent.", 422)
     return samples
+
+
+def decode_query(source: bytes | str | os.PathLike, config: Config) -> np.ndarray:
+    """`decode` with the limits of a query (a visitor's clip, an upload to /identify)."""
+    return decode(source, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
+
+
+def decode_track(source: bytes | str | os.PathLike, config: Config) -> np.ndarray:
+    """`decode` with the limits of a catalog track: it may be hours long, so its time limit
+    scales with the length cap."""
+    return decode(source, max_seconds=config.max_track_seconds,
+                  timeout_s=max(config.decode_timeout_s, config.max_track_seconds / 20))
 
 
 def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> dict[str, str]:

@@ -6,7 +6,6 @@ float16 next to the settings they were trained with.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 from pathlib import Path
 
@@ -176,30 +175,3 @@ def shared_model() -> Model:
     if _shared is None:
         _shared = Model()
     return _shared
-
-
-def page_out_torch() -> None:
-    """Hand the pages of torch's libraries that this process has touched back to the kernel
-    (madvise MADV_PAGEOUT). For Gunicorn's master: it loads the model for the worker to inherit
-    but never runs it, and the tens of MB of library code its import ran would otherwise stay
-    mapped in it alone, counted as its private memory. The worker maps what it uses itself."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split()
-            if len(fields) >= 6 and "/torch/lib/" in fields[5]:
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                libc.madvise(start, end - start, _MADV_PAGEOUT)  # a no-op where unsupported
-
-
-_MADV_PAGEOUT = 21  # Linux ≥ 5.4
-
-
-def configure_threads(threads: int, interop_threads: int) -> None:
-    """Limit torch's CPU threads (the VPS has 1–2 cores shared with the web site)."""
-    torch.set_num_threads(max(1, threads))
-    try:
-        torch.set_num_interop_threads(max(1, interop_threads))
-    except RuntimeError:  # only settable before the first parallel work; keep what is set
-        pass

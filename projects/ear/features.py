@@ -49,16 +49,16 @@ def spectrogram(samples: np.ndarray) -> np.ndarray:
     return torch.log(spec.abs() + 1e-6).T.contiguous().numpy()
 
 
-def _max_filter(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Running maximum over ±radius along axis, by doubling window widths (O(n log r))."""
+def running_max(x: np.ndarray, radius: int, axis: int = 0) -> np.ndarray:
+    """max(x[i − radius : i + radius + 1]) along `axis` for every i (the edges see fewer), by
+    doubling window widths: O(n log radius) in vectorised steps."""
     if radius <= 0:
         return x
     x = np.moveaxis(x, axis, 0)
     width = 2 * radius + 1
-    padded = np.concatenate([np.full((radius,) + x.shape[1:], -np.inf, x.dtype), x,
-                             np.full((radius,) + x.shape[1:], -np.inf, x.dtype)])
-    out = padded.copy()
-    span = 1
+    pad = np.full((radius,) + x.shape[1:], -np.inf, x.dtype)
+    out = np.concatenate([pad, x, pad])
+    span = 1  # out[i] = max(padded x[i : i + span])
     while span * 2 <= width:
         out[:-span] = np.maximum(out[:-span], out[span:])
         span *= 2
@@ -114,7 +114,7 @@ def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray,
     spec = spectrogram(samples)
     audible = spec > _FLOOR
     spec -= _running_mean(spec.mean(axis=1, keepdims=True), _LEVEL_RADIUS)
-    local_max = _max_filter(_max_filter(spec, density.freq_radius, 1), density.time_radius, 0)
+    local_max = running_max(running_max(spec, density.freq_radius, 1), density.time_radius, 0)
     is_peak = (spec == local_max) & (spec > 0) & audible
     # A plateau (digital silence, a clipped tone) is no peak: ask for a drop on both sides.
     is_peak[:, 1:-1] &= (spec[:, 1:-1] > spec[:, :-2]) & (spec[:, 1:-1] > spec[:, 2:])

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from .match import confidence, fingerprint_suffices, runner_ups
+from .match import TrackFit, confidence, fingerprint_suffices, runner_ups
 
 NEIGHBOURS = 10  # stored windows fetched per query window
 SEARCH_K = 500  # Annoy nodes inspected per window: recall@10 0.92 vs 0.74 at the default (docs)
@@ -21,26 +22,35 @@ PROPOSALS = 8  # embedding candidates handed to fingerprint verification
 QUERY_HOP_S = 0.5
 _OFFSET_BIN_S = 0.5
 
-# Calibrated with `ear eval` on 400 clips of unknown music (Nexuiz, Frets on Fire): their best
-# embedding score was 0.107 at most, and none passed the fused rule below (both kinds of
-# evidence at the same offset, z + 30 × score ≥ 7.5); weight 50 let 3 of 400 through.
-EMBEDDING_SCORE = 0.12  # mean window margin at the best offset
-FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × embedding score
+# Both rules are set just above what unknown music reaches in `ear eval` (docs/calibration.md).
+# The fused score is its own scale, calibrated apart from EAR_MATCH_THRESHOLD, which is the
+# fingerprint's alone.
+EMBEDDING_SCORE = 0.12  # mean window margin at the best offset: the embeddings alone suffice
+FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × embedding score, where both agree on the offset
 EMBEDDING_WEIGHT = 30.0
-_OFFSET_TRUST_Z = 4.0
+_OFFSET_TRUST_Z = 4.0  # below it a fingerprint fit's offset is noise
 _AGREE_S = 1.0
+
+
+class Vote(NamedTuple):
+    """The embeddings' evidence for one track."""
+
+    score: float  # mean window margin at the best offset
+    offset_s: float
 
 
 @dataclass(frozen=True)
 class Evidence:
+    """Everything known of one track's fit to a query, and whether it is a match."""
+
     track_id: int
     offset_s: float
     fingerprint_z: float
     embedding_score: float
-    other_offsets_s: tuple[float, ...] = ()
-    agree: bool = False  # both kinds of evidence put the clip at the same place in the track
-    fingerprint_threshold: float = 7.5  # EAR_MATCH_THRESHOLD: the fingerprint alone suffices
-    runner_up_z: float = 0.0  # the best fingerprint z-score of any other track
+    other_offsets_s: tuple[float, ...]
+    agree: bool  # both kinds of evidence put the clip at the same place in the track
+    threshold: float  # EAR_MATCH_THRESHOLD: the z-score at which the fingerprint alone suffices
+    runner_up_z: float  # the best fingerprint z-score of any other track
 
     @property
     def fused(self) -> float:
@@ -49,14 +59,14 @@ class Evidence:
     @property
     def kinds(self) -> list[str]:
         found = []
-        if fingerprint_suffices(self.fingerprint_z, self.runner_up_z, self.fingerprint_threshold):
+        if fingerprint_suffices(self.fingerprint_z, self.runner_up_z, self.threshold):
             found.append("fingerprint")
         if self.embedding_score >= EMBEDDING_SCORE:
             found.append("embedding")
         return found
 
     @property
-    def accepted(self) -> bool:
+    def is_match(self) -> bool:
         # Together, two weak kinds of evidence count only where they agree on the offset: by
         # chance they rarely do, even in music that sounds alike.
         return bool(self.kinds) or (self.agree and self.fused >= FUSED_SCORE)
@@ -67,8 +77,8 @@ class Evidence:
 
 
 def embedding_votes(neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    query_starts: np.ndarray) -> dict[int, tuple[float, float]]:
-    """{track: (score, offset in s)} for every track among the neighbours.
+                    query_starts: np.ndarray) -> dict[int, Vote]:
+    """A vote for every track among the neighbours.
 
     A window's evidence for (track, offset) is how much nearer that stored window is than the
     window's farthest neighbour: music of the same kind is near everything alike, a true match
@@ -92,26 +102,32 @@ def embedding_votes(neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         if score > per_track.get(track, (-1.0, 0.0))[0]:
             per_track[track] = (score, b * _OFFSET_BIN_S)
     n = len(neighbours)
-    return {t: (score / n, offset) for t, (score, offset) in per_track.items()}
+    return {t: Vote(score / n, offset) for t, (score, offset) in per_track.items()}
 
 
-def proposals(votes: dict[int, tuple[float, float]]) -> list[tuple[int, float]]:
-    ranked = sorted(votes.items(), key=lambda kv: -kv[1][0])[:PROPOSALS]
-    return [(track, offset) for track, (_, offset) in ranked]
+def ranked(votes: dict[int, Vote]) -> list[tuple[int, Vote]]:
+    """(track, vote), best score first."""
+    return sorted(votes.items(), key=lambda kv: -kv[1].score)
 
 
-def combine(fingerprint: dict[int, tuple[float, float, tuple[float, ...]]],
-            votes: dict[int, tuple[float, float]], threshold: float) -> list[Evidence]:
+def proposals(votes: dict[int, Vote]) -> list[tuple[int, float]]:
+    """(track, offset in s) of the best votes, for the fingerprint verifier."""
+    return [(track, vote.offset_s) for track, vote in ranked(votes)[:PROPOSALS]]
+
+
+def combine(fingerprint: dict[int, TrackFit], votes: dict[int, Vote],
+            threshold: float) -> list[Evidence]:
     """Every track with any evidence, best fused score first.
 
-    `fingerprint`: {track: (z, offset s, other offsets)}; `votes`: {track: (score, offset s)}.
     The offset is the fingerprint's when it has one (it is exact to a frame). `threshold` is
     the z-score at which the fingerprint alone is an answer."""
     out = []
     others = runner_ups(fingerprint)
+    no_fit, no_vote = TrackFit(0.0, 0.0), Vote(0.0, 0.0)
     for track in set(fingerprint) | set(votes):
-        z, offset, repeats = fingerprint.get(track, (0.0, 0.0, ()))
-        score, ml_offset = votes.get(track, (0.0, 0.0))
+        fit = fingerprint.get(track, no_fit)
+        z, offset, repeats = fit.z, fit.offset_s, fit.other_offsets_s
+        score, ml_offset = votes.get(track, no_vote)
         agree = track in fingerprint and track in votes and abs(offset - ml_offset) <= _AGREE_S
         if z < _OFFSET_TRUST_Z and score > 0 and not agree:  # a weak fit's offset is noise
             offset, repeats = ml_offset, ()

@@ -12,22 +12,22 @@ memory). Removal records the track as removed; merges drop its keys.
 Beside its landmarks, a segment keeps each track's spectral peaks, 2 bytes a peak (frame step
 from the previous peak, bin), so that a candidate match can be verified peak by peak.
 
-`manifest.json` names the live segments. It is replaced atomically (write, fsync, rename), so
+`manifest.json` names the live segments. It is replaced atomically (`storage.replacing`), so
 readers see either the old set of files or the new one. Writers serialise on an flock.
 """
 from __future__ import annotations
 
 import copy
-import fcntl
-import json
 import mmap
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from .storage import locked, read_json, replacing, stamp, write_json
 
 
 TRACK_BITS, TIME_BITS = 20, 22
@@ -40,14 +40,30 @@ MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the c
 _FENCE = 4096 // 8  # keys a page
 
 
+KEY_BYTES = 8
+
+
+@dataclass
+class Segment:
+    """One segment's files, as the manifest names them."""
+
+    file: str  # sorted uint64 landmark keys
+    count: int  # keys in it
+    tracks: list[int]  # the tracks whose peaks `peaks_file` holds, ascending
+    peaks_file: str  # their encoded peaks, one track after another
+    peak_offsets: list[int]  # where tracks[i]'s peaks start in peaks_file; one more marks the end
+
+
 @dataclass
 class Manifest:
     generation: int = 0
     next_track_id: int = 1
-    # {"file", "count", "tracks", "peaks_file", "peak_offsets"}: peak_offsets[i] is where
-    # tracks[i]'s peaks start in peaks_file (one more entry marks the end).
-    segments: list[dict] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        return cls(**{**data, "segments": [Segment(**s) for s in data.get("segments", [])]})
 
 
 @dataclass
@@ -153,7 +169,7 @@ class HashTable:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._manifest_path = self.directory / "manifest.json"
-        self._loaded_stamp: tuple | None = None
+        self._loaded_stamp = None
         self._view = _View(Manifest(), [], [], {}, np.zeros(0, np.int64))
         self._draft = Manifest()  # what a writer is changing, saved by _save
         self._obsolete: list[str] = []
@@ -162,28 +178,22 @@ class HashTable:
     # ---- reading -------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up changes another process made (cheap when nothing changed: one stat)."""
-        try:
-            st = self._manifest_path.stat()
-        except FileNotFoundError:
+        now = stamp(self._manifest_path)
+        if now is None or now == self._loaded_stamp:
             return
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == self._loaded_stamp:
-            return
-        manifest = Manifest(**json.loads(self._manifest_path.read_text()))
+        manifest = Manifest.from_json(read_json(self._manifest_path))
         # Segments are immutable: the ones this process has already opened are reused.
         opened = {seg.name: seg for seg in self._view.segments}
         segments, peak_files, peaks = [], [], {}
         for seg in manifest.segments:
-            segments.append(opened.get(seg["file"])
-                            or _Segment(self.directory / seg["file"], seg["count"]))
-            peak_file = _Mapped(self.directory / seg["peaks_file"], np.uint16, seg["peak_offsets"][-1])
+            segments.append(opened.get(seg.file) or _Segment(self.directory / seg.file, seg.count))
+            peak_file = _Mapped(self.directory / seg.peaks_file, np.uint16, seg.peak_offsets[-1])
             peak_files.append(peak_file)
-            offsets = seg["peak_offsets"]
-            for j, track in enumerate(seg["tracks"]):
-                peaks[track] = peak_file.array[offsets[j]:offsets[j + 1]]
+            for j, track in enumerate(seg.tracks):
+                peaks[track] = peak_file.array[seg.peak_offsets[j]:seg.peak_offsets[j + 1]]
         self._view = _View(manifest, segments, peak_files, peaks,
                            np.array(sorted(manifest.removed), np.int64))
-        self._loaded_stamp = stamp
+        self._loaded_stamp = now
 
     @property
     def manifest(self) -> Manifest:
@@ -192,10 +202,10 @@ class HashTable:
 
     @property
     def landmark_count(self) -> int:
-        return sum(seg["count"] for seg in self.manifest.segments)
+        return sum(seg.count for seg in self.manifest.segments)
 
     def track_ids(self) -> set[int]:
-        ids = {t for seg in self.manifest.segments for t in seg["tracks"]}
+        ids = {t for seg in self.manifest.segments for t in seg.tracks}
         return ids - set(self.manifest.removed)
 
     def peaks_of(self, track_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,19 +272,15 @@ class HashTable:
     @contextmanager
     def writing(self) -> Iterator["HashTable"]:
         """Hold the writers' lock, with the newest manifest loaded."""
-        with open(self.directory / "lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self.refresh()
-                self._draft = copy.deepcopy(self._view.manifest)
-                self._sweep()
-                yield self
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with locked(self.directory / "lock"):
+            self.refresh()
+            self._draft = copy.deepcopy(self._view.manifest)
+            self._sweep()
+            yield self
 
     def _sweep(self) -> None:
         """Delete segment files no manifest names: leftovers of a writer that crashed."""
-        named = {f for s in self._draft.segments for f in (s["file"], s["peaks_file"])}
+        named = {f for s in self._draft.segments for f in (s.file, s.peaks_file)}
         for path in self.directory.glob("seg-*"):
             if path.name not in named:
                 path.unlink(missing_ok=True)
@@ -301,9 +307,7 @@ class HashTable:
         peaks = [tracks[t][1] for t in ids]
         name, _ = self._write_segment([keys])
         peaks_file, _ = self._write_segment(peaks)
-        self._draft.segments.append({
-            "file": name, "count": int(keys.size), "tracks": ids, "peaks_file": peaks_file,
-            "peak_offsets": np.concatenate([[0], np.cumsum([p.size for p in peaks])]).astype(int).tolist()})
+        self._draft.segments.append(Segment(name, int(keys.size), ids, peaks_file, _offsets(peaks)))
         self._compact()
         self._save()
 
@@ -323,74 +327,58 @@ class HashTable:
         # before it: segment sizes grow geometrically, so there are O(log n) of them and each
         # landmark is rewritten O(log n) times, never the whole table on every add.
         segs = self._draft.segments
-        while len(segs) >= 2 and segs[-1]["count"] * 2 >= segs[-2]["count"]:
+        while len(segs) >= 2 and segs[-1].count * 2 >= segs[-2].count:
             self._merge([len(segs) - 2, len(segs) - 1])
             segs = self._draft.segments
 
     def _merge(self, positions: list[int]) -> None:
         chosen = [self._draft.segments[p] for p in positions]
-        arrays = [_Mapped(self.directory / s["file"], np.uint64, s["count"]).array for s in chosen]
+        arrays = [_Mapped(self.directory / s.file, np.uint64, s.count).array for s in chosen]
         removed = np.array(self._draft.removed, np.uint64)
         name, total = self._write_segment(_merged_slices(arrays, removed))
         removed_set = set(self._draft.removed)
         peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
-            peaks = _Mapped(self.directory / s["peaks_file"], np.uint16, s["peak_offsets"][-1]).array
-            offsets = s["peak_offsets"]
-            for j, track in enumerate(s["tracks"]):
+            peaks = _Mapped(self.directory / s.peaks_file, np.uint16, s.peak_offsets[-1]).array
+            for j, track in enumerate(s.tracks):
                 if track not in removed_set:
-                    peak_parts.append((track, peaks[offsets[j]:offsets[j + 1]]))
+                    peak_parts.append((track, peaks[s.peak_offsets[j]:s.peak_offsets[j + 1]]))
         peak_parts.sort(key=lambda item: item[0])
-        peaks_file, _ = self._write_segment(part for _, part in peak_parts)
-        offsets_out = np.concatenate([[0], np.cumsum([p.size for _, p in peak_parts])]).astype(int).tolist()
-        tracks = [track for track, _ in peak_parts]
+        parts = [part for _, part in peak_parts]
+        peaks_file, _ = self._write_segment(parts)
         first = min(positions)
         kept = [s for p, s in enumerate(self._draft.segments) if p not in positions]
-        kept.insert(first, {"file": name, "count": total, "tracks": tracks,
-                            "peaks_file": peaks_file, "peak_offsets": offsets_out})
+        kept.insert(first, Segment(name, total, [track for track, _ in peak_parts], peaks_file,
+                                   _offsets(parts)))
         self._draft.segments = kept
         # A removed id that no segment holds any more need not be remembered.
-        still_held = {t for s in kept for t in s["tracks"]}
+        still_held = {t for s in kept for t in s.tracks}
         self._draft.removed = [t for t in self._draft.removed if t in still_held]
-        self._obsolete += [f for s in chosen for f in (s["file"], s["peaks_file"])]
-
-    def _new_segment_path(self) -> tuple[str, Path]:
-        self._draft.generation += 1
-        name = f"seg-{self._draft.generation:08d}.bin"
-        return name, self.directory / (name + ".tmp")
+        self._obsolete += [f for s in chosen for f in (s.file, s.peaks_file)]
 
     def _write_segment(self, chunks: Iterable[np.ndarray]) -> tuple[str, int]:
         """Write arrays one after another into a new durable file; (its name, items written)."""
-        name, tmp = self._new_segment_path()
+        self._draft.generation += 1
+        name = f"seg-{self._draft.generation:08d}.bin"
         count = 0
-        with open(tmp, "wb") as out:
+        with replacing(self.directory / name) as out:
             for chunk in chunks:
                 out.write(np.asarray(chunk).tobytes())
                 count += chunk.size
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.directory / name)
         return name, count
 
     def _save(self) -> None:
-        tmp = self._manifest_path.with_suffix(".tmp")
-        data = json.dumps(self._draft.__dict__, separators=(",", ":"))
-        with open(tmp, "w") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self._manifest_path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_json(self._manifest_path, asdict(self._draft))
         # Files replaced by a merge go only once the manifest that no longer names them is
         # durable; readers that still map them keep their pages until they refresh.
         for name in self._obsolete:
             (self.directory / name).unlink(missing_ok=True)
         self._obsolete = []
         self.refresh()
+
+
+def _offsets(parts: list[np.ndarray]) -> list[int]:
+    return np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(int).tolist()
 
 
 def _merged_slices(arrays: list[np.ndarray], removed: np.ndarray) -> Iterator[np.ndarray]:

@@ -8,10 +8,7 @@ names, then swaps the manifest by atomic rename: queries keep using the old mmap
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from .embed import unit
+from .storage import commit, locked, read_json, replacing, stamp, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ class EmbeddingIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim = dim  # of window vectors
         self.track_dim = track_dim
-        self._stamp: tuple[int, int] | None = None
+        self._stamp = None
         self._manifest: dict = {}
         self._built = _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
         self._pending = _empty_pending(dim, track_dim)
@@ -63,20 +61,15 @@ class EmbeddingIndex:
     # ---- reading ---------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up a new generation if a writer swapped the manifest (cheap when nothing did)."""
-        path = self.folder / "manifest.json"
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+        now = stamp(self.folder / "manifest.json")
+        if now is None or now == self._stamp:
             return
-        stamp = (st.st_mtime_ns, st.st_ino)
-        if stamp == self._stamp:
-            return
-        manifest = json.loads(path.read_text())
+        manifest = self._read_manifest()
         if manifest.get("built") != self._manifest.get("built"):
             self._built = self._open_built(manifest.get("built"))
         self._pending = self._open_pending(manifest.get("pending", []))
         self._removed = np.asarray(manifest.get("removed", []), np.int64)
-        self._manifest, self._stamp = manifest, stamp
+        self._manifest, self._stamp = manifest, now
 
     @property
     def removed(self) -> set[int]:
@@ -136,8 +129,7 @@ class EmbeddingIndex:
     # ---- writing ---------------------------------------------------------------------------
     @contextmanager
     def _locked(self, name: str) -> Iterator[dict]:
-        with open(self.folder / name, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.folder / name):
             yield self._read_manifest()
 
     def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
@@ -147,15 +139,11 @@ class EmbeddingIndex:
             return
         arrays = _pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
-        tmp = self.folder / (name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with replacing(self.folder / name) as fh:
             np.savez(fh, window_vectors=arrays.window_vectors.astype(np.float16),
                      window_items=arrays.window_items,
                      track_vectors=arrays.track_vectors.astype(np.float16),
                      track_ids=arrays.track_ids)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.folder / name)
         with self._locked(".write.lock") as manifest:
             manifest["pending"] = [*manifest.get("pending", []), name]
             self._write_manifest(manifest)
@@ -239,23 +227,17 @@ class EmbeddingIndex:
             index.build(trees, n_jobs=1)
             index.unload()
             items = np.concatenate([old_items[keep_old], new_items[keep_new]])
-            _save_npy(self.folder / names[items_key], items)
-            _fsync(tmp)
-            tmp.replace(self.folder / names[kind])
+            with replacing(self.folder / names[items_key]) as fh:
+                np.save(fh, np.ascontiguousarray(items))
+            commit(tmp, self.folder / names[kind])
         return names
 
     # ---- files -----------------------------------------------------------------------------
     def _read_manifest(self) -> dict:
-        path = self.folder / "manifest.json"
-        return json.loads(path.read_text()) if path.exists() else {"generation": 0}
+        return read_json(self.folder / "manifest.json") or {"generation": 0}
 
     def _write_manifest(self, manifest: dict) -> None:
-        tmp = self.folder / "manifest.json.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(manifest, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.folder / "manifest.json")
+        write_json(self.folder / "manifest.json", manifest)
 
     def _open_built(self, names: dict | None) -> _Built:
         if not names:
@@ -302,18 +284,3 @@ def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 def _track_column(items: np.ndarray) -> np.ndarray:
     return items[:, 0] if items.ndim == 2 else items
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

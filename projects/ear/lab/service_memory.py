@@ -1,7 +1,7 @@
 """The memory of a real Gunicorn serving a catalog, idle and after queries (`ear eval`'s last
-table). Run as its own process (`python -m ear.service_memory DATA_DIR COUNT FILES.json`), which
-imports neither torch nor numpy: pages of their libraries that the measuring process also mapped
-would count as shared, not as the service's own.
+table). Run as its own process (`python -m ear.lab.service_memory DATA_DIR COUNT FILES.json
+GUNICORN_CONF`), which imports neither torch nor numpy: pages of their libraries that the
+measuring process also mapped would count as shared, not as the service's own.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import urllib.request
 from pathlib import Path
 
 
-def service_memory(data_dir: Path, files: list[str], count: int) -> str:
-    """Start Gunicorn on the eval catalog as production does, and read the memory of its
-    master and worker from /proc/PID/smaps_rollup, idle and after `count` queries (the query
-    files in turn; every fourth one to /similar, the others to /identify)."""
+def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> str:
+    """Start Gunicorn on the eval catalog as production does (with the settings in `conf`),
+    and read the memory of its master and worker from /proc/PID/smaps_rollup, idle and after
+    `count` queries (the query files in turn; every fourth one to /similar, the others to
+    /identify)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    conf = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
     env = {**os.environ, "EAR_DATA_DIR": str(data_dir.resolve()), "EAR_PORT": str(port)}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,8 +66,8 @@ def _smaps(pid: int) -> dict[str, int]:
 
 
 def main() -> int:
-    data_dir, count, listing = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-    print(service_memory(data_dir, json.loads(listing.read_text()), count))
+    data_dir, count, listing, conf = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+    print(service_memory(data_dir, json.loads(listing.read_text()), count, conf))
     return 0
 
 

@@ -10,26 +10,24 @@ import numpy as np
 import torch
 from annoy import AnnoyIndex
 
-from .catalog import Catalog
-from .db import Track, database
-from .decode import decode
-from .embed import LogMel
-from .index import TRACK_TREES
+from ..catalog import Catalog
+from ..db import Track
+from ..decode import decode_track
+from ..embed import LogMel
+from ..index import TRACK_TREES
 
 N_MFCC = 20
 
 
-def similarity_report(catalog: Catalog, labels_csv: str | None) -> str:
-    with database.connection_context():
-        tracks = list(Track.select().where(~Track.source.startswith("distractor:")).order_by(Track.id))
+def similarity_report(catalog: Catalog, tracks: list[Track], labels_csv: str | None) -> str:
+    """Precision@10 over `tracks` (the benchmark music, without distractors)."""
     labels = _labels(tracks, labels_csv)
     tracks = [t for t in tracks if t.id in labels]
     catalog.index.refresh()
     model = [catalog.index.track_vector(t.id) for t in tracks]
     tracks = [t for t, v in zip(tracks, model) if v is not None]
     model_vectors = np.stack([v for v in model if v is not None])
-    mfcc_vectors = np.stack([mfcc_stats(decode(t.source, max_seconds=3 * 3600, timeout_s=600))
-                             for t in tracks])
+    mfcc_vectors = np.stack([mfcc_stats(decode_track(t.source, catalog.config)) for t in tracks])
     # Standardise each MFCC statistic over the catalog, or c0 (loudness) decides everything.
     mfcc_vectors = (mfcc_vectors - mfcc_vectors.mean(0)) / (mfcc_vectors.std(0) + 1e-9)
     artists = [labels[t.id][0] for t in tracks]

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .catalog import audio_files
-from .decode import SAMPLE_RATE
-from .degrade import read_clip
-from .embed import DIM, Embedder, LogMel, WINDOW_S
-from .eval import noise_bank
+from ..decode import SAMPLE_RATE
+from ..embed import DIM, MODEL_PATH, Embedder, LogMel, Model, WINDOW_S, style_statistics
+from ..ingest import audio_files
+from ..storage import replacing
+from .degrade import noise_bank, opus_round_trip, random_room, read_clip
 
 WINDOW = int(WINDOW_S * SAMPLE_RATE)
 CONTEXT = int(1.2 * SAMPLE_RATE)  # audio before the window, for the reverb tail
 JITTER = int(0.5 * SAMPLE_RATE)
+_QUERY_OPUS_KBPS = 24  # the degraded view starts from an Opus-coded twin 70 % of the time
 
 
 def add_arguments(p) -> None:
@@ -45,7 +46,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .embed import MODEL_PATH
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -99,13 +99,13 @@ def run(args) -> int:
             print(f"step {step}/{args.steps} identify {i:.3f} similar {s:.3f} "
                   f"in-batch top-1 {h:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
         if step % 250 == 0 or step == args.steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step},
-                       checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            with replacing(checkpoint) as fh:
+                torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, fh)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    torch.save({"weights": weights, "version": f"ear-embed-{DIM}d-step{step}",
-                "trained_on": sorted({str(Path(d)) for d in args.music})}, out)
+    with replacing(out) as fh:  # a running ear never reads half a file
+        torch.save({"weights": weights, "version": f"ear-embed-{DIM}d-step{step}",
+                    "trained_on": sorted({str(Path(d)) for d in args.music})}, fh)
     _store_style_statistics(out, tracks)
     print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
@@ -114,7 +114,6 @@ def run(args) -> int:
 def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Keep, in the model file, the mean and spread over the training tracks of each style
     statistic (`embed.style_statistics`): style vectors are standardised with them."""
-    from .embed import Model, style_statistics
     model = Model(path)
     stats = np.stack([style_statistics(model.window_textures(clean.astype(np.float32) / 32767.0,
                                                              hop_s=2.0)[2])
@@ -122,8 +121,8 @@ def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarra
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["style_mean"] = torch.from_numpy(stats.mean(axis=0))
     state["style_std"] = torch.from_numpy(stats.std(axis=0) + 1e-6)
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)  # a running ear never reads half a file
+    with replacing(path) as fh:
+        torch.save(state, fh)
     print(f"style statistics of {len(tracks)} tracks stored in {path}", flush=True)
 
 
@@ -154,7 +153,7 @@ def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.nda
             continue
         stem = f"{len(names):04d}"
         np.save(folder / f"{stem}.npy", _int16(x))
-        np.save(folder / f"{stem}-opus.npy", _int16(_opus_round_trip(x)[: x.size]))
+        np.save(folder / f"{stem}-opus.npy", _int16(opus_round_trip(x, SAMPLE_RATE, _QUERY_OPUS_KBPS)))
         names[key] = stem
         listing.write_text(json.dumps(names, indent=1))
         print(f"decoded {path}", flush=True)
@@ -168,18 +167,6 @@ def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.nda
 
 def _int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1, 1) * 32767).astype(np.int16)
-
-
-def _opus_round_trip(x: np.ndarray) -> np.ndarray:
-    encoded = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-         "-i", "pipe:0", "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", "pipe:1"],
-        input=x.astype("<f4").tobytes(), capture_output=True, check=True).stdout
-    decoded = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", "pipe:0", "-ar", str(SAMPLE_RATE),
-         "-f", "f32le", "pipe:1"], input=encoded, capture_output=True, check=True).stdout
-    y = np.frombuffer(decoded, "<f4")
-    return np.pad(y, (0, max(0, x.size - y.size)))
 
 
 def _to_16k(x: np.ndarray) -> np.ndarray:
@@ -205,37 +192,11 @@ def _views(tracks, noise, batch: int, rng: np.random.Generator):
         span = int((WINDOW + CONTEXT) * speed) + 2
         x = source[start:start + span].astype(np.float32) / 32767
         x = np.interp(np.arange(WINDOW + CONTEXT) * speed, np.arange(x.size), x)
-        degraded.append(_room(x, noise, rng, heavy=True)[CONTEXT:])
+        degraded.append(random_room(x, noise, rng, True, SAMPLE_RATE)[CONTEXT:])
         u = int(rng.integers(CONTEXT, audio.size - WINDOW))
         if abs(u - t) < 2 * WINDOW:
             u = (t + audio.size // 2) % (audio.size - WINDOW - CONTEXT) + CONTEXT
         x = audio[u - CONTEXT:u + WINDOW].astype(np.float32) / 32767
-        other.append(_room(x, noise, rng, heavy=False)[CONTEXT:])
+        other.append(random_room(x, noise, rng, False, SAMPLE_RATE)[CONTEXT:])
     return (np.stack(clean), np.stack(degraded).astype(np.float32),
             np.stack(other).astype(np.float32))
-
-
-def _room(x: np.ndarray, noise: list[np.ndarray], rng: np.random.Generator,
-          heavy: bool) -> np.ndarray:
-    """Reverb, band limit, noise and gain, at random strengths."""
-    size = 1 << int(np.ceil(np.log2(2 * x.size)))
-    spec = np.fft.rfft(x, size)
-    if rng.random() < (0.8 if heavy else 0.3):
-        rt60 = rng.uniform(0.1, 1.2 if heavy else 0.5)
-        n = int(rt60 * SAMPLE_RATE)
-        ir = rng.standard_normal(n) * np.exp(-6.91 * np.arange(n) / n)
-        ir[: int(0.005 * SAMPLE_RATE)] = 0
-        ir *= np.sqrt(rng.uniform(0.1, 1.2) / np.sum(ir ** 2))
-        ir[0] = 1.0
-        spec *= np.fft.rfft(ir, size)
-    if rng.random() < (0.7 if heavy else 0.3):
-        freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
-        spec[(freqs < rng.uniform(50, 400)) | (freqs > rng.uniform(3000, 8000))] = 0
-    y = np.fft.irfft(spec, size)[: x.size]
-    if rng.random() < (0.9 if heavy else 0.5):
-        bank = noise[rng.integers(len(noise))]
-        start = int(rng.integers(0, bank.size - y.size))
-        snr_db = rng.uniform(-8, 20) if heavy else rng.uniform(10, 30)
-        n = bank[start:start + y.size]
-        y = y + n * np.sqrt(np.mean(y ** 2) / max(np.mean(n ** 2), 1e-12) / 10 ** (snr_db / 10))
-    return (y * 10 ** (rng.uniform(-10, 6) / 20)).astype(np.float32)

@@ -1,0 +1,42 @@
+"""A track's cover image: the picture attached to its file (ID3 APIC, FLAC/Vorbis picture, MP4
+cover), found by ffprobe once per file version and copied out by FFmpeg without re-encoding.
+The sources are the owner's own files, so they are read by path (only the `file` protocol).
+"""
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+IMAGE_TYPES = {"mjpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
+_TIMEOUT_S = 10
+
+
+def cover_type(source: str) -> str | None:
+    """The MIME type of the file's cover image, or None when it has none (or is gone)."""
+    path = Path(source)
+    if not path.is_file():
+        return None
+    return IMAGE_TYPES.get(_attached_picture_codec(str(path), path.stat().st_mtime_ns))
+
+
+def cover_image(source: str) -> bytes:
+    """The cover image's bytes as stored in the file (b"" if it cannot be read)."""
+    return subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-i", source,
+         "-map", "0:v:0", "-frames:v", "1", "-c:v", "copy", "-f", "image2pipe", "pipe:1"],
+        capture_output=True, timeout=_TIMEOUT_S).stdout
+
+
+@functools.lru_cache(maxsize=4096)
+def _attached_picture_codec(path: str, mtime_ns: int) -> str:
+    """The codec of the file's attached picture, or "" (asked once per file version)."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-select_streams", "v",
+         "-show_entries", "stream=codec_name:stream_disposition=attached_pic", "-of", "csv=p=0", path],
+        capture_output=True, text=True, timeout=_TIMEOUT_S).stdout
+    for line in out.splitlines():
+        codec, _, attached = line.partition(",")
+        if attached.strip() == "1":
+            return codec.strip()
+    return ""

@@ -1,0 +1,101 @@
+"""A query's answer: which catalog tracks the clip is, where in them, and how sure ear is.
+
+The fingerprint chain goes first (`match.verified_candidates`). Only when it finds nothing
+beyond doubt are the clip's windows embedded, their nearest stored windows vote for (track,
+offset) (`fusion.embedding_votes`), and their best proposals are verified by the fingerprint
+verifier too. `fusion.combine` then ranks every track with any evidence; the ones whose evidence
+suffices (`Evidence.is_match`) are the matches, the rest of the ranking are candidates ("could
+it be …?"). Tracks SQLite does not know (a crash mid-write) are never answered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import fusion
+from .catalog import Catalog
+from .db import Track
+from .embed import shared_model
+from .match import best_per_track, verified_candidates
+
+
+@dataclass(frozen=True)
+class Match:
+    """One line of an answer: a track, where in it the clip is, and how sure ear is."""
+
+    track: Track
+    offset_s: float
+    score: float
+    confidence: float
+    other_offsets_s: tuple[float, ...] = ()  # the clip fits equally well there: repeated music
+    kinds: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
+    is_match: bool = True  # False: a candidate below what ear answers as a match
+
+    def to_json(self) -> dict:
+        data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
+                "score": self.score, "confidence": self.confidence, "evidence": list(self.kinds)}
+        if not self.is_match:
+            data["confirmed"] = False
+        if self.other_offsets_s:
+            data["other_offsets_s"] = list(self.other_offsets_s)
+        return data
+
+
+@dataclass(frozen=True)
+class Answer:
+    matches: list[Match]  # best first; empty: the clip is nothing in the catalog
+    candidates: list[Match]  # the first tracks of the whole ranking, matches first
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The evidence behind an answer."""
+
+    candidates: list[fusion.Evidence]  # every known track with any evidence, best first
+    clip_style: np.ndarray | None  # the clip's style vector, when it was embedded
+
+    @property
+    def matches(self) -> list[fusion.Evidence]:
+        return [e for e in self.candidates if e.is_match]
+
+
+def identify(catalog: Catalog, samples: np.ndarray, candidates: int = 0) -> Answer:
+    """The matches (at most EAR_TOP_K) and the first `candidates` tracks of the ranking."""
+    found = identification(catalog, samples)
+    return Answer(to_matches(catalog, found.matches[: catalog.config.top_k]),
+                  to_matches(catalog, found.candidates[:candidates]))
+
+
+def identification(catalog: Catalog, samples: np.ndarray) -> Identification:
+    votes: dict[int, fusion.Vote] = {}
+    clip_style: list[np.ndarray] = []
+
+    def embedding_proposals() -> list[tuple[int, float]]:
+        # Asked for only when the landmarks found nothing beyond doubt: it costs ~30 ms.
+        found, style = embed_query(catalog, samples)
+        votes.update(found)
+        clip_style.append(style)
+        return fusion.proposals(votes)
+
+    fits = best_per_track(*verified_candidates(samples, catalog.table, embedding_proposals))
+    known = catalog.known_ids(set(fits) | set(votes))
+    return Identification(
+        [e for e in fusion.combine(fits, votes, catalog.config.match_threshold) if e.track_id in known],
+        clip_style[0] if clip_style else None)
+
+
+def embed_query(catalog: Catalog, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray]:
+    """(the embeddings' vote for each track near the clip's windows, the clip's style vector)."""
+    catalog.index.refresh()
+    vectors, starts, style = shared_model().analyse(samples, hop_s=fusion.QUERY_HOP_S)
+    votes = fusion.embedding_votes(
+        catalog.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
+    return votes, style
+
+
+def to_matches(catalog: Catalog, found: list[fusion.Evidence]) -> list[Match]:
+    rows = catalog.rows(e.track_id for e in found)
+    return [Match(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
+                  e.other_offsets_s, tuple(e.kinds), e.is_match)
+            for e in found if e.track_id in rows]

@@ -1,0 +1,89 @@
+"""What the routes share: the catalog, the request's audio and parameters, the admin check,
+and the JSON of tracks and matches with their links."""
+from __future__ import annotations
+
+import hmac
+from functools import wraps
+from pathlib import Path
+
+import numpy as np
+from flask import current_app, request, url_for
+
+from .. import params
+from ..catalog import Catalog
+from ..cover import cover_type
+from ..db import Track
+from ..decode import decode_query
+from ..errors import EarError
+from ..identify import Match
+from ..similar import Filters
+
+EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
+
+
+def catalog() -> Catalog:
+    return current_app.extensions[EXTENSION]
+
+
+def uploaded_audio() -> tuple[bytes, str]:
+    """The audio of a request, and its file name: multipart field `audio`, or else the raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("audio")
+        if upload is None:
+            raise EarError("missing_audio", "Send the audio in the multipart field 'audio'.")
+        return upload.read(), upload.filename or "upload"
+    # Any other content type (curl --data-binary sends a form type) is the audio itself.
+    return request.get_data(cache=False, parse_form_data=False), "upload"
+
+
+def query_samples() -> np.ndarray:
+    """The request's audio, decoded with a query's limits."""
+    return decode_query(uploaded_audio()[0], catalog().config)
+
+
+def count_arg(name: str, default: int, lowest: int = 0) -> int:
+    return params.count(request.args.get(name, ""), name, default, lowest)
+
+
+def k_arg() -> int:
+    return count_arg("k", default=catalog().config.top_k, lowest=1)
+
+
+def filters_arg() -> Filters:
+    return Filters(**{name: request.args.get(name, "").strip()
+                      for name in ("artist", "genre", "exclude_artist")})
+
+
+def admin_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        token = catalog().config.admin_token
+        if not token:
+            raise EarError("admin_disabled", "Set EAR_ADMIN_TOKEN to allow changes over HTTP.", 403)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise EarError("unauthorized", "A valid 'Authorization: Bearer <admin token>' is needed.", 401)
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def track_json(track: Track) -> dict:
+    return {**track.to_json(), "url": url_for("tracks.get_track", track_id=track.id, _external=True)}
+
+
+def match_json(match: Match) -> dict:
+    """A match as JSON, its track carrying the links the widget uses (`media_links`)."""
+    data = match.to_json()
+    return {**data, "track": {**data["track"], **media_links(match.track)}}
+
+
+def media_links(track: Track) -> dict[str, str]:
+    """`audio_url` when the owner allows playback and the file is there; `cover_url` when the
+    file has a cover image."""
+    links = {}
+    if catalog().config.allow_playback and Path(track.source).is_file():
+        links["audio_url"] = url_for("tracks.track_audio", track_id=track.id, _external=True)
+    if cover_type(track.source):
+        links["cover_url"] = url_for("tracks.track_cover", track_id=track.id, _external=True)
+    return links
+

@@ -1,0 +1,39 @@
+"""What sounds like it: POST /similar (a clip), GET /tracks/<id>/similar, GET /radio."""
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, jsonify, request
+
+from ..errors import EarError
+from ..similar import radio, similar_to_clip, similar_to_track
+from .helpers import catalog, filters_arg, k_arg, match_json, query_samples, track_json
+
+bp = Blueprint("similar", __name__)
+RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
+
+
+@bp.post("/similar")
+def similar_to_upload():
+    identified, found = similar_to_clip(catalog(), query_samples(), k_arg(), filters_arg())
+    return jsonify(identified=match_json(identified) if identified else None,
+                   basis="track" if identified else "clip",
+                   matches=[s.to_json() for s in found])
+
+
+@bp.get("/tracks/<int:track_id>/similar")
+def similar_to_stored(track_id: int):
+    found = similar_to_track(catalog(), track_id, k_arg(), filters_arg())
+    return jsonify(track=track_json(catalog().get(track_id)), matches=[s.to_json() for s in found])
+
+
+@bp.get("/radio")
+def artist_radio():
+    artist = request.args.get("artist", "").strip()
+    if not artist:
+        raise EarError("missing_artist", "Say whose radio: /radio?artist=NAME.")
+    seed = request.args.get("seed", "")
+    if seed and not seed.isdigit():
+        raise EarError("bad_parameter", "seed must be a whole number (it repeats a playlist).")
+    rng = np.random.default_rng(int(seed) if seed else None)
+    found = radio(catalog(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)
+    return jsonify(artist=artist, tracks=[s.to_json() for s in found])

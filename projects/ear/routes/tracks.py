@@ -1,0 +1,72 @@
+"""The catalog's tracks: list, look up, add and remove (admin), and each track's audio and cover."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request, send_file
+
+from ..cover import cover_image, cover_type
+from ..db import METADATA_FIELDS
+from ..errors import EarError, NotFound
+from ..ingest import prepare
+from ..embed import shared_model
+from .helpers import admin_required, catalog, track_json, uploaded_audio
+
+bp = Blueprint("tracks", __name__)
+_MEDIA_MAX_AGE_S = 3600
+
+
+@bp.get("/tracks")
+def list_tracks():
+    return jsonify(tracks=[track_json(t) for t in catalog().tracks()])
+
+
+@bp.get("/tracks/<int:track_id>")
+def get_track(track_id: int):
+    return jsonify(track_json(catalog().get(track_id)))
+
+
+@bp.post("/tracks")
+@admin_required
+def add_track():
+    data, filename = uploaded_audio()
+    metadata = {k: request.form.get(k, "").strip() for k in METADATA_FIELDS}
+    prepared = prepare(data, catalog().config, shared_model(),
+                       name=request.form.get("source") or filename, metadata=metadata)
+    [(track, created)] = catalog().store([prepared])
+    if created:
+        catalog().request_rebuild()
+    return jsonify(created=created, track=track_json(track)), 201 if created else 200
+
+
+@bp.delete("/tracks/<int:track_id>")
+@admin_required
+def delete_track(track_id: int):
+    track = catalog().remove(track_id)
+    catalog().request_rebuild()
+    return jsonify(removed=track.to_json(brief=True))
+
+
+@bp.get("/tracks/<int:track_id>/audio")
+def track_audio(track_id: int):
+    if not catalog().config.allow_playback:
+        raise EarError("playback_disabled", "The owner has not allowed playback (EAR_ALLOW_PLAYBACK).", 403)
+    path = Path(catalog().get(track_id).source)
+    if not path.is_file():
+        raise NotFound("audio_not_found", "This track's audio file is no longer there.")
+    # conditional=True: HTTP ranges, so the player can start at the matched offset.
+    return send_file(path, conditional=True, max_age=_MEDIA_MAX_AGE_S)
+
+
+@bp.get("/tracks/<int:track_id>/cover")
+def track_cover(track_id: int):
+    source = catalog().get(track_id).source
+    mimetype = cover_type(source)
+    if mimetype is None:
+        raise NotFound("cover_not_found", "This track has no cover image.")
+    image = cover_image(source)
+    if not image:
+        raise NotFound("cover_not_found", "This track's cover image could not be read.")
+    response = Response(image, mimetype=mimetype)
+    response.cache_control.max_age = 24 * _MEDIA_MAX_AGE_S
+    return response

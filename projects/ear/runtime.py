@@ -1,0 +1,49 @@
+"""The serving process's tuning: torch's threads, the master's pages, the worker's heap and its
+life. Called from Gunicorn's hooks (`deploy/gunicorn.conf.py`) and `ear serve`; each function
+says the operational reason it exists.
+"""
+from __future__ import annotations
+
+import ctypes
+import signal
+
+import torch
+
+_MADV_PAGEOUT = 21  # Linux ≥ 5.4
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def configure_threads(threads: int, interop_threads: int) -> None:
+    """Limit torch's CPU threads (the VPS has 1–2 cores shared with the web site)."""
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(max(1, interop_threads))
+    except RuntimeError:  # only settable before the first parallel work; keep what is set
+        pass
+
+
+def page_out_torch() -> None:
+    """Hand the pages of torch's libraries that this process has touched back to the kernel
+    (madvise MADV_PAGEOUT). For Gunicorn's master: it loads the model for the worker to inherit
+    but never runs it, and the tens of MB of library code its import ran would otherwise stay
+    mapped in it alone, counted as its private memory. The worker maps what it uses itself."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and "/torch/lib/" in fields[5]:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                _libc.madvise(start, end - start, _MADV_PAGEOUT)  # a no-op where unsupported
+
+
+def trim_heap() -> None:
+    """Give the heap that glibc kept after a request back to the kernel: a query's arrays are
+    freed by then, and the worker's memory should be what it holds, not its peak."""
+    _libc.malloc_trim(0)
+
+
+def die_with_parent() -> None:
+    """Be sent SIGTERM when the parent dies: a worker orphaned by a killed master would hold
+    the port, and the master Supervisor restarts could not bind it."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

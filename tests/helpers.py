@@ -1,0 +1,137 @@
+"""What several test modules share that is not a fixture: starting the real programs (Gunicorn,
+Nginx, the `ear` command), and clips as a phone in a room would send them."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from synth import RATE
+
+from ear.decode import decode
+from ear.lab.degrade import LEVELS, RATE as ROOM_RATE, degrade, encode_opus_webm, pink_noise, resample
+
+REPO = Path(__file__).resolve().parents[1]
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clip(audio: np.ndarray, start_s: float, seconds: float, rate: int = RATE) -> np.ndarray:
+    return audio[int(start_s * rate): int((start_s + seconds) * rate)]
+
+
+def room_clip(audio: np.ndarray, start_s: float, seconds: float, level: str, tmp_path: Path,
+              seed: int = 0) -> np.ndarray:
+    """A clip as a phone in a room would send it: reverb, band limit, noise, Opus/WebM; decoded."""
+    mono = clip(audio, start_s, seconds)[:, 0]
+    x = resample(mono, RATE / ROOM_RATE)  # 44.1 kHz → 48 kHz
+    rng = np.random.default_rng(seed)
+    x = degrade(x, LEVELS[level], pink_noise(x.size, rng), rng)
+    path = tmp_path / f"q{seed}-{level}.webm"
+    encode_opus_webm(x, path, 32)
+    return decode(path, max_seconds=30, timeout_s=30)
+
+
+def at_16k(audio: np.ndarray, start_s: float, seconds: float) -> np.ndarray:
+    """A clean stretch of a synthesized song, mono at 16 kHz, as `decode` would give it."""
+    return resample(clip(audio, start_s, seconds).mean(axis=1), RATE / 16000)
+
+
+def run_ear(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The `ear` command as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
+                            capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+class Server:
+    def __init__(self, data_dir: Path, port: int, proc: subprocess.Popen):
+        self.data_dir, self.port, self.proc = data_dir, port, proc
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def start_gunicorn(tmp_path: Path, **env_vars: str):
+    """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`.
+    A generator: the first `next` gives the Server, the second stops it."""
+    port = free_port()
+    data_dir = tmp_path / "served"
+    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
+           "EAR_ADMIN_TOKEN": "test-token", **env_vars}
+    log = open(tmp_path / "gunicorn.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(data_dir, port, proc)
+    wait_until_up(server.url + "/health", proc, tmp_path / "gunicorn.log")
+    yield server
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up:\n" + log.read_text())
+        time.sleep(0.2)
+
+
+def start_nginx(upstream_port: int, site_port: int | None = None) -> tuple[str, Path]:
+    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped
+    in; the rest of the site is a fixed page, or the site app on `site_port`."""
+    # Its workers run as `nobody` when started by root: their temp dirs must be reachable, and
+    # pytest's tmp_path (0700) is not.
+    prefix = Path(tempfile.mkdtemp(prefix="ear-nginx-"))
+    os.chmod(prefix, 0o755)
+    port = free_port()
+    location = (REPO / "nginx/ear.conf").read_text().replace("127.0.0.1:5001", f"127.0.0.1:{upstream_port}")
+    (prefix / "ear.conf").write_text(location)
+    temp = "\n".join(f"    {name}_temp_path {prefix}/{name}_temp;"
+                     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    site = (f"proxy_pass http://127.0.0.1:{site_port}; proxy_set_header Host $http_host;"
+            if site_port else 'return 200 "the personal site\\n";')
+    (prefix / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+{temp}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location / {{ {site} }}
+        include {prefix}/ear.conf;
+    }}
+}}
+""")
+    subprocess.run(["nginx", "-t", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf")], check=True, capture_output=True)
+    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf")], check=True)
+    return f"http://127.0.0.1:{port}", prefix
+
+
+def stop_nginx(prefix: Path) -> None:
+    subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                    "-c", str(prefix / "nginx.conf"), "-s", "quit"], check=False)
+    subprocess.run(["rm", "-rf", str(prefix)], check=False)

@@ -1,0 +1,75 @@
+"""The service under the real Gunicorn, started from deploy/gunicorn.conf.py: torch's thread
+limit as a served request sees it, answers while the CLI writes to the same catalog, and
+similar-track queries while uploads rebuild the index in the background."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import requests
+from helpers import AUTH, start_gunicorn
+from synth import encode, song, write
+
+
+def _upload(server, path, **fields):
+    with open(path, "rb") as fh:
+        return requests.post(server.url + "/tracks", files={"audio": (path.name, fh)},
+                             data=fields, headers=AUTH, timeout=60)
+
+
+def test_a_served_request_runs_with_the_configured_torch_threads(tmp_path):
+    gen = start_gunicorn(tmp_path, EAR_TORCH_THREADS="3")
+    server = next(gen)
+    try:
+        # The master loads the model on one thread; the limit is set in the worker after the
+        # fork, and /health reads it inside the request.
+        assert requests.get(server.url + "/health", timeout=10).json()["torch_threads"] == 3
+    finally:
+        next(gen, None)
+
+
+def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_dir, tmp_path):
+    server = gunicorn_server
+    assert _upload(server, songs_dir / "song4.flac").status_code == 201
+    query = write(tmp_path / "q.wav", song(4)[44100 * 5: 44100 * 11]).read_bytes()
+    ingest = subprocess.Popen([sys.executable, "-m", "ear.cli", "--data-dir", str(server.data_dir),
+                               "ingest", str(songs_dir)], stdout=subprocess.PIPE, text=True)
+    answers = []
+
+    def ask():
+        while ingest.poll() is None or len(answers) < 5:
+            answers.append(requests.post(server.url + "/identify", data=query, timeout=60))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    out, _ = ingest.communicate(timeout=300)
+    asker.join(timeout=120)
+    assert ingest.returncode == 0 and out.count("added") == 5
+    assert answers and all(a.status_code == 200 for a in answers)
+    assert all(a.json()["matches"][0]["track"]["title"] == "song4" for a in answers)
+    assert requests.get(server.url + "/health", timeout=10).json()["tracks"] == 6
+
+
+def test_similar_answers_while_uploads_rebuild_the_index(gunicorn_server, songs_dir, tmp_path):
+    server = gunicorn_server
+    for i in range(3):
+        assert _upload(server, songs_dir / f"song{i}.flac").status_code == 201
+    query = encode(write(tmp_path / "q.wav", song(1)[44100 * 4: 44100 * 12]),
+                   tmp_path / "q.webm", "-c:a", "libopus", "-b:a", "32k").read_bytes()
+    failures, answered, stop = [], [], threading.Event()
+
+    def ask():
+        while not stop.is_set():
+            r = requests.post(server.url + "/similar", files={"audio": query}, timeout=60)
+            (answered if r.status_code == 200 else failures).append(r.text)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    for i in range(3, 6):  # each add rebuilds the index in the background
+        assert _upload(server, songs_dir / f"song{i}.flac").status_code == 201
+    stop.set()
+    asker.join()
+    assert answered and not failures
+    body = requests.post(server.url + "/similar?k=5", files={"audio": query}, timeout=60).json()
+    assert body["identified"]["track"]["title"] == "song1" and len(body["matches"]) == 5
