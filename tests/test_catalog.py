@@ -12,7 +12,7 @@ from synth import RATE, song
 from ear.catalog import Catalog
 from ear.db import Track, database
 from ear.embed import shared_model
-from ear.hashtable import pack
+from ear.segments import pack
 from ear.identify import identify
 from ear.ingest import fingerprint, embedding, prepare
 from ear.lab.degrade import pink_noise, resample

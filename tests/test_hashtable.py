@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from ear.hashtable import HashTable, decode_peaks, encode_peaks, pack
+from ear.hashtable import HashTable
+from ear.segments import decode_peaks, encode_peaks, pack
 
 
 def _track(rng, n=500):

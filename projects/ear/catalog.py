@@ -16,7 +16,8 @@ from .config import Config
 from .db import METADATA_FIELDS, Track, database, init_db
 from .embed import DIM, STYLE_DIM
 from .errors import NotFound
-from .hashtable import HashTable, pack
+from .hashtable import HashTable
+from .segments import pack
 from .index import EmbeddingIndex
 from .ingest import Embedding, PreparedTrack
 

@@ -1,16 +1,11 @@
 """The landmark store: immutable sorted segments on disk, memory-mapped, 8 bytes a landmark.
 
-Each landmark is one uint64 key: hash (22 bits) | track id (20 bits) | frame (22 bits). A segment
-is a sorted array of keys in its own file. A lookup finds each hash's range through a fence (the
-first key of every 4 KiB page, held in memory: 1/512 of the file), then searches within that page,
-so it touches two pages a hash; after each query the mapped pages are handed back to the page
-cache (madvise), so the process's private memory does not grow with the catalog or with the
-number of queries. Adding tracks writes a new
-segment; small segments are merged (by hash range, so a merge never holds more than a slice in
-memory). Removal records the track as removed; merges drop its keys.
-
-Beside its landmarks, a segment keeps each track's spectral peaks, 2 bytes a peak (frame step
-from the previous peak, bin), so that a candidate match can be verified peak by peak.
+A segment is a file of sorted landmark keys and a file of its tracks' peaks (`segments`). A
+lookup finds each hash's run of keys in every segment through its fence, touching two pages a
+hash; after each query the mapped pages are handed back to the page cache (madvise), so the
+process's private memory does not grow with the catalog or with the number of queries. Adding
+tracks writes a new segment; small segments are merged (by hash range, so a merge never holds
+more than a slice in memory). Removal records the track as removed; merges drop its keys.
 
 `manifest.json` names the live segments. It is replaced atomically (`storage.replacing`), so
 readers see either the old set of files or the new one. Writers serialise on an flock.
@@ -18,7 +13,6 @@ readers see either the old set of files or the new one. Writers serialise on an 
 from __future__ import annotations
 
 import copy
-import mmap
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,20 +21,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .segments import (HASH_SHIFT, MAX_FRAME, MAX_TRACK_ID, TRACK_SHIFT, KeyFile, Mapped,
+                       decode_peaks, merged_slices, offsets)
 from .storage import locked, read_json, replacing, stamp, write_json
 
-
-TRACK_BITS, TIME_BITS = 20, 22
-MAX_TRACK_ID = (1 << TRACK_BITS) - 1
-MAX_FRAME = (1 << TIME_BITS) - 1
-_TRACK_SHIFT = TIME_BITS
-_HASH_SHIFT = TRACK_BITS + TIME_BITS
-_MERGE_SLICES = 64
 MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the catalog size
-_FENCE = 4096 // 8  # keys a page
-
-
-KEY_BYTES = 8
 
 
 @dataclass
@@ -73,93 +58,16 @@ class Hits:
     frame: np.ndarray  # the stored landmark's frame
 
 
-_PEAK_SKIP = 255  # a bin no peak has: "no peak, just advance 255 frames"
-
-
-def encode_peaks(frames: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """Peaks sorted by frame → uint16 (frame step << 8 | bin), with skip entries for long gaps."""
-    steps = np.diff(frames.astype(np.int64), prepend=0)
-    skips = np.maximum(steps - 1, 0) // 255  # skip entries needed before each peak
-    out = np.full(frames.size + int(skips.sum()), (255 << 8) | _PEAK_SKIP, np.uint16)
-    positions = np.arange(frames.size) + np.cumsum(skips)
-    out[positions] = ((steps - 255 * skips) << 8 | bins).astype(np.uint16)
-    return out
-
-
-def decode_peaks(encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    encoded = np.asarray(encoded)
-    frames = np.cumsum(encoded >> 8, dtype=np.int64)
-    bins = (encoded & 0xFF).astype(np.int64)
-    real = bins != _PEAK_SKIP
-    return frames[real], bins[real]
-
-
 @dataclass(frozen=True)
 class _View:
     """One consistent reading of the store, swapped whole so that a thread never sees a
     manifest with another manifest's files."""
 
     manifest: Manifest
-    segments: list["_Segment"]
-    peak_files: list["_Mapped"]
+    segments: list[KeyFile]
+    peak_files: list[Mapped]
     peaks: dict[int, np.ndarray]  # track → its encoded peaks (a slice of a mapped file)
     removed: np.ndarray
-
-
-class _Mapped:
-    """A read-only file mapping whose pages can be handed back to the page cache."""
-
-    def __init__(self, path: Path, dtype, count: int):
-        self._map = None
-        if count == 0:  # an empty file cannot be mapped
-            self.array = np.zeros(0, dtype)
-            return
-        with open(path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        self.array = np.frombuffer(self._map, dtype, count)
-
-    def release(self) -> None:
-        """Unmap the pages touched so far (they stay cached by the kernel: touching them again
-        costs a minor fault, not a read)."""
-        if self._map is not None:
-            self._map.madvise(mmap.MADV_DONTNEED)
-
-
-class _Segment(_Mapped):
-    """Sorted landmark keys and their fence: the first key of every page."""
-
-    def __init__(self, path: Path, count: int):
-        super().__init__(path, np.uint64, count)
-        self.name = path.name
-        self.fence = self.array[::_FENCE].copy()
-        self.release()  # reading the fence touched every page
-
-    def first_at_least(self, needles: np.ndarray) -> np.ndarray:
-        """For each needle, the index of the first key ≥ it (np.searchsorted's left side)."""
-        keys, n = self.array, self.array.size
-        page = np.searchsorted(self.fence, needles)  # fence keys below the needle
-        # The answer lies after the last fence key below the needle, up to the next fence key.
-        lo = np.where(page > 0, (page - 1) * _FENCE + 1, 0)
-        hi = np.minimum(page * _FENCE, n)
-        while True:
-            open_ = lo < hi
-            if not open_.any():
-                return lo
-            mid = (lo + hi) // 2
-            below = open_ & (keys[np.minimum(mid, n - 1)] < needles)
-            lo = np.where(below, mid + 1, lo)
-            hi = np.where(open_ & ~below, mid, hi)
-
-
-def pack(hashes: np.ndarray, track_id: int, frames: np.ndarray) -> np.ndarray:
-    """Sorted uint64 keys for one track's landmarks."""
-    if not 0 < track_id <= MAX_TRACK_ID:
-        raise ValueError(f"track id {track_id} outside 1..{MAX_TRACK_ID}")
-    frames = np.minimum(frames.astype(np.uint64), MAX_FRAME)
-    keys = (hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)) | (
-        np.uint64(track_id) << np.uint64(_TRACK_SHIFT)) | frames
-    keys.sort()
-    return keys
 
 
 class HashTable:
@@ -186,8 +94,8 @@ class HashTable:
         opened = {seg.name: seg for seg in self._view.segments}
         segments, peak_files, peaks = [], [], {}
         for seg in manifest.segments:
-            segments.append(opened.get(seg.file) or _Segment(self.directory / seg.file, seg.count))
-            peak_file = _Mapped(self.directory / seg.peaks_file, np.uint16, seg.peak_offsets[-1])
+            segments.append(opened.get(seg.file) or KeyFile(self.directory / seg.file, seg.count))
+            peak_file = Mapped(self.directory / seg.peaks_file, np.uint16, seg.peak_offsets[-1])
             peak_files.append(peak_file)
             for j, track in enumerate(seg.tracks):
                 peaks[track] = peak_file.array[seg.peak_offsets[j]:seg.peak_offsets[j + 1]]
@@ -232,8 +140,8 @@ class HashTable:
         # Searched in sorted order: neighbouring needles touch the same pages of a segment.
         by_hash = np.argsort(hashes, kind="stable")
         hashes = hashes[by_hash]
-        lo_keys = hashes.astype(np.uint64) << np.uint64(_HASH_SHIFT)
-        hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(_HASH_SHIFT)
+        lo_keys = hashes.astype(np.uint64) << np.uint64(HASH_SHIFT)
+        hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(HASH_SHIFT)
         ranges = []
         for segment in view.segments:
             if segment.array.size:
@@ -261,7 +169,7 @@ class HashTable:
             return Hits(empty, empty, empty)
         values = np.concatenate(parts_v)
         query_index = np.concatenate(parts_q)
-        track_id = ((values >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)).astype(np.int64)
+        track_id = ((values >> np.uint64(TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)).astype(np.int64)
         frame = (values & np.uint64(MAX_FRAME)).astype(np.int64)
         if view.removed.size:
             live = ~np.isin(track_id, view.removed)
@@ -307,7 +215,7 @@ class HashTable:
         peaks = [tracks[t][1] for t in ids]
         name, _ = self._write_segment([keys])
         peaks_file, _ = self._write_segment(peaks)
-        self._draft.segments.append(Segment(name, int(keys.size), ids, peaks_file, _offsets(peaks)))
+        self._draft.segments.append(Segment(name, int(keys.size), ids, peaks_file, offsets(peaks)))
         self._compact()
         self._save()
 
@@ -333,13 +241,13 @@ class HashTable:
 
     def _merge(self, positions: list[int]) -> None:
         chosen = [self._draft.segments[p] for p in positions]
-        arrays = [_Mapped(self.directory / s.file, np.uint64, s.count).array for s in chosen]
+        arrays = [Mapped(self.directory / s.file, np.uint64, s.count).array for s in chosen]
         removed = np.array(self._draft.removed, np.uint64)
-        name, total = self._write_segment(_merged_slices(arrays, removed))
+        name, total = self._write_segment(merged_slices(arrays, removed))
         removed_set = set(self._draft.removed)
         peak_parts: list[tuple[int, np.ndarray]] = []
         for s in chosen:
-            peaks = _Mapped(self.directory / s.peaks_file, np.uint16, s.peak_offsets[-1]).array
+            peaks = Mapped(self.directory / s.peaks_file, np.uint16, s.peak_offsets[-1]).array
             for j, track in enumerate(s.tracks):
                 if track not in removed_set:
                     peak_parts.append((track, peaks[s.peak_offsets[j]:s.peak_offsets[j + 1]]))
@@ -349,7 +257,7 @@ class HashTable:
         first = min(positions)
         kept = [s for p, s in enumerate(self._draft.segments) if p not in positions]
         kept.insert(first, Segment(name, total, [track for track, _ in peak_parts], peaks_file,
-                                   _offsets(parts)))
+                                   offsets(parts)))
         self._draft.segments = kept
         # A removed id that no segment holds any more need not be remembered.
         still_held = {t for s in kept for t in s.tracks}
@@ -375,26 +283,3 @@ class HashTable:
             (self.directory / name).unlink(missing_ok=True)
         self._obsolete = []
         self.refresh()
-
-
-def _offsets(parts: list[np.ndarray]) -> list[int]:
-    return np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(int).tolist()
-
-
-def _merged_slices(arrays: list[np.ndarray], removed: np.ndarray) -> Iterator[np.ndarray]:
-    """The sorted union of sorted key arrays without removed tracks, one hash range at a time,
-    so that a merge holds only a slice of the table in memory."""
-    bounds = [np.uint64(i) << np.uint64(64 - 6) for i in range(_MERGE_SLICES)]
-    for i in range(_MERGE_SLICES):
-        parts = []
-        for arr in arrays:
-            lo = np.searchsorted(arr, bounds[i])
-            hi = np.searchsorted(arr, bounds[i + 1]) if i + 1 < _MERGE_SLICES else arr.size
-            parts.append(np.asarray(arr[lo:hi]))
-        block = np.concatenate(parts)
-        if removed.size:
-            ids = (block >> np.uint64(_TRACK_SHIFT)) & np.uint64(MAX_TRACK_ID)
-            block = block[~np.isin(ids, removed)]
-        block.sort()
-        yield block
-

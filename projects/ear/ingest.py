@@ -20,7 +20,7 @@ from .decode import SAMPLE_RATE, decode_track, read_tags
 from .embed import Model
 from .features import TRACK_PEAKS, peaks
 from .hashes import track_landmarks
-from .hashtable import encode_peaks
+from .segments import encode_peaks
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
                   ".webm", ".mka", ".wma", ".aif", ".aiff", ".xm", ".mod", ".it", ".s3m"}

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from .features import DENSE_QUERY_PEAKS, F_MAX_BIN, FRAME_SECONDS, QUERY_PEAKS, peaks
-from .hashes import DENSE_QUERY_PAIRING, QUERY_PAIRING, landmarks
+from .hashes import DENSE_QUERY_PAIRING, QUERY_PAIRING, Pairing, landmarks
 from .hashtable import HashTable, Hits
 from .verify import MIN_OFFSET_GAP_S, SHIFTS, QueryGrid
 
@@ -82,22 +82,10 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
         for speed, density, pairing in PASSES:
             if density not in found_peaks:
                 found_peaks[density] = peaks(samples, density)[:2]
-            t, f = found_peaks[density]
-            # Played at `speed`, a frame t was t*speed and a bin f was f/speed in the original.
-            st = np.round(t * speed).astype(np.int64)
-            sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
-            hashes, frames = landmarks(st, sf, pairing)
-            grid = QueryGrid(st, sf)
-            tracks, offsets, votes_of = vote(table.lookup(hashes), frames)
-            first_here, sure_votes, tried = len(verified), 0, set()
-            for track, offset, votes in zip(tracks[:CANDIDATES].tolist(), offsets[:CANDIDATES].tolist(),
-                                            votes_of[:CANDIDATES].tolist()):
-                if votes < _SURE_VOTE_SHARE * sure_votes:
-                    break
-                tried.add((track, offset))
-                verified.append(_fit(grid, stored_peaks, table, track, offset))
-                if verified[-1][0] >= SURE_Z and not sure_votes:
-                    sure_votes = votes
+            grid, hashes, frames = _as_played(*found_peaks[density], speed, pairing)
+            first_here = len(verified)
+            fits, tried = _verify_votes(grid, stored_peaks, table, vote(table.lookup(hashes), frames))
+            verified += fits
             if proposals is not None and max(verified, default=(0.0,))[0] < SURE_Z:
                 # The embeddings hear through a speed error: their proposals are tried at
                 # every speed, as the landmarks' candidates are.
@@ -123,6 +111,32 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
     finally:
         table.release()  # the pages this query touched: see HashTable
     return verified, placements
+
+
+def _as_played(t: np.ndarray, f: np.ndarray, speed: float, pairing: Pairing
+               ) -> tuple[QueryGrid, np.ndarray, np.ndarray]:
+    """The query's peaks scaled back from `speed` (played at `speed`, a frame t was t*speed and
+    a bin f was f/speed in the original): their grid, landmark hashes and anchor frames."""
+    st = np.round(t * speed).astype(np.int64)
+    sf = np.clip(np.round(f / speed), 0, F_MAX_BIN - 1).astype(np.int64)
+    hashes, frames = landmarks(st, sf, pairing)
+    return QueryGrid(st, sf), hashes, frames
+
+
+def _verify_votes(grid: QueryGrid, stored_peaks: dict, table: HashTable,
+                  ranked: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[list[Fit], set]:
+    """The first CANDIDATES of `vote`'s ranking verified (fewer once one is beyond doubt), and
+    the (track, offset) pairs tried."""
+    fits, tried, sure_votes = [], set(), 0
+    tracks, offsets, votes_of = (a[:CANDIDATES].tolist() for a in ranked)
+    for track, offset, votes in zip(tracks, offsets, votes_of):
+        if votes < _SURE_VOTE_SHARE * sure_votes:
+            break
+        tried.add((track, offset))
+        fits.append(_fit(grid, stored_peaks, table, track, offset))
+        if fits[-1].z >= SURE_Z and not sure_votes:
+            sure_votes = votes
+    return fits, tried
 
 
 def _fit(grid: QueryGrid, stored_peaks: dict, table: HashTable, track: int, offset: int) -> Fit:

@@ -25,7 +25,7 @@ from ..config import Config
 from ..decode import decode_query
 from ..embed import Model, shared_model
 from ..errors import EarError
-from ..hashtable import KEY_BYTES
+from ..segments import KEY_BYTES
 from ..identify import embed_query, identification
 from ..match import fingerprint_suffices
 from . import bench_catalog, clips

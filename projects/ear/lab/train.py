@@ -101,14 +101,18 @@ def run(args) -> int:
         if step % 250 == 0 or step == args.steps:
             with replacing(checkpoint) as fh:
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, fh)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
-    with replacing(out) as fh:  # a running ear never reads half a file
-        torch.save({"weights": weights, "version": f"ear-embed-{DIM}d-step{step}",
-                    "trained_on": sorted({str(Path(d)) for d in args.music})}, fh)
+    _save_weights(net, f"ear-embed-{DIM}d-step{step}", args.music, out)
     _store_style_statistics(out, tracks)
     print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _save_weights(net: Embedder, version: str, music: list[str], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    with replacing(out) as fh:  # a running ear never reads half a file
+        torch.save({"weights": weights, "version": version,
+                    "trained_on": sorted({str(Path(d)) for d in music})}, fh)
 
 
 def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
