@@ -17,7 +17,7 @@ import numpy as np
 from .match import TrackFit, confidence, fingerprint_suffices, runner_ups
 
 NEIGHBOURS = 10  # stored windows fetched per query window
-SEARCH_K = 500  # Annoy nodes inspected per window: recall@10 0.92 vs 0.74 at the default (docs)
+SEARCH_K = 500  # Annoy nodes looked at per window: recall far above the default (docs/embeddings.md)
 PROPOSALS = 8  # embedding candidates handed to fingerprint verification
 QUERY_HOP_S = 0.5
 _OFFSET_BIN_S = 0.5

@@ -163,7 +163,7 @@ def vote(hits: Hits, query_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     pooled[1:] += np.where(uniq[1:] - uniq[:-1] == 1, counts[:-1], 0)
     pooled[:-1] += np.where(uniq[1:] - uniq[:-1] == 1, counts[1:], 0)
     # Only the best keys can win a bucket among the first few hundred; sorting all of them
-    # was most of a query's time in a large catalog.
+    # would be most of a query's time in a large catalog.
     if pooled.size > _VOTE_KEYS:
         top = np.argpartition(-pooled, _VOTE_KEYS)[:_VOTE_KEYS]
         uniq, pooled = uniq[top], pooled[top]
