@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from .config import Config
+from .db import METADATA_FIELDS
 from .errors import BadAudio
 
 SAMPLE_RATE = 16000
@@ -110,7 +111,7 @@ def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> 
 
 def _pick_tags(raw: dict) -> dict[str, str]:
     return {k.lower(): str(v).strip() for k, v in raw.items()
-            if k.lower() in ("title", "artist", "album", "genre") and str(v).strip()}
+            if k.lower() in METADATA_FIELDS and str(v).strip()}
 
 
 @contextmanager
