@@ -29,6 +29,13 @@ def test_a_served_request_runs_with_the_configured_torch_threads(tmp_path):
         next(gen, None)
 
 
+def test_an_upload_over_the_limit_gets_a_json_413_from_the_app(gunicorn_server):
+    # Straight to Gunicorn (behind Nginx, Nginx answers it first: test_nginx).
+    r = requests.post(gunicorn_server.url + "/identify", data=b"\0" * (51 * 1024 * 1024), timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large"
+    assert requests.get(gunicorn_server.url + "/health", timeout=10).json()["status"] == "ok"
+
+
 def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_dir, tmp_path):
     server = gunicorn_server
     assert _upload(server, songs_dir / "song4.flac").status_code == 201

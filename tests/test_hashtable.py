@@ -108,7 +108,7 @@ def test_peaks_round_trip_across_long_gaps():
 def test_fenced_search_agrees_with_a_plain_binary_search(tmp_path):
     table = HashTable(tmp_path)
     _add(table, np.random.default_rng(5), 40)  # 20,000 keys: 40 pages, so the fence matters
-    segment = table._view.segments[0]
+    segment = table._view.key_files[0]
     keys = np.asarray(segment.array)
     rng = np.random.default_rng(6)
     needles = np.concatenate([keys, keys + np.uint64(1), keys - np.uint64(1), keys[::512],

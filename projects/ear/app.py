@@ -1,17 +1,16 @@
 """The Flask application factory."""
 from __future__ import annotations
 
-import torch
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .catalog import Catalog
 from .config import Config, load_config
-from .embed import shared_model
 from .errors import EarError
 from .routes import identify, similar, site, tracks
 from .routes.helpers import EXTENSION
+from .runtime import load_model_before_fork
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -21,10 +20,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
     app.extensions[EXTENSION] = Catalog(config)
-    # On one thread: a thread pool started here would deadlock the forked worker, which sets
-    # its own limits (deploy/gunicorn.conf.py).
-    torch.set_num_threads(1)
-    shared_model()
+    load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
     for module in (identify, similar, tracks, site):

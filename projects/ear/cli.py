@@ -6,7 +6,6 @@ import json
 import sys
 import time
 
-from . import params
 from .catalog import Catalog
 from .config import Config, load_config
 from .db import METADATA_FIELDS
@@ -15,6 +14,7 @@ from .embed import shared_model
 from .errors import EarError
 from .identify import identify
 from .ingest import PreparedTrack, audio_files, embed_again, prepare
+from .params import parse_count
 from .runtime import configure_threads
 from .similar import Filters, similar_to_clip, similar_to_track
 
@@ -28,9 +28,9 @@ _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalo
 def _candidate_count(raw: str) -> int:
     """--candidates N: as `?candidates=` over HTTP."""
     try:
-        return params.count(raw, "--candidates", default=0)
-    except EarError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
+        return parse_count(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,15 +78,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
-    if args.command in _LAB_COMMANDS:
-        from .lab import main as lab
-        return lab.run(args.command, rest, args.data_dir)
-    if rest:
+    if rest and args.command not in _LAB_COMMANDS:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    config = load_config(data_dir=args.data_dir)
-    if args.command != "serve":  # serve sets them itself, after the app's start-up
-        configure_threads(config.torch_threads, config.torch_interop_threads)
     try:
+        if args.command in _LAB_COMMANDS:
+            from .lab import main as lab
+            return lab.run(args.command, rest, args.data_dir)
+        config = load_config(data_dir=args.data_dir)
+        if args.command != "serve":  # serve sets them itself, after the app's start-up
+            configure_threads(config.torch_threads, config.torch_interop_threads)
         return globals()["cmd_" + args.command](config, args) or 0
     except EarError as exc:
         print(f"ear: {exc.message}", file=sys.stderr)

@@ -16,13 +16,12 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
 
 from .config import Config
-from .db import METADATA_FIELDS
 from .errors import BadAudio
 
 SAMPLE_RATE = 16000
@@ -82,8 +81,9 @@ def decode_track(source: bytes | str | os.PathLike, config: Config) -> np.ndarra
                   timeout_s=max(config.decode_timeout_s, config.max_track_seconds / 20))
 
 
-def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> dict[str, str]:
-    """Title, artist, album and genre from the file's tags (lower-case keys).
+def read_tags(source: bytes | str | os.PathLike, names: Iterable[str], *,
+              timeout_s: float = 10.0) -> dict[str, str]:
+    """The tags called `names` (lower case: title, artist, ...) that the file has.
 
     libsndfile reads WAV/FLAC/Ogg tags in-process in a millisecond; anything else costs an
     ffprobe run (~0.1 s of CPU, mostly its start-up). Tags are a courtesy: any failure gives
@@ -91,7 +91,7 @@ def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> 
     """
     try:
         with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as fh:
-            return _pick_tags(fh.copy_metadata())
+            return _pick_tags(fh.copy_metadata(), names)
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
         pass
     try:
@@ -104,14 +104,14 @@ def read_tags(source: bytes | str | os.PathLike, *, timeout_s: float = 10.0) -> 
         return {}
     tags: dict[str, str] = {}
     for entry in [info.get("format", {})] + info.get("streams", []):
-        for key, value in _pick_tags(entry.get("tags") or {}).items():
+        for key, value in _pick_tags(entry.get("tags") or {}, names).items():
             tags.setdefault(key, value)
     return tags
 
 
-def _pick_tags(raw: dict) -> dict[str, str]:
-    return {k.lower(): str(v).strip() for k, v in raw.items()
-            if k.lower() in METADATA_FIELDS and str(v).strip()}
+def _pick_tags(raw: dict, names: Iterable[str]) -> dict[str, str]:
+    wanted = set(names)
+    return {k.lower(): str(v).strip() for k, v in raw.items() if k.lower() in wanted and str(v).strip()}
 
 
 @contextmanager

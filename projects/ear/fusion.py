@@ -1,10 +1,10 @@
-"""Identification from two kinds of evidence: fingerprint landmarks and embedding windows.
+"""Two kinds of evidence, one ranking: fingerprint fits and embedding windows.
 
 The embeddings vote like landmarks do: each 2 s query window's nearest stored windows vote for
-(track, stored time − query time). Their best (track, offset) pairs are handed to the
-fingerprint verifier as extra candidates, so a track the landmarks missed can still be checked
-peak by peak. A track is then ranked by both scores together; it is an answer when either kind
-of evidence alone is beyond what unknown audio reaches, or both together are.
+(track, stored time − query time); their best (track, offset) pairs are what `identify` hands
+the fingerprint verifier as extra candidates. `combine` ranks every track by both scores
+together; a track is a match when either kind of evidence alone is beyond what unknown audio
+reaches, or both together are, at the same offset.
 """
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ MAX_HITS = 250_000  # per query: tens of ms of voting and ~10 MB, whatever the c
 
 
 @dataclass
-class Segment:
-    """One segment's files, as the manifest names them."""
+class SegmentFiles:
+    """One segment, as the manifest names it: its files and what they hold."""
 
     file: str  # sorted uint64 landmark keys
     count: int  # keys in it
@@ -43,12 +43,12 @@ class Segment:
 class Manifest:
     generation: int = 0
     next_track_id: int = 1
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[SegmentFiles] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
-        return cls(**{**data, "segments": [Segment(**s) for s in data.get("segments", [])]})
+        return cls(**{**data, "segments": [SegmentFiles(**s) for s in data.get("segments", [])]})
 
 
 @dataclass
@@ -64,7 +64,7 @@ class _View:
     manifest with another manifest's files."""
 
     manifest: Manifest
-    segments: list[KeyFile]
+    key_files: list[KeyFile]
     peak_files: list[Mapped]
     peaks: dict[int, np.ndarray]  # track → its encoded peaks (a slice of a mapped file)
     removed: np.ndarray
@@ -91,15 +91,15 @@ class HashTable:
             return
         manifest = Manifest.from_json(read_json(self._manifest_path))
         # Segments are immutable: the ones this process has already opened are reused.
-        opened = {seg.name: seg for seg in self._view.segments}
-        segments, peak_files, peaks = [], [], {}
+        opened = {key_file.name: key_file for key_file in self._view.key_files}
+        key_files, peak_files, peaks = [], [], {}
         for seg in manifest.segments:
-            segments.append(opened.get(seg.file) or KeyFile(self.directory / seg.file, seg.count))
+            key_files.append(opened.get(seg.file) or KeyFile(self.directory / seg.file, seg.count))
             peak_file = Mapped(self.directory / seg.peaks_file, np.uint16, seg.peak_offsets[-1])
             peak_files.append(peak_file)
             for j, track in enumerate(seg.tracks):
                 peaks[track] = peak_file.array[seg.peak_offsets[j]:seg.peak_offsets[j + 1]]
-        self._view = _View(manifest, segments, peak_files, peaks,
+        self._view = _View(manifest, key_files, peak_files, peaks,
                            np.array(sorted(manifest.removed), np.int64))
         self._loaded_stamp = now
 
@@ -125,7 +125,7 @@ class HashTable:
 
     def release(self) -> None:
         """Hand the pages the last queries touched back to the page cache (call after a query)."""
-        for mapped in self._view.segments + self._view.peak_files:
+        for mapped in self._view.key_files + self._view.peak_files:
             mapped.release()
 
     def lookup(self, hashes: np.ndarray, max_hits: int = MAX_HITS) -> Hits:
@@ -143,11 +143,11 @@ class HashTable:
         lo_keys = hashes.astype(np.uint64) << np.uint64(HASH_SHIFT)
         hi_keys = (hashes.astype(np.uint64) + np.uint64(1)) << np.uint64(HASH_SHIFT)
         ranges = []
-        for segment in view.segments:
-            if segment.array.size:
-                bounds = segment.first_at_least(np.concatenate([lo_keys, hi_keys]))
+        for key_file in view.key_files:
+            if key_file.array.size:
+                bounds = key_file.first_at_least(np.concatenate([lo_keys, hi_keys]))
                 lo, hi = bounds[:hashes.size], bounds[hashes.size:]
-                ranges.append((segment.array, lo, hi - lo))
+                ranges.append((key_file.array, lo, hi - lo))
         if not ranges:
             empty = np.zeros(0, np.int64)
             return Hits(empty, empty, empty)
@@ -215,7 +215,7 @@ class HashTable:
         peaks = [tracks[t][1] for t in ids]
         name, _ = self._write_segment([keys])
         peaks_file, _ = self._write_segment(peaks)
-        self._draft.segments.append(Segment(name, int(keys.size), ids, peaks_file, offsets(peaks)))
+        self._draft.segments.append(SegmentFiles(name, int(keys.size), ids, peaks_file, offsets(peaks)))
         self._compact()
         self._save()
 
@@ -256,7 +256,7 @@ class HashTable:
         peaks_file, _ = self._write_segment(parts)
         first = min(positions)
         kept = [s for p, s in enumerate(self._draft.segments) if p not in positions]
-        kept.insert(first, Segment(name, total, [track for track, _ in peak_parts], peaks_file,
+        kept.insert(first, SegmentFiles(name, total, [track for track, _ in peak_parts], peaks_file,
                                    offsets(parts)))
         self._draft.segments = kept
         # A removed id that no segment holds any more need not be remembered.

@@ -21,20 +21,21 @@ from .match import best_per_track, verified_candidates
 
 
 @dataclass(frozen=True)
-class Match:
-    """One line of an answer: a track, where in it the clip is, and how sure ear is."""
+class Candidate:
+    """A track of the ranking: where in it the clip is, and how sure ear is; a match, or a
+    candidate below what ear answers ("could it be …?")."""
 
     track: Track
     offset_s: float
     score: float
     confidence: float
     other_offsets_s: tuple[float, ...] = ()  # the clip fits equally well there: repeated music
-    kinds: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
-    is_match: bool = True  # False: a candidate below what ear answers as a match
+    evidence: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
+    is_match: bool = True
 
     def to_json(self) -> dict:
         data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
-                "score": self.score, "confidence": self.confidence, "evidence": list(self.kinds)}
+                "score": self.score, "confidence": self.confidence, "evidence": list(self.evidence)}
         if not self.is_match:
             data["confirmed"] = False
         if self.other_offsets_s:
@@ -44,8 +45,8 @@ class Match:
 
 @dataclass(frozen=True)
 class Answer:
-    matches: list[Match]  # best first; empty: the clip is nothing in the catalog
-    candidates: list[Match]  # the first tracks of the whole ranking, matches first
+    matches: list[Candidate]  # best first; empty: the clip is nothing in the catalog
+    candidates: list[Candidate]  # the first tracks of the whole ranking, matches first
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class Identification:
 def identify(catalog: Catalog, samples: np.ndarray, candidates: int = 0) -> Answer:
     """The matches (at most EAR_TOP_K) and the first `candidates` tracks of the ranking."""
     found = identification(catalog, samples)
-    return Answer(to_matches(catalog, found.matches[: catalog.config.top_k]),
-                  to_matches(catalog, found.candidates[:candidates]))
+    return Answer(ranked(catalog, found.matches[: catalog.config.top_k]),
+                  ranked(catalog, found.candidates[:candidates]))
 
 
 def identification(catalog: Catalog, samples: np.ndarray) -> Identification:
@@ -94,8 +95,9 @@ def embed_query(catalog: Catalog, samples: np.ndarray) -> tuple[dict[int, fusion
     return votes, style
 
 
-def to_matches(catalog: Catalog, found: list[fusion.Evidence]) -> list[Match]:
+def ranked(catalog: Catalog, found: list[fusion.Evidence]) -> list[Candidate]:
+    """The evidence as the tracks it is about (those SQLite knows), in the same order."""
     rows = catalog.rows(e.track_id for e in found)
-    return [Match(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
+    return [Candidate(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
                   e.other_offsets_s, tuple(e.kinds), e.is_match)
             for e in found if e.track_id in rows]

@@ -72,7 +72,7 @@ def track_metadata(source: bytes | str | os.PathLike, source_name: str,
                    given: dict | None) -> dict[str, str]:
     """The owner's metadata over the file's tags (read only when some field is missing)."""
     given = {k: v for k, v in (given or {}).items() if k in METADATA_FIELDS and v}
-    tags = {} if all(k in given for k in METADATA_FIELDS) else read_tags(source)
+    tags = {} if all(k in given for k in METADATA_FIELDS) else read_tags(source, METADATA_FIELDS)
     merged = {**tags, **given}
     merged.setdefault("title", Path(source_name).stem or "untitled")
     return merged

@@ -9,10 +9,20 @@ import signal
 
 import torch
 
+from .embed import Model, shared_model
+
 _MADV_PAGEOUT = 21  # Linux ≥ 5.4
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def load_model_before_fork() -> Model:
+    """Load torch and the weights in Gunicorn's master, for the worker to inherit, on one
+    thread: a thread pool started here would deadlock the forked worker, which sets its own
+    limits (`configure_threads`, from deploy/gunicorn.conf.py)."""
+    torch.set_num_threads(1)
+    return shared_model()
 
 
 def configure_threads(threads: int, interop_threads: int) -> None:

@@ -81,7 +81,7 @@ class QueryGrid:
         hi = np.searchsorted(ref_t, offset + self.frames)
         rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
         # A clip hanging mostly off either end of the track is judged on a sliver of it, where
-        # chance fits look like matches (an unknown clip did, laid 8.7 s before a track began).
+        # chance fits look like matches (an unknown clip once did, laid mostly before a track).
         overlap = min(offset + self.frames, int(ref_t[-1]) + 1 if ref_t.size else 0) - max(offset, 0)
         if rt.size == 0 or overlap < min(self.frames, _MIN_OVERLAP_FRAMES):
             return 0.0, 0

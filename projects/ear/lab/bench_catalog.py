@@ -1,6 +1,6 @@
 """`ear eval`'s catalog: the benchmark music ingested with each stage timed, and distractors
 (pitch/tempo-shifted copies of it) to measure a large catalog. Which tracks are distractors is
-the lab's own record (`distractors.json` in the work folder), not the service's."""
+the lab's own record (`distractors.json` beside the catalog it describes), not the service's."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,7 @@ from ..db import Track
 from ..decode import SAMPLE_RATE, decode, decode_track
 from ..embed import shared_model
 from ..errors import EarError
+from ..storage import read_json, write_json
 from ..ingest import (PreparedTrack, audio_files, content_hash, embedding, fingerprint,
                       track_metadata)
 from .degrade import resample
@@ -46,11 +47,11 @@ def ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | Non
             continue
         prints = fingerprint(samples)
         embedding_started = time.thread_time()
-        vectors = embedding(samples, shared_model())
+        embedded = embedding(samples, shared_model())
         embedding_s += time.thread_time() - embedding_started
         audio_s += samples.size / SAMPLE_RATE
         batch.append(PreparedTrack(str(path), track_metadata(path, str(path), None),
-                                   samples.size / SAMPLE_RATE, content_hash(samples), prints, vectors))
+                                   samples.size / SAMPLE_RATE, content_hash(samples), prints, embedded))
         if len(batch) >= _BATCH_TRACKS:
             catalog.store(batch)
             batch.clear()
@@ -63,24 +64,23 @@ def ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | Non
     return stats
 
 
-def distractor_ids(work: Path) -> set[int]:
-    path = work / _DISTRACTORS
-    return set(json.loads(path.read_text())) if path.exists() else set()
+def distractor_ids(catalog: Catalog) -> set[int]:
+    return set((read_json(catalog.config.data_dir / _DISTRACTORS) or {}).get("ids", []))
 
 
-def real_tracks(catalog: Catalog, work: Path) -> list[Track]:
-    """The benchmark music itself (no distractors), by id."""
-    distractors = distractor_ids(work)
-    return [t for t in catalog.tracks() if t.id not in distractors]
+def real_tracks(catalog: Catalog) -> list[Track]:
+    """The benchmark music itself: not a distractor, and its file is there to cut clips from."""
+    distractors = distractor_ids(catalog)
+    return [t for t in catalog.tracks() if t.id not in distractors and Path(t.source).is_file()]
 
 
-def add_distractors(catalog: Catalog, work: Path, wanted: int, seed: int) -> None:
+def add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
     """Pitch/tempo-shifted copies (3-15 % off speed) of catalog tracks: unlike anything a
     query should match, but music with the same texture and statistics. They are fingerprinted,
     not embedded (the large-catalog targets are the fingerprinter's, and embedding 10,000 tracks
     would take hours here), on every core."""
-    done = distractor_ids(work)
-    originals = real_tracks(catalog, work)
+    done = distractor_ids(catalog)
+    originals = real_tracks(catalog)
     if len(done) >= wanted or not originals:
         return
     rng = np.random.default_rng(seed + 7)
@@ -99,7 +99,7 @@ def add_distractors(catalog: Catalog, work: Path, wanted: int, seed: int) -> Non
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         for batch in pool.map(_distractor_copies, jobs):
             done |= {track.id for track, _ in catalog.store(batch)}
-            (work / _DISTRACTORS).write_text(json.dumps(sorted(done)))
+            write_json(catalog.config.data_dir / _DISTRACTORS, {"ids": sorted(done)})
             print(f"distractors: {len(done)}/{wanted} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..db import Track
+from ..errors import EarError
 from ..ingest import audio_files
 from .degrade import LEVELS, RATE, Level, degrade, encode_opus_webm, read_clip, resample
 
@@ -65,6 +66,9 @@ def unknown_clips(folder: Path, dirs: list[str], levels: list[Level], count: int
             except ValueError:
                 pass
         usable = [f for f, d in durations.items() if d > _MIN_UNKNOWN_S]
+        if not usable:
+            raise EarError("no_unknown_audio", f"No audio file in {', '.join(dirs)} is longer "
+                           f"than {_MIN_UNKNOWN_S} s: no unknown clips can be cut.")
         jobs = []
         for n in range(count):
             f = usable[n % len(usable)]

@@ -116,7 +116,7 @@ def read_clip(path: Path, start_s: float, seconds: float, rate: int = RATE) -> n
         ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{start_s:.4f}", "-t", f"{seconds:.4f}",
          "-i", str(path), "-af", "pan=mono|c0=0.5*c0+0.5*c1" if _channels(path) > 1 else "anull",
          "-ar", str(rate), "-f", "f32le", "pipe:1"],
-        capture_output=True, check=True, timeout=60)
+        capture_output=True, check=True, timeout=60 + seconds / 20)
     return np.frombuffer(out.stdout, "<f4").copy()
 
 

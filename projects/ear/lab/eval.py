@@ -69,14 +69,13 @@ def run(config: Config, args) -> int:
     cfg = replace(config, data_dir=work / "catalog")
     if args.rebuild and cfg.data_dir.exists():
         subprocess.run(["rm", "-rf", str(cfg.data_dir)], check=True)
-        (work / "distractors.json").unlink(missing_ok=True)
     catalog = Catalog(cfg)
     ingest_stats = bench_catalog.ingest(catalog, args.catalog, work / "ingest.json")
-    bench_catalog.add_distractors(catalog, work, args.distractors, args.seed)
+    bench_catalog.add_distractors(catalog, args.distractors, args.seed)
     catalog.rebuild_index()
     levels = [LEVELS[name.strip().upper()] for name in args.levels.split(",")]
     lengths = [float(x) for x in args.lengths.split(",")]
-    real = bench_catalog.real_tracks(catalog, work)
+    real = bench_catalog.real_tracks(catalog)
     noise = noise_bank(work / "noise", args.seed)
     queries = clips.catalog_clips(work / "queries", real, levels, lengths, args.clips_per_track,
                                   args.seed, noise)

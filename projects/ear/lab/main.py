@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 
 from ..config import load_config
-from ..errors import EarError
 from ..runtime import configure_threads
 
 
 def run(command: str, argv: list[str], data_dir: str | None) -> int:
+    """Run `ear eval` or `ear train` with their own arguments (errors: the CLI's)."""
     parser = argparse.ArgumentParser(prog=f"ear {command}")
     if command == "eval":
         from . import eval as lab_eval
@@ -16,10 +16,7 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         args = parser.parse_args(argv)
         config = load_config(data_dir=data_dir)
         configure_threads(config.torch_threads, config.torch_interop_threads)
-        try:
-            return lab_eval.run(config, args)
-        except EarError as exc:
-            parser.exit(1, f"ear: {exc.message}\n")
+        return lab_eval.run(config, args)
     from . import train
     train.add_arguments(parser)
     return train.run(parser.parse_args(argv))

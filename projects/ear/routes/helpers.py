@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 from flask import current_app, request, url_for
 
-from .. import params
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Track
 from ..decode import decode_query
 from ..errors import EarError
-from ..identify import Match
+from ..identify import Candidate
+from ..params import parse_count
 from ..similar import Filters
 
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
@@ -42,7 +42,13 @@ def query_samples() -> np.ndarray:
 
 
 def count_arg(name: str, default: int, lowest: int = 0) -> int:
-    return params.count(request.args.get(name, ""), name, default, lowest)
+    raw = request.args.get(name, "")
+    if not raw:
+        return default
+    try:
+        return parse_count(raw, lowest)
+    except ValueError as exc:
+        raise EarError("bad_parameter", f"{name} {exc}.") from None
 
 
 def k_arg() -> int:
@@ -71,10 +77,10 @@ def track_json(track: Track) -> dict:
     return {**track.to_json(), "url": url_for("tracks.get_track", track_id=track.id, _external=True)}
 
 
-def match_json(match: Match) -> dict:
-    """A match as JSON, its track carrying the links the widget uses (`media_links`)."""
-    data = match.to_json()
-    return {**data, "track": {**data["track"], **media_links(match.track)}}
+def candidate_json(candidate: Candidate) -> dict:
+    """A match or candidate as JSON, its track carrying the links the widget uses."""
+    data = candidate.to_json()
+    return {**data, "track": {**data["track"], **media_links(candidate.track)}}
 
 
 def media_links(track: Track) -> dict[str, str]:

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from .helpers import catalog, count_arg, match_json, query_samples
+from .helpers import catalog, count_arg, candidate_json, query_samples
 
 bp = Blueprint("identify", __name__)
 
@@ -18,7 +18,7 @@ def identify_upload():
     wanted = count_arg("candidates", default=0)
     samples = query_samples()
     answer = identify(catalog(), samples, candidates=wanted)
-    extra = {"candidates": [match_json(m) for m in answer.candidates]} if wanted else {}
-    return jsonify(matches=[match_json(m) for m in answer.matches], **extra,
+    extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}
+    return jsonify(matches=[candidate_json(m) for m in answer.matches], **extra,
                    query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

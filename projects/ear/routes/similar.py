@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from .helpers import catalog, filters_arg, k_arg, match_json, query_samples, track_json
+from .helpers import catalog, filters_arg, k_arg, candidate_json, query_samples, track_json
 
 bp = Blueprint("similar", __name__)
 RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
@@ -15,7 +15,7 @@ RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
 @bp.post("/similar")
 def similar_to_upload():
     identified, found = similar_to_clip(catalog(), query_samples(), k_arg(), filters_arg())
-    return jsonify(identified=match_json(identified) if identified else None,
+    return jsonify(identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[s.to_json() for s in found])
 

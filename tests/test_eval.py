@@ -1,0 +1,35 @@
+"""`ear eval` end to end on synthesized songs: the catalog, its distractors, degraded clips and
+speech that is in no catalog, the tables; a second run reuses the work folder."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from helpers import run_ear
+
+
+def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    subprocess.run(["espeak-ng", "-w", str(unknown / "speech.wav"), 3 * (
+        "Nothing in the catalog sounds like this voice, which goes on reading aloud for a good "
+        "while, sentence after sentence, so that a clip can be cut from the middle of it. ")],
+        check=True)
+    args = ["eval", "--work", str(tmp_path / "work"), "--catalog", str(songs_dir), "--unknown", str(unknown),
+            "--levels", "CLEAN,SOFT", "--lengths", "5", "--unknown-clips", "2", "--distractors", "3",
+            "--service-queries", "0"]
+    first = run_ear(tmp_path / "data", *args).stdout
+    assert "catalog: 6 tracks (3 distractors)" in first and "rendered 12 query clips" in first
+    assert "CLEAN  Fusion     6 100.0% 100.0%   100.0%" in first
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert len(results) == 6 * 2 + 2 * 2
+    assert {r["track_id"] for r in results} == set(range(1, 7)) | {None}  # never a distractor
+
+    again = run_ear(tmp_path / "data", *args).stdout
+    assert "catalog: 6 tracks (3 distractors)" in again and "rendered" not in again
+    answers = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert _without_times(answers) == _without_times(results)  # the same clips, the same answers
+
+
+def _without_times(results: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "elapsed_ms"} for r in results]
