@@ -64,11 +64,12 @@ class Identification:
 def identify(catalog: Catalog, samples: np.ndarray, candidates: int = 0) -> Answer:
     """The matches (at most EAR_TOP_K) and the first `candidates` tracks of the ranking."""
     found = identification(catalog, samples)
-    return Answer(ranked(catalog, found.matches[: catalog.config.top_k]),
-                  ranked(catalog, found.candidates[:candidates]))
+    return Answer(as_candidates(catalog, found.matches[: catalog.config.top_k]),
+                  as_candidates(catalog, found.candidates[:candidates]))
 
 
 def identification(catalog: Catalog, samples: np.ndarray) -> Identification:
+    """The evidence for every track the clip could be, ranked (see the module's docstring)."""
     votes: dict[int, fusion.Vote] = {}
     clip_style: list[np.ndarray] = []
 
@@ -95,7 +96,7 @@ def embed_query(catalog: Catalog, samples: np.ndarray) -> tuple[dict[int, fusion
     return votes, style
 
 
-def ranked(catalog: Catalog, found: list[fusion.Evidence]) -> list[Candidate]:
+def as_candidates(catalog: Catalog, found: list[fusion.Evidence]) -> list[Candidate]:
     """The evidence as the tracks it is about (those SQLite knows), in the same order."""
     rows = catalog.rows(e.track_id for e in found)
     return [Candidate(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,

@@ -14,7 +14,7 @@ from .catalog import Catalog
 from .db import Track
 from .embed import shared_model, unit
 from .errors import NotFound
-from .identify import Candidate, identification, ranked
+from .identify import Candidate, as_candidates, identification
 
 SURE_ENOUGH = 0.5  # the confidence at which a clip is taken to be its identified track
 _RADIO_POOL = 3  # a radio playlist of k is drawn from the 3k nearest tracks
@@ -55,7 +55,7 @@ def similar_to_clip(catalog: Catalog, samples: np.ndarray, k: int,
                     filters: Filters = Filters()) -> tuple[Candidate | None, list[Similar]]:
     """(the track the clip was identified as, if confidently; tracks like it)."""
     found = identification(catalog, samples)
-    matches = ranked(catalog, found.matches[: catalog.config.top_k])
+    matches = as_candidates(catalog, found.matches[: catalog.config.top_k])
     if matches and matches[0].confidence >= SURE_ENOUGH:
         return matches[0], similar_to_track(catalog, matches[0].track.id, k, filters)
     catalog.index.refresh()
