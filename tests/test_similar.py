@@ -97,10 +97,8 @@ def test_identify_says_which_evidence_matched(labelled_catalog):
     assert best.to_json()["evidence"] == list(best.evidence)
 
 
-def test_cli_similar_json(tmp_path, songs_dir):
-    data = tmp_path / "data"
-    for i, (artist, genre) in LABELS.items():
-        run_ear(data, "ingest", "--artist", artist, "--genre", genre, str(songs_dir / f"song{i}.flac"))
+def test_cli_similar_json(labelled_catalog, tmp_path):
+    data = labelled_catalog.config.data_dir  # `ear ingest` itself: test_cli
     query = write(tmp_path / "q.wav", song(2)[44100 * 6: 44100 * 14])
     out = run_ear(data, "similar", "--json", "-k", "3", str(query)).stdout.splitlines()
     answer = json.loads(out[0])
