@@ -51,6 +51,10 @@ def _http_error(exc: HTTPException, config: Config):
     if exc.code == 413:
         code = "upload_too_large"
         message = f"The upload is larger than the {config.max_upload_mb} MB allowed."
+        length = request.content_length
+        if length is not None and length <= config.max_upload_mb * 1024 * 1024:  # not the body
+            message = (f"A form field is larger than the {request.max_form_memory_size // 1000} kB "
+                       "allowed; send audio as a file (multipart field 'audio') or as the body.")
     return jsonify({"error": {"code": code, "message": message}}), exc.code
 
 

@@ -17,7 +17,7 @@ from .db import METADATA_FIELDS, Track, database, init_db
 from .embed import DIM, STYLE_DIM
 from .errors import NotFound
 from .hashtable import HashTable
-from .segments import pack
+from .segments import MAX_TRACK_ID, pack
 from .index import EmbeddingIndex
 from .ingest import Embedding, PreparedTrack
 
@@ -68,7 +68,7 @@ class Catalog:
 
     def remove(self, track_id: int) -> Track:
         with self.table.writing(), database.connection_context():
-            track = Track.get_or_none(Track.id == track_id)
+            track = _track_or_none(track_id)
             if track is None:
                 raise NotFound("track_not_found", f"No track with id {track_id}.")
             self.table.remove([track_id])
@@ -130,7 +130,7 @@ class Catalog:
 
     def get(self, track_id: int) -> Track:
         with database.connection_context():
-            track = Track.get_or_none(Track.id == track_id)
+            track = _track_or_none(track_id)
         if track is None:
             raise NotFound("track_not_found", f"No track with id {track_id}.")
         return track
@@ -155,6 +155,11 @@ class Catalog:
     def ids_by_artist(self, artist: str) -> list[int]:
         with database.connection_context():
             return [t.id for t in Track.select(Track.id).where(Track.artist == artist)]
+
+
+def _track_or_none(track_id: int) -> Track | None:
+    # An id no store could hold (SQLite's integers end at 2^63) is simply not in the catalog.
+    return Track.get_or_none(Track.id == track_id) if 0 < track_id <= MAX_TRACK_ID else None
 
 
 def _vectors(e: Embedding) -> tuple:

@@ -32,7 +32,7 @@ def artist_radio():
     if not artist:
         raise EarError("missing_artist", "Say whose radio: /radio?artist=NAME.")
     seed = request.args.get("seed", "")
-    if seed and not seed.isdigit():
+    if seed and not (seed.isascii() and seed.isdigit()):
         raise EarError("bad_parameter", "seed must be a whole number (it repeats a playlist).")
     rng = np.random.default_rng(int(seed) if seed else None)
     found = radio(catalog(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)

@@ -2,6 +2,8 @@
 listeners' feedback, and the health check."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -9,12 +11,14 @@ from flask import Blueprint, jsonify, render_template, request, send_file
 
 from ..db import Feedback, database
 from ..errors import EarError
+from ..segments import MAX_TRACK_ID
 from .helpers import catalog
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
 _WIDGET_MAX_AGE_S = 3600
 _ACTUAL_MAX_CHARS = 500  # of a listener's "it was …"
+FEEDBACK_MAX_BYTES = 4096  # a verdict, a few numbers and a few words: nothing more belongs in a row
 
 
 @bp.get("/widget.js")
@@ -39,20 +43,33 @@ def health():
 
 @bp.post("/feedback")
 def feedback():
-    data = request.get_json(silent=True)
+    body = request.stream.read(FEEDBACK_MAX_BYTES + 1)
+    if len(body) > FEEDBACK_MAX_BYTES:
+        raise EarError("feedback_too_large", f"Feedback is at most {FEEDBACK_MAX_BYTES} bytes.", 413)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    with database.connection_context():
+        row = Feedback.create(**_feedback_fields(data))
+    return jsonify(feedback=row.to_json()), 201
+
+
+def _feedback_fields(data) -> dict:
+    """The row a listener's verdict makes, or the error `bad_feedback` saying what is wrong."""
     if not isinstance(data, dict):
         raise EarError("bad_feedback", "Send a JSON object: {\"verdict\": \"right\"|\"wrong\", ...}.")
-    verdict = data.get("verdict")
-    if verdict not in ("right", "wrong"):
+    if data.get("verdict") not in ("right", "wrong"):
         raise EarError("bad_feedback", "verdict must be \"right\" or \"wrong\".")
     try:
         track_id = None if data.get("track_id") is None else int(data["track_id"])
-        offset_s = None if data.get("offset_s") is None else float(data["offset_s"])
-        confidence = None if data.get("confidence") is None else float(data["confidence"])
-    except (TypeError, ValueError):
+        numbers = {name: None if data.get(name) is None else float(data[name])
+                   for name in ("offset_s", "confidence")}
+    except (TypeError, ValueError, OverflowError):
         raise EarError("bad_feedback", "track_id, offset_s and confidence must be numbers.") from None
-    actual = str(data.get("actual") or "")[:_ACTUAL_MAX_CHARS]
-    with database.connection_context():
-        row = Feedback.create(track_id=track_id, verdict=verdict, actual=actual,
-                              offset_s=offset_s, confidence=confidence)
-    return jsonify(feedback=row.to_json()), 201
+    if track_id is not None and not 0 < track_id <= MAX_TRACK_ID:
+        raise EarError("bad_feedback", f"track_id must be between 1 and {MAX_TRACK_ID}.")
+    if not all(math.isfinite(x) for x in numbers.values() if x is not None):
+        raise EarError("bad_feedback", "offset_s and confidence must be finite numbers.")
+    return {"verdict": data["verdict"], "track_id": track_id, **numbers,
+            "actual": str(data.get("actual") or "")[:_ACTUAL_MAX_CHARS]}
