@@ -3,6 +3,7 @@ limit as a served request sees it, answers while the CLI writes to the same cata
 similar-track queries while uploads rebuild the index in the background."""
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +35,34 @@ def test_an_upload_over_the_limit_gets_a_json_413_from_the_app(gunicorn_server):
     r = requests.post(gunicorn_server.url + "/identify", data=b"\0" * (51 * 1024 * 1024), timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large"
     assert requests.get(gunicorn_server.url + "/health", timeout=10).json()["status"] == "ok"
+
+
+def _chunked_wav(seconds: float, multipart: bool):
+    """A WAV file sent in chunks (no Content-Length), as a client streaming it would."""
+    audio = (song(3, seconds=10.0)[:, 0] * 32767).astype("<i2").tobytes()
+    size = int(seconds * 44100) * 2
+    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, 1, 44100, 88200, 2, 16) + b"data" + struct.pack("<I", size))
+    if multipart:
+        yield b'--B\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
+    yield header
+    for start in range(0, size, len(audio)):
+        yield audio[: size - start]
+    if multipart:
+        yield b"\r\n--B--\r\n"
+
+
+def test_a_chunked_upload_past_the_limit_is_refused_whole(gunicorn_server):
+    url = gunicorn_server.url
+    for multipart in (False, True):
+        kind = "multipart/form-data; boundary=B" if multipart else "audio/wav"
+        r = requests.post(url + "/tracks", data=_chunked_wav(600, multipart), timeout=120,
+                          headers={**AUTH, "Content-Type": kind})  # 53 MB: over the 50 MB
+        assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large", r.text
+        assert requests.get(url + "/tracks", timeout=10).json()["tracks"] == []
+    r = requests.post(url + "/tracks", data=_chunked_wav(20, False), timeout=120,
+                      headers={**AUTH, "Content-Type": "audio/wav"})
+    assert r.status_code == 201 and abs(r.json()["track"]["duration"] - 20.0) < 0.1
 
 
 def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_dir, tmp_path):
