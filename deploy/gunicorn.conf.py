@@ -6,6 +6,8 @@ the fingerprint files are read-only maps, safe to share), and a timeout long eno
 upload's ingest. Port and data directory come from ear's own configuration (EAR_* / .env).
 """
 from ear.config import load_config
+from ear.errors import EarError
+from ear.storage import ensure_writable
 
 _config = load_config()
 
@@ -17,7 +19,10 @@ timeout = 120
 graceful_timeout = 30
 bind = f"127.0.0.1:{_config.port}"
 # The control socket (Gunicorn ≥ 23) lives with the data, never in a shared or unwritable place.
-_config.data_dir.mkdir(parents=True, exist_ok=True)
+try:
+    ensure_writable(_config.data_dir)
+except EarError as exc:  # a setting to fix: one line in the log, not a traceback
+    raise SystemExit(f"ear: {exc.message}") from None
 control_socket = str(_config.data_dir.resolve() / "gunicorn.ctl")
 accesslog = "-"
 errorlog = "-"

@@ -18,6 +18,7 @@ from .embed import DIM, STYLE_DIM
 from .errors import NotFound
 from .hashtable import HashTable
 from .segments import MAX_TRACK_ID, pack
+from .storage import ensure_writable
 from .index import EmbeddingIndex
 from .ingest import Embedding, PreparedTrack
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 class Catalog:
     def __init__(self, config: Config) -> None:
         self.config = config
+        for folder in (config.data_dir, config.fingerprint_dir, config.embedding_dir):
+            ensure_writable(folder)
         init_db(config.db_path)
         self.table = HashTable(config.fingerprint_dir)
         self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)
@@ -80,6 +83,16 @@ class Catalog:
         with self.table.writing(), database.connection_context():
             self._reconcile()
 
+    def tidy(self) -> None:
+        """What a process killed mid-write left behind, put right: the stores reconciled with
+        SQLite, and files no manifest names deleted. Never waits: if another writer is at work,
+        it reconciles when it is done, and the next start sweeps."""
+        with self.table.writing(wait=False) as table:
+            if table is not None:
+                with database.connection_context():
+                    self._reconcile()
+        self.index.sweep()
+
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.
         in_table = self.table.track_ids()
@@ -127,6 +140,10 @@ class Catalog:
     def tracks(self) -> list[Track]:
         with database.connection_context():
             return list(Track.select().order_by(Track.id))
+
+    def track_count(self) -> int:
+        with database.connection_context():
+            return Track.select().count()
 
     def get(self, track_id: int) -> Track:
         with database.connection_context():

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")
     p.add_argument("ids", nargs="+", type=int)
-    sub.add_parser("compact", help="merge the fingerprint store, dropping removed tracks")
+    sub.add_parser("compact", help="merge the fingerprint store, dropping removed tracks "
+                                   "(and what a killed process left behind)")
 
     p = sub.add_parser("serve", help="development server (Gunicorn is for production)")
     p.add_argument("--host", default="127.0.0.1")
@@ -232,6 +233,7 @@ def cmd_remove(config: Config, args) -> int:
 
 def cmd_compact(config: Config, args) -> int:
     catalog = Catalog(config)
+    catalog.tidy()
     catalog.compact()
     print(f"{catalog.table.landmark_count} landmarks in {len(catalog.table.manifest.segments)} segment(s)")
     return 0

@@ -178,18 +178,22 @@ class HashTable:
 
     # ---- writing -------------------------------------------------------------------------
     @contextmanager
-    def writing(self) -> Iterator["HashTable"]:
-        """Hold the writers' lock, with the newest manifest loaded."""
-        with locked(self.directory / "lock"):
+    def writing(self, wait: bool = True) -> Iterator["HashTable | None"]:
+        """Hold the writers' lock, with the newest manifest loaded (None: `wait` was False and
+        another writer holds it)."""
+        with locked(self.directory / "lock", wait) as held:
+            if not held:
+                yield None
+                return
             self.refresh()
             self._draft = copy.deepcopy(self._view.manifest)
             self._sweep()
             yield self
 
     def _sweep(self) -> None:
-        """Delete segment files no manifest names: leftovers of a writer that crashed."""
+        """Delete files no manifest names: leftovers of a writer that crashed."""
         named = {f for s in self._draft.segments for f in (s.file, s.peaks_file)}
-        for path in self.directory.glob("seg-*"):
+        for path in [*self.directory.glob("seg-*"), *self.directory.glob("*.tmp")]:
             if path.name not in named:
                 path.unlink(missing_ok=True)
 

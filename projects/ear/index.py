@@ -139,12 +139,12 @@ class EmbeddingIndex:
             return
         arrays = _pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
-        with replacing(self.folder / name) as fh:
-            np.savez(fh, window_vectors=arrays.window_vectors.astype(np.float16),
-                     window_items=arrays.window_items,
-                     track_vectors=arrays.track_vectors.astype(np.float16),
-                     track_ids=arrays.track_ids)
-        with self._locked(".write.lock") as manifest:
+        with self._locked(".write.lock") as manifest:  # written under the lock: see `sweep`
+            with replacing(self.folder / name) as fh:
+                np.savez(fh, window_vectors=arrays.window_vectors.astype(np.float16),
+                         window_items=arrays.window_items,
+                         track_vectors=arrays.track_vectors.astype(np.float16),
+                         track_ids=arrays.track_ids)
             manifest["pending"] = [*manifest.get("pending", []), name]
             self._write_manifest(manifest)
         self.refresh()
@@ -155,6 +155,22 @@ class EmbeddingIndex:
             manifest["removed"] = sorted(set(manifest.get("removed", [])) | set(track_ids))
             self._write_manifest(manifest)
         self.refresh()
+
+    def sweep(self) -> None:
+        """Delete the files no manifest names: leftovers of a process killed while it added
+        vectors or rebuilt. Files are only written under the locks, so while anyone holds
+        one, nothing is swept (and this never waits: the next start sweeps)."""
+        with locked(self.folder / ".build.lock", wait=False) as building_free, \
+                locked(self.folder / ".write.lock", wait=False) as writing_free:
+            if not (building_free and writing_free):
+                return
+            manifest = self._read_manifest()
+            named = {*manifest.get("pending", []),
+                     *(v for v in (manifest.get("built") or {}).values() if isinstance(v, str))}
+            for path in self.folder.iterdir():
+                leftover = path.name.startswith(("pending-", "windows-", "tracks-")) or path.suffix == ".tmp"
+                if leftover and path.name not in named:
+                    path.unlink(missing_ok=True)
 
     def needs_rebuild(self) -> bool:
         manifest = self._read_manifest()

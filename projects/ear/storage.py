@@ -8,11 +8,14 @@ mtime, size): one stat, no read, when nothing changed. Writers of one store take
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from .errors import EarError
 
 Stamp = tuple[int, int, int]
 
@@ -61,15 +64,34 @@ def stamp(path: Path) -> Stamp | None:
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive flock on `path` (created if missing) for the block: one writer at a
-    time, across processes. The kernel drops it if the process dies."""
+    time, across processes; the kernel drops it if the process dies. Yields whether it is held:
+    always, when waiting for it; with `wait=False`, only if no one else held it."""
     with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` if need be; refuse, in one sentence that says how to fix it, a folder
+    this process cannot write (a service started as another user than the one owning it)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise EarError("data_dir_unwritable", f"{folder} cannot be written as user "
+                       f"{getpass.getuser()}: set EAR_DATA_DIR to a folder this user may write, "
+                       "or give it this one (chown).", 500)
 
 
 def _fsync(path: Path, flags: int) -> None:

@@ -1,4 +1,10 @@
 """WSGI entry point for Gunicorn: `ear.wsgi:app`."""
-from .app import create_app
+import sys
 
-app = create_app()
+from .app import create_app
+from .errors import EarError
+
+try:
+    app = create_app()
+except EarError as exc:  # a setting to fix: one line in the log, not a traceback
+    sys.exit(f"ear: {exc.message}")

@@ -37,7 +37,7 @@ def health():
     table, index = catalog().table, catalog().index
     table.refresh()
     index.refresh()
-    return jsonify(status="ok", tracks=len(table.track_ids()), landmarks=table.landmark_count,
+    return jsonify(status="ok", tracks=catalog().track_count(), landmarks=table.landmark_count,
                    embedding_windows=index.window_count, torch_threads=torch.get_num_threads())
 
 

@@ -1,0 +1,63 @@
+"""What a process killed mid-write leaves behind is put right when the service starts, and a
+data folder the service may not write is one line that says how to fix it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, free_port
+
+from ear.app import create_app
+from ear.segments import pack
+from ear.storage import locked
+
+
+def test_the_service_starts_by_sweeping_leftovers_and_orphans(filled_catalog, config):
+    table, index = filled_catalog.table, filled_catalog.index
+    with table.writing():  # a track whose row was never written: the process died first
+        (orphan,) = table.allocate_ids(1)
+        table.add({orphan: (pack(np.arange(50, dtype=np.uint32), orphan, np.arange(50)), np.zeros(5, np.uint16))})
+    leftovers = [config.embedding_dir / "pending-0123456789ab.npz", config.embedding_dir / "windows-9.ann.tmp",
+                 config.embedding_dir / "manifest.json.tmp", config.fingerprint_dir / "manifest.json.tmp",
+                 config.fingerprint_dir / "seg-00000099.bin.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    # While another process writes the index, its files are not touched.
+    with locked(config.embedding_dir / ".write.lock"):
+        pid = os.fork()
+        if pid == 0:
+            index.sweep()
+            os._exit(0)
+        os.waitpid(pid, 0)
+    assert all(path.exists() for path in leftovers[:3])
+
+    client = create_app(config).test_client()
+    assert not [path for path in leftovers if path.exists()]
+    assert client.get("/health").get_json()["tracks"] == 6
+    assert [t.id for t in filled_catalog.tracks()] == [1, 2, 3, 4, 5, 6]
+    filled_catalog.table.refresh()
+    assert orphan not in filled_catalog.table.track_ids()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the service as another user: CI runs as root")
+def test_a_data_folder_the_service_may_not_write_is_one_line():
+    # Under /tmp (pytest's own folders are closed to other users), owned by root, 0755.
+    data = Path(tempfile.mkdtemp(prefix="ear-root-owned-"))
+    data.chmod(0o755)
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    env = {**os.environ, "EAR_DATA_DIR": str(data), "EAR_PORT": str(free_port())}
+    cli = subprocess.run([*as_nobody, sys.executable, "-m", "ear.cli", "tracks"], env=env, cwd="/",
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and cli.stderr.strip().splitlines() == [
+        f"ear: {data} cannot be written as user nobody: set EAR_DATA_DIR to a folder this user may "
+        "write, or give it this one (chown)."]
+    served = subprocess.run([*as_nobody, sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],
+                            env=env, cwd="/", capture_output=True, text=True, timeout=120)
+    assert served.returncode != 0 and "Traceback" not in served.stderr + served.stdout
+    assert f"ear: {data} cannot be written as user nobody" in served.stderr + served.stdout
+    data.rmdir()
