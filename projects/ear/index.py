@@ -198,10 +198,7 @@ class EmbeddingIndex:
                                       ("window_items", "window_items"),
                                       ("track_vectors", "track_ids"),
                                       ("track_ids", "track_ids"))))
-                removed_old = removed | set(replace)
-            else:
-                removed_old = removed
-            built = self._build(generation, old, pending, removed, removed_old)
+            built = self._build(generation, old, pending, removed, removed | set(replace or ()))
             with self._locked(".write.lock") as manifest:
                 previous = manifest.get("built")
                 manifest["built"] = built
