@@ -18,10 +18,12 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 ids = st.one_of(st.integers(0, 2**70), st.sampled_from([2**63 - 1, 2**63, 2**64, 10**30]))
 text = st.text(max_size=40)
 params = st.dictionaries(st.sampled_from(["k", "seed", "artist", "genre", "exclude_artist",
-                                          "candidates"]), text, max_size=4)
+                                          "candidates"]), text | st.text("0123456789", min_size=19),
+                         max_size=4)
+any_text = st.text(st.characters(exclude_categories=()), max_size=40)  # lone surrogates too
 json_values = st.recursive(
-    st.none() | st.booleans() | st.floats() | st.integers(-2**80, 2**80) | text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=20)
+    st.none() | st.booleans() | st.floats() | st.integers(-2**80, 2**80) | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4), max_leaves=20)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,9 @@ def test_any_json_as_feedback(served, data):
     ('{"verdict": "right", "offset_s": NaN}', 400),
     ('{"verdict": "wrong", "confidence": Infinity}', 400),
     ('{"verdict": "right", "actual": "' + "x" * 5000 + '"}', 413),
+    ('{"verdict": "right", "actual": "\\ud800"}', 201),  # a lone surrogate, stored as "?"
+    ('{"verdict": "right", "track_id": true}', 400),
+    ('{"verdict": "right", "track_id": 1.5}', 400),
 ])
 def test_feedback_the_service_cannot_store_is_refused(served, body, status):
     client, _ = served
@@ -117,10 +122,11 @@ def test_feedback_the_service_cannot_store_is_refused(served, body, status):
 def test_a_unicode_digit_seed_and_huge_ids_are_client_errors(served):
     client, track_ids = served
     assert client.get("/radio?artist=Ann&seed=²").status_code == 400
+    assert client.get("/radio?artist=Ann&seed=" + "9" * 5000).status_code == 400
     for track_id in (2**63, 2**64):
         assert client.get(f"/tracks/{track_id}").status_code == 404
         assert client.delete(f"/tracks/{track_id}", headers=AUTH).status_code == 404
     response = client.post("/tracks", headers=AUTH,
                            data={"audio": (io.BytesIO(b"RIFF"), "a.wav"), "title": "x" * 600_000})
-    assert response.status_code == 413 and "form field" in response.get_json()["error"]["message"]
+    assert response.status_code == 413 and "500 kB a field" in response.get_json()["error"]["message"]
     _unchanged(client, track_ids)

@@ -3,6 +3,7 @@ data folder the service may not write is one line that says how to fix it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,21 +28,41 @@ def test_the_service_starts_by_sweeping_leftovers_and_orphans(filled_catalog, co
                  config.fingerprint_dir / "seg-00000099.bin.tmp"]
     for path in leftovers:
         path.write_bytes(b"half a file")
-    # While another process writes the index, its files are not touched.
-    with locked(config.embedding_dir / ".write.lock"):
-        pid = os.fork()
-        if pid == 0:
-            index.sweep()
-            os._exit(0)
-        os.waitpid(pid, 0)
-    assert all(path.exists() for path in leftovers[:3])
+    # While another process adds to or rebuilds the index, its files are not touched; while
+    # another writer holds the table, the orphan stays (and /health counts what SQLite knows).
+    for lock in (".write.lock", ".build.lock"):
+        with locked(config.embedding_dir / lock):
+            _in_another_process(index.sweep)
+        assert all(path.exists() for path in leftovers[:3]), lock
+    with locked(config.fingerprint_dir / "lock"):
+        client = create_app(config).test_client()
+    table.refresh()
+    assert orphan in table.track_ids() and client.get("/health").get_json()["tracks"] == 6
 
-    client = create_app(config).test_client()
+    create_app(config)
     assert not [path for path in leftovers if path.exists()]
-    assert client.get("/health").get_json()["tracks"] == 6
+    table.refresh()
+    assert orphan not in table.track_ids()
     assert [t.id for t in filled_catalog.tracks()] == [1, 2, 3, 4, 5, 6]
-    filled_catalog.table.refresh()
-    assert orphan not in filled_catalog.table.track_ids()
+
+
+def test_a_data_folder_restored_without_its_fingerprints_is_not_emptied(filled_catalog, config, caplog):
+    shutil.rmtree(config.fingerprint_dir)
+    create_app(config)
+    assert "has no manifest but the database lists 6 tracks" in caplog.text
+    assert len(filled_catalog.tracks()) == 6
+
+
+def _in_another_process(work) -> None:
+    pid = os.fork()
+    if pid == 0:  # the child never returns to pytest, whatever happens
+        status = 1
+        try:
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the service as another user: CI runs as root")

@@ -54,8 +54,9 @@ def _http_error(exc: HTTPException, config: Config):
         message = f"The upload is larger than the {config.max_upload_mb} MB allowed."
         length = request.content_length
         if length is not None and length <= config.max_upload_mb * 1024 * 1024:  # not the body
-            message = (f"A form field is larger than the {request.max_form_memory_size // 1000} kB "
-                       "allowed; send audio as a file (multipart field 'audio') or as the body.")
+            message = (f"The form is over its limits: at most {request.max_form_memory_size // 1000} kB "
+                       f"a field and {request.max_form_parts} fields; send audio as a file "
+                       "(multipart field 'audio') or as the body.")
     return jsonify({"error": {"code": code, "message": message}}), exc.code
 
 

@@ -4,7 +4,8 @@ embedding index, kept in agreement.
 Storing writes the landmarks first (new segment, manifest renamed into place), then the vectors,
 then records the tracks in SQLite, all under the table's writer lock. Removing marks the track
 removed in the stores first, then deletes the row. After a crash between the steps, `reconcile`
-(run by every writer) finishes the job, and readers only ever trust ids that SQLite knows.
+(run before every store, when the service starts, and by `ear compact`) finishes the job, and
+readers only ever trust ids that SQLite knows.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Iterable
 from .config import Config
 from .db import METADATA_FIELDS, Track, database, init_db
 from .embed import DIM, STYLE_DIM
-from .errors import NotFound
+from .errors import EarError, NotFound
 from .hashtable import HashTable
 from .segments import MAX_TRACK_ID, pack
 from .storage import ensure_writable
@@ -85,18 +86,26 @@ class Catalog:
 
     def tidy(self) -> None:
         """What a process killed mid-write left behind, put right: the stores reconciled with
-        SQLite, and files no manifest names deleted. Never waits: if another writer is at work,
-        it reconciles when it is done, and the next start sweeps."""
+        SQLite, and files no manifest names deleted. Waits for no writer: while one holds the
+        table's lock, reconciling is left to the next store, start or `ear compact`."""
         with self.table.writing(wait=False) as table:
             if table is not None:
                 with database.connection_context():
-                    self._reconcile()
+                    try:
+                        self._reconcile()
+                    except EarError as exc:  # serve what there is; the owner is told
+                        log.error("%s", exc.message)
         self.index.sweep()
 
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.
         in_table = self.table.track_ids()
         in_db = {t.id for t in Track.select(Track.id)}
+        if in_db and not self.table.has_manifest:
+            # A data folder restored without its fingerprints: the rows are not crash debris.
+            raise EarError("fingerprints_missing", f"{self.config.fingerprint_dir} has no manifest but "
+                           f"the database lists {len(in_db)} tracks: restore that folder, or remove "
+                           "the database to start an empty catalog.", 500)
         orphans = sorted(in_table - in_db)  # landmarks stored, row never written (crash)
         if orphans:
             self.table.remove(orphans)

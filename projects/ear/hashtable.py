@@ -109,6 +109,10 @@ class HashTable:
         return self._view.manifest
 
     @property
+    def has_manifest(self) -> bool:
+        return self._manifest_path.exists()
+
+    @property
     def landmark_count(self) -> int:
         return sum(seg.count for seg in self.manifest.segments)
 

@@ -32,12 +32,12 @@ def uploaded_audio() -> tuple[bytes, str]:
         if upload is None:
             raise EarError("missing_audio", "Send the audio in the multipart field 'audio'.")
         return upload.read(), upload.filename or "upload"
-    # Any other content type (curl --data-binary sends a form type) is the audio itself. Read
-    # to the limit, then once more: a body sent without Content-Length (chunked) that goes on
-    # past the limit is refused there (413), where reading it all would stop at the limit and
-    # keep a truncated track.
+    # Any other content type (curl --data-binary sends a form type) is the audio itself. A body
+    # sent without Content-Length (chunked) is read to the limit: one more read past it is
+    # refused (413), where stopping at the limit would keep a truncated track.
     data = request.stream.read()
-    request.stream.read(1)
+    if request.content_length is None:
+        request.stream.read(1)
     return data, "upload"
 
 

@@ -10,6 +10,7 @@ from .helpers import catalog, filters_arg, k_arg, candidate_json, query_samples,
 
 bp = Blueprint("similar", __name__)
 RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
+_SEED_DIGITS = 18
 
 
 @bp.post("/similar")
@@ -32,8 +33,9 @@ def artist_radio():
     if not artist:
         raise EarError("missing_artist", "Say whose radio: /radio?artist=NAME.")
     seed = request.args.get("seed", "")
-    if seed and not (seed.isascii() and seed.isdigit()):
-        raise EarError("bad_parameter", "seed must be a whole number (it repeats a playlist).")
+    if seed and not (seed.isascii() and seed.isdigit() and len(seed) <= _SEED_DIGITS):
+        raise EarError("bad_parameter", f"seed must be a whole number of up to {_SEED_DIGITS} "
+                       "digits (it repeats a playlist).")
     rng = np.random.default_rng(int(seed) if seed else None)
     found = radio(catalog(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)
     return jsonify(artist=artist, tracks=[s.to_json() for s in found])

@@ -61,8 +61,11 @@ def _feedback_fields(data) -> dict:
         raise EarError("bad_feedback", "Send a JSON object: {\"verdict\": \"right\"|\"wrong\", ...}.")
     if data.get("verdict") not in ("right", "wrong"):
         raise EarError("bad_feedback", "verdict must be \"right\" or \"wrong\".")
+    raw_id = data.get("track_id")
+    if isinstance(raw_id, bool) or (isinstance(raw_id, float) and not raw_id.is_integer()):
+        raise EarError("bad_feedback", "track_id must be a whole number.")
     try:
-        track_id = None if data.get("track_id") is None else int(data["track_id"])
+        track_id = None if raw_id is None else int(raw_id)
         numbers = {name: None if data.get(name) is None else float(data[name])
                    for name in ("offset_s", "confidence")}
     except (TypeError, ValueError, OverflowError):
@@ -71,5 +74,6 @@ def _feedback_fields(data) -> dict:
         raise EarError("bad_feedback", f"track_id must be between 1 and {MAX_TRACK_ID}.")
     if not all(math.isfinite(x) for x in numbers.values() if x is not None):
         raise EarError("bad_feedback", "offset_s and confidence must be finite numbers.")
-    return {"verdict": data["verdict"], "track_id": track_id, **numbers,
-            "actual": str(data.get("actual") or "")[:_ACTUAL_MAX_CHARS]}
+    # JSON may carry lone surrogates (a \ud800 escape), which SQLite's text cannot hold.
+    actual = str(data.get("actual") or "")[:_ACTUAL_MAX_CHARS].encode("utf-8", "replace").decode()
+    return {"verdict": data["verdict"], "track_id": track_id, **numbers, "actual": actual}
