@@ -104,6 +104,17 @@ def test_without_an_admin_token_changes_are_refused(tmp_path, songs_dir):
     assert client.get("/tracks").get_json()["tracks"] == []
 
 
+def test_only_the_admin_sees_server_paths(client, songs_dir):
+    path = songs_dir / "song4.flac"
+    track = _upload(client, path).get_json()["track"]
+    assert track["source"] == str(path)  # the admin uploaded it
+    public = [client.get("/tracks").get_json()["tracks"][0], client.get(f"/tracks/{track['id']}").get_json(),
+              client.post("/identify", data=path.read_bytes()).get_json()["matches"][0]["track"],
+              client.get(f"/tracks/{track['id']}/similar").get_json()["track"]]
+    assert [t["source"] for t in public] == ["song4.flac"] * 4
+    assert client.get("/tracks", headers=AUTH).get_json()["tracks"][0]["source"] == str(path)
+
+
 def test_links_follow_the_proxy_prefix(client, songs_dir):
     track = _upload(client, songs_dir / "song3.flac").get_json()["track"]
     assert track["url"] == f"http://localhost/tracks/{track['id']}"

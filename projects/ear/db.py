@@ -7,7 +7,7 @@ so `init_db` leaves the connection closed.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from peewee import (AutoField, CharField, DateTimeField, FloatField, IntegerField, Model,
                     SqliteDatabase, TextField)
@@ -33,8 +33,11 @@ class Track(BaseModel):
     content_hash = CharField(unique=True)
     added_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
 
-    def to_json(self, brief: bool = False) -> dict:
-        data = {"id": self.id, "title": self.title, "artist": self.artist, "source": self.source}
+    def to_json(self, brief: bool = False, path: bool = True) -> dict:
+        """`path`: the source as stored (a server path for files the owner ingested); else
+        only its last part, a file name for people (what the public sees over HTTP)."""
+        source = self.source if path else PurePath(self.source).name
+        data = {"id": self.id, "title": self.title, "artist": self.artist, "source": source}
         if not brief:
             data.update(album=self.album, genre=self.genre, duration=round(self.duration, 3),
                         added_at=self.added_at.isoformat() + "Z")

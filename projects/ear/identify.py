@@ -33,8 +33,9 @@ class Candidate:
     evidence: tuple[str, ...] = ()  # "fingerprint", "embedding": which of them matched alone
     is_match: bool = True
 
-    def to_json(self) -> dict:
-        data = {"track": self.track.to_json(brief=True), "offset_s": self.offset_s,
+    def to_json(self, path: bool = True) -> dict:
+        """`path`: as `Track.to_json`."""
+        data = {"track": self.track.to_json(brief=True, path=path), "offset_s": self.offset_s,
                 "score": self.score, "confidence": self.confidence, "evidence": list(self.evidence)}
         if not self.is_match:
             data["confirmed"] = False

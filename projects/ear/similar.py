@@ -25,8 +25,9 @@ class Similar:
     track: Track
     score: float  # cosine similarity of the style vectors, 1 = the same
 
-    def to_json(self) -> dict:
-        return {"track": self.track.to_json(brief=True), "score": self.score}
+    def to_json(self, path: bool = True) -> dict:
+        """`path`: as `Track.to_json`."""
+        return {"track": self.track.to_json(brief=True, path=path), "score": self.score}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..decode import decode_query
 from ..errors import EarError
 from ..identify import Candidate
 from ..params import parse_count
-from ..similar import Filters
+from ..similar import Filters, Similar
 
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
 
@@ -65,27 +65,39 @@ def filters_arg() -> Filters:
                       for name in ("artist", "genre", "exclude_artist")})
 
 
+def is_admin() -> bool:
+    """Does the request carry the admin token (and is there one)?"""
+    token = catalog().config.admin_token
+    given = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 def admin_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
-        token = catalog().config.admin_token
-        if not token:
+        if not catalog().config.admin_token:
             raise EarError("admin_disabled", "Set EAR_ADMIN_TOKEN to allow changes over HTTP.", 403)
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not is_admin():
             raise EarError("unauthorized", "A valid 'Authorization: Bearer <admin token>' is needed.", 401)
         return view(*args, **kwargs)
     return wrapper
 
 
+# A track's source is a server path when the owner ingested a file: only the admin sees it whole;
+# everyone else gets its file name.
 def track_json(track: Track) -> dict:
-    return {**track.to_json(), "url": url_for("tracks.get_track", track_id=track.id, _external=True)}
+    return {**track.to_json(path=is_admin()),
+            "url": url_for("tracks.get_track", track_id=track.id, _external=True)}
 
 
 def candidate_json(candidate: Candidate) -> dict:
     """A match or candidate as JSON, its track carrying the links the widget uses."""
-    data = candidate.to_json()
+    data = candidate.to_json(path=is_admin())
     return {**data, "track": {**data["track"], **media_links(candidate.track)}}
+
+
+def similar_json(similar: Similar) -> dict:
+    return similar.to_json(path=is_admin())
 
 
 def media_links(track: Track) -> dict[str, str]:

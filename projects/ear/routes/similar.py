@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from .helpers import catalog, filters_arg, k_arg, candidate_json, query_samples, track_json
+from .helpers import candidate_json, catalog, filters_arg, k_arg, query_samples, similar_json, track_json
 
 bp = Blueprint("similar", __name__)
 RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
@@ -18,13 +18,13 @@ def similar_to_upload():
     identified, found = similar_to_clip(catalog(), query_samples(), k_arg(), filters_arg())
     return jsonify(identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
-                   matches=[s.to_json() for s in found])
+                   matches=[similar_json(s) for s in found])
 
 
 @bp.get("/tracks/<int:track_id>/similar")
 def similar_to_stored(track_id: int):
     found = similar_to_track(catalog(), track_id, k_arg(), filters_arg())
-    return jsonify(track=track_json(catalog().get(track_id)), matches=[s.to_json() for s in found])
+    return jsonify(track=track_json(catalog().get(track_id)), matches=[similar_json(s) for s in found])
 
 
 @bp.get("/radio")
@@ -38,4 +38,4 @@ def artist_radio():
                        "digits (it repeats a playlist).")
     rng = np.random.default_rng(int(seed) if seed else None)
     found = radio(catalog(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)
-    return jsonify(artist=artist, tracks=[s.to_json() for s in found])
+    return jsonify(artist=artist, tracks=[similar_json(s) for s in found])

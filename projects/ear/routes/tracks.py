@@ -44,7 +44,7 @@ def add_track():
 def delete_track(track_id: int):
     track = catalog().remove(track_id)
     catalog().request_rebuild()
-    return jsonify(removed=track.to_json(brief=True))
+    return jsonify(removed=track.to_json(brief=True))  # to the admin: the whole source
 
 
 @bp.get("/tracks/<int:track_id>/audio")
