@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from helpers import REPO, free_port, start_nginx, stop_nginx
+from helpers import AUTH, REPO, free_port, start_nginx, stop_nginx
 from playwright.sync_api import expect, sync_playwright
 from synth import song
 
-AUTH = {"Authorization": "Bearer test-token"}
 ARTIFACTS = REPO / "test-artifacts"
 
 

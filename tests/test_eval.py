@@ -30,6 +30,17 @@ def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
     answers = json.loads((tmp_path / "work" / "results.json").read_text())
     assert _without_times(answers) == _without_times(results)  # the same clips, the same answers
 
+    short = tmp_path / "short"
+    short.mkdir()
+    subprocess.run(["espeak-ng", "-w", str(short / "hi.wav"), "Hello."], check=True)
+    refused = run_ear(tmp_path / "data", *args[:args.index("--unknown") + 1], str(short),
+                      *args[args.index("--unknown") + 2:], check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [
+        f"ear: No audio file in {short} is longer than 12 s: no unknown clips can be cut."]
+    no_conf = run_ear(tmp_path / "data", *args[:-2], "--gunicorn-conf", str(tmp_path / "none.py"),
+                      check=False)
+    assert no_conf.returncode == 1 and "No Gunicorn settings at" in no_conf.stderr
+
 
 def _without_times(results: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "elapsed_ms"} for r in results]

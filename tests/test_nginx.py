@@ -5,10 +5,8 @@ import subprocess
 
 import pytest
 import requests
-from helpers import start_nginx, stop_nginx
+from helpers import AUTH, start_nginx, stop_nginx
 from synth import encode, song, write
-
-AUTH = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture

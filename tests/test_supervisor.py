@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import REPO, free_port
+from helpers import AUTH, REPO, free_port
 from synth import song, write
 
-AUTH = {"Authorization": "Bearer test-token"}
 BIN = Path(sys.executable).parent
 
 

@@ -56,7 +56,7 @@ def similar_to_clip(catalog: Catalog, samples: np.ndarray, k: int,
                     filters: Filters = Filters()) -> tuple[Candidate | None, list[Similar]]:
     """(the track the clip was identified as, if confidently; tracks like it)."""
     found = identification(catalog, samples)
-    matches = as_candidates(catalog, found.matches[: catalog.config.top_k])
+    matches = as_candidates(catalog, found.matches[:1])  # only the best one is used
     if matches and matches[0].confidence >= SURE_ENOUGH:
         return matches[0], similar_to_track(catalog, matches[0].track.id, k, filters)
     catalog.index.refresh()
