@@ -103,7 +103,7 @@ def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tm
     table = filled_catalog.table
     # Crash after the landmarks were stored but before the row was written:
     orphan_audio = resample(song(77)[:, 0], RATE / 16000)
-    prints, vectors = fingerprint(orphan_audio), embedding(orphan_audio, shared_model())
+    prints, vectors = fingerprint(orphan_audio), embedding([orphan_audio], shared_model())
     with table.writing():
         (orphan_id,) = table.allocate_ids(1)
         table.add({orphan_id: (pack(prints.hashes, orphan_id, prints.frames), prints.peaks)})

@@ -16,7 +16,8 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -27,7 +28,11 @@ from .errors import BadAudio
 SAMPLE_RATE = 16000
 MIN_SECONDS = 1.0
 SILENCE_RMS = 1e-4  # -80 dBFS: nothing a microphone or a track would give
-_CHUNK = 1 << 16
+# A track whose first minute is silent is refused then, not after decoding hours of it; music
+# that begins later than that is not something people send.
+SILENCE_CHECK_S = 60.0
+_CHUNK = 1 << 16  # bytes fed to FFmpeg at a time
+_READ_BYTES = 1 << 20  # of FFmpeg's output at a time: 8 s of stereo
 
 
 def decode(
@@ -37,10 +42,27 @@ def decode(
     timeout_s: float,
     min_seconds: float = MIN_SECONDS,
 ) -> np.ndarray:
-    """Decode `source` (raw bytes or a file path) to mono float32 at SAMPLE_RATE.
+    """Decode `source` (raw bytes or a file path) to mono float32 at SAMPLE_RATE, whole.
 
     Raises BadAudio with a code naming the problem: empty, unreadable, not_audio,
     no_audio_stream, truncated, too_short, too_long, silent, decode_timeout.
+    """
+    parts = list(decode_stream(source, max_seconds=max_seconds, timeout_s=timeout_s,
+                               min_seconds=min_seconds))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def decode_stream(
+    source: bytes | str | os.PathLike,
+    *,
+    max_seconds: float,
+    timeout_s: float,
+    min_seconds: float = MIN_SECONDS,
+) -> Iterator[np.ndarray]:
+    """`decode`, a few seconds at a time as FFmpeg delivers them, so that an hours-long track
+    never has to be held whole. Raises what `decode` raises; `too_long` and `silent` (judged
+    on the first SILENCE_CHECK_S) as soon as they are known, the others at the end.
+    `timeout_s` bounds the whole stream, the caller's work on each part included.
     """
     with _ffmpeg_input(source) as (input_args, stdin_source):
         cmd = [
@@ -53,20 +75,32 @@ def decode(
             "-af", f"aresample={SAMPLE_RATE}:filter_size=16", "-c:a", "pcm_f32le", "-f", "wav", "-fflags", "+bitexact",
             "pipe:1",
         ]
-        returncode, samples, stderr = _run(cmd, stdin_source, timeout_s, _read_wav_mono)
-    if returncode is None:
+        with _running(cmd, stdin_source, timeout_s) as run:
+            channels = _wav_channels(run.stdout)
+            count, energy = 0, 0.0  # samples so far, and their sum of squares
+            for part in _wav_parts(run.stdout, channels) if channels else ():
+                if count + part.size > max_seconds * SAMPLE_RATE:
+                    raise BadAudio("too_long", f"The audio is longer than the {max_seconds:g} s allowed.", 413)
+                checked = count >= SILENCE_CHECK_S * SAMPLE_RATE
+                count += part.size
+                energy += float(np.sum(np.square(part, dtype=np.float64)))
+                if not checked and count >= SILENCE_CHECK_S * SAMPLE_RATE:
+                    _refuse_silence(energy, count)
+                yield part
+    if run.returncode is None:
         raise BadAudio("decode_timeout", f"Decoding took longer than {timeout_s:g} s.", 422)
-    if samples is None or (returncode != 0 and samples.size < min_seconds * SAMPLE_RATE):
-        raise _explain(stderr)
-    if samples.size > max_seconds * SAMPLE_RATE:
-        raise BadAudio("too_long", f"The audio is longer than the {max_seconds:g} s allowed.", 413)
-    if samples.size < min_seconds * SAMPLE_RATE:
+    if not channels or (run.returncode != 0 and count < min_seconds * SAMPLE_RATE):
+        raise _explain(run.stderr)
+    if count < min_seconds * SAMPLE_RATE:
         raise BadAudio("too_short",
-                       f"Only {samples.size / SAMPLE_RATE:.2f} s of audio; at least {min_seconds:g} s needed.",
+                       f"Only {count / SAMPLE_RATE:.2f} s of audio; at least {min_seconds:g} s needed.",
                        422)
-    if float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS:
+    _refuse_silence(energy, count)
+
+
+def _refuse_silence(energy: float, count: int) -> None:
+    if count and np.sqrt(energy / count) < SILENCE_RMS:
         raise BadAudio("silent", "The audio is silent.", 422)
-    return samples
 
 
 def decode_query(source: bytes | str | os.PathLike, config: Config) -> np.ndarray:
@@ -74,11 +108,11 @@ def decode_query(source: bytes | str | os.PathLike, config: Config) -> np.ndarra
     return decode(source, max_seconds=config.max_query_seconds, timeout_s=config.decode_timeout_s)
 
 
-def decode_track(source: bytes | str | os.PathLike, config: Config) -> np.ndarray:
-    """`decode` with the limits of a catalog track: it may be hours long, so its time limit
-    scales with the length cap."""
-    return decode(source, max_seconds=config.max_track_seconds,
-                  timeout_s=max(config.decode_timeout_s, config.max_track_seconds / 20))
+def decode_track(source: bytes | str | os.PathLike, config: Config) -> Iterator[np.ndarray]:
+    """`decode_stream` with the limits of a catalog track: it may be hours long, so its time
+    limit scales with the length cap."""
+    return decode_stream(source, max_seconds=config.max_track_seconds,
+                         timeout_s=max(config.decode_timeout_s, config.max_track_seconds / 20))
 
 
 def read_tags(source: bytes | str | os.PathLike, names: Iterable[str], *,
@@ -98,7 +132,8 @@ def read_tags(source: bytes | str | os.PathLike, names: Iterable[str], *,
         with _ffmpeg_input(source) as (input_args, stdin_source):
             cmd = ["ffprobe", "-v", "error", *input_args, "-show_entries",
                    "format_tags:stream_tags", "-of", "json"]
-            returncode, out, _ = _run(cmd, stdin_source, timeout_s, lambda s: s.read())
+            with _running(cmd, stdin_source, timeout_s) as run:
+                out = run.stdout.read()
         info = json.loads(out or b"{}")
     except (BadAudio, ValueError):
         return {}
@@ -153,9 +188,18 @@ def _is_mp4(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == b"ftyp"
 
 
-def _run(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float,
-         read_stdout: Callable) -> tuple[int | None, object, str]:
-    """Run FFmpeg/ffprobe feeding stdin from a thread; (returncode or None on timeout, stdout, stderr)."""
+@dataclass
+class _Run:
+    stdout: BinaryIO
+    returncode: int | None = None  # None: killed at the time limit
+    stderr: str = ""
+
+
+@contextmanager
+def _running(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float) -> Iterator[_Run]:
+    """Run FFmpeg/ffprobe, feeding stdin from a thread, for the caller to read its stdout;
+    afterwards the run holds its return code and stderr. The process is killed at `timeout_s`,
+    or when the caller stops early."""
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
@@ -175,8 +219,9 @@ def _run(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float,
         helpers.append(threading.Thread(target=_feed, args=(proc.stdin, stdin_source), daemon=True))
     for t in helpers:
         t.start()
+    run = _Run(proc.stdout)
     try:
-        output = read_stdout(proc.stdout)
+        yield run
         proc.wait()
     finally:
         timer.cancel()
@@ -187,8 +232,8 @@ def _run(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float,
             t.join(timeout=5)
         proc.stdout.close()
         proc.stderr.close()
-    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
-    return (None if timed_out.is_set() else proc.returncode), output, stderr
+        run.stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+        run.returncode = None if timed_out.is_set() else proc.returncode
 
 
 def _feed(pipe, source: bytes | Path) -> None:
@@ -220,37 +265,36 @@ def _read_exact(stream, n: int) -> bytes:
     return buf
 
 
-def _read_wav_mono(stream) -> np.ndarray | None:
-    """Read FFmpeg's streamed WAV, averaging channels (no +3 dB gain of `-ac 1`)."""
+def _wav_channels(stream: BinaryIO) -> int:
+    """Read the header of FFmpeg's streamed WAV up to its data: the channel count (0: no WAV)."""
     if _read_exact(stream, 12)[8:12] != b"WAVE":
-        return None
+        return 0
     channels = 1
     while True:
         header = _read_exact(stream, 8)
         if len(header) < 8:
-            return None
+            return 0
         chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
         if chunk_id == b"data":
-            break  # streamed output has no known size: the data runs to the end
+            return channels  # streamed output has no known size: the data runs to the end
         body = _read_exact(stream, size + (size & 1))
         if chunk_id == b"fmt ":
             channels = struct.unpack("<H", body[2:4])[0]
+
+
+def _wav_parts(stream: BinaryIO, channels: int) -> Iterator[np.ndarray]:
+    """The WAV's float32 samples as they come, channels averaged (no +3 dB gain of `-ac 1`)."""
     frame_bytes = 4 * channels
-    parts: list[np.ndarray] = []
     leftover = b""
-    while True:
-        block = stream.read(_CHUNK * 16)
-        if not block:
-            break
+    while block := stream.read(_READ_BYTES):
         block = leftover + block
         usable = len(block) - len(block) % frame_bytes
         leftover = block[usable:]
         frames = np.frombuffer(block[:usable], dtype="<f4").reshape(-1, channels)
         if channels == 2:  # the common case, twice as fast as a general mean
-            parts.append((frames[:, 0] + frames[:, 1]) * np.float32(0.5))
+            yield (frames[:, 0] + frames[:, 1]) * np.float32(0.5)
         else:
-            parts.append(frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy())
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+            yield frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy()
 
 
 def _explain(stderr: str) -> BadAudio:

@@ -6,7 +6,6 @@ float16 next to the settings they were trained with.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,13 @@ import torch
 from torch import nn
 
 from .decode import SAMPLE_RATE
+from .features import HOP, MARGIN_FRAMES, N_FFT, Block, blocks
 
-WINDOW_S = 2.0
-N_FFT = 512
-HOP = 256  # 16 ms
+WINDOW_S = 2.0  # with features' N_FFT and HOP (32 ms frames every 16 ms)
 N_MELS = 64
 DIM = 64
 WINDOW_FRAMES = 1 + int(WINDOW_S * SAMPLE_RATE - N_FFT) // HOP  # 123
+assert WINDOW_FRAMES <= MARGIN_FRAMES, "a window starting in a block must end in its margin"
 MODEL_PATH = Path(__file__).with_name("model") / "ear-embed.pt"
 
 
@@ -120,27 +119,13 @@ class Model:
         vectors, starts, textures = self.window_textures(samples, hop_s)
         return vectors, starts, self.style_vector(textures)
 
-    @torch.inference_mode()
     def window_textures(self, samples: np.ndarray, hop_s: float = 1.0
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`windows`, and each window's texture (see `Embedder.forward_with_texture`)."""
-        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-        need = int(WINDOW_S * SAMPLE_RATE)
-        if x.numel() < need:
-            x = nn.functional.pad(x, (0, need - x.numel()))
-        step = max(1, round(hop_s * SAMPLE_RATE / HOP))  # in frames
-        frames = 1 + (x.numel() - N_FFT) // HOP
-        starts = np.arange(0, frames - WINDOW_FRAMES + 1, step)
-        vectors, textures = [], []
-        # 64 windows at a time, so that an hour-long track never holds its whole spectrogram.
-        for chunk in np.array_split(starts, math.ceil(starts.size / 64)):
-            first, last = int(chunk[0]), int(chunk[-1]) + WINDOW_FRAMES
-            logmel = self.frontend(x[first * HOP:(last - 1) * HOP + N_FFT].unsqueeze(0))[0]
-            batch = torch.stack([logmel[:, s - first:s - first + WINDOW_FRAMES] for s in chunk])
-            v, texture = self.net.forward_with_texture(batch)
-            vectors.append(v.numpy())
-            textures.append(texture.numpy())
-        return np.concatenate(vectors), starts * HOP / SAMPLE_RATE, np.concatenate(textures)
+        windows = Windows(self, hop_s)
+        for block in blocks([samples]):
+            windows.add(block)
+        return windows.result()
 
     def style_vector(self, textures: np.ndarray) -> np.ndarray:
         """Windows' textures → one unit vector (STYLE_DIM) for "sounds like", its statistics
@@ -151,6 +136,43 @@ class Model:
     def clip_vector(self, samples: np.ndarray) -> np.ndarray:
         """One style vector for a whole clip (what "more like this clip" searches with)."""
         return self.analyse(samples, hop_s=1.0)[2]
+
+
+class Windows:
+    """The vectors and textures of a track's windows, computed a block (features.blocks) at a
+    time: the windows that start in a block's own frames, which its margin holds whole."""
+
+    def __init__(self, model: Model, hop_s: float) -> None:
+        self.model = model
+        self.step = max(1, round(hop_s * SAMPLE_RATE / HOP))  # in frames
+        self._vectors: list[np.ndarray] = []
+        self._textures: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
+
+    @torch.inference_mode()
+    def add(self, block: Block) -> None:
+        x = torch.from_numpy(np.ascontiguousarray(block.samples, dtype=np.float32))
+        need = int(WINDOW_S * SAMPLE_RATE)
+        if block.begin == 0 and x.numel() < need:  # a clip shorter than a window fills one
+            x = nn.functional.pad(x, (0, need - x.numel()))
+        available = block.begin + 1 + (x.numel() - N_FFT) // HOP  # frames
+        lowest = -(-block.first // self.step) * self.step
+        starts = np.arange(lowest, min(block.stop, available - WINDOW_FRAMES + 1), self.step)
+        if starts.size == 0:
+            return
+        first, last = int(starts[0]) - block.begin, int(starts[-1]) - block.begin + WINDOW_FRAMES
+        logmel = self.model.frontend(x[first * HOP:(last - 1) * HOP + N_FFT].unsqueeze(0))[0]
+        offsets = starts - block.begin - first
+        batch = torch.stack([logmel[:, s:s + WINDOW_FRAMES] for s in offsets])
+        vectors, textures = self.model.net.forward_with_texture(batch)
+        self._vectors.append(vectors.numpy())
+        self._textures.append(textures.numpy())
+        self._starts.append(starts * HOP / SAMPLE_RATE)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors (n, DIM), start times in s (n), textures (n, 2 × TEXTURE_CHANNELS))."""
+        return (np.concatenate(self._vectors), np.concatenate(self._starts),
+                np.concatenate(self._textures))
 
 
 def style_statistics(textures: np.ndarray) -> np.ndarray:

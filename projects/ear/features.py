@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ F_MAX_BIN = 160  # 5 kHz: above it peaks rarely survive noise, reverb and Opus
 _LEVEL_RADIUS = 62  # frames: ±1 s
 _RANK_RADIUS = 31  # frames: ±0.5 s
 _RANK_CHUNK = 8192
-_BLOCK_FRAMES = 3750  # 60 s
-_MARGIN_FRAMES = 128  # > level radius + rank radius + time radius
+BLOCK_FRAMES = 3750  # 60 s: a few MB of spectrogram at a time
+MARGIN_FRAMES = 128  # ≥ level + rank + time radius (peaks), ≥ an embedding window (embed.py)
 _FLOOR = float(np.log(1e-3))  # log magnitude of a tone near -80 dBFS: below it, nothing to hear
 _WINDOW = torch.hann_window(N_FFT, periodic=False)  # numpy's hanning
 
@@ -77,28 +78,63 @@ def _running_mean(x: np.ndarray, radius: int) -> np.ndarray:
     return ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Block:
+    """A stretch of audio cut for frame-based analysis: its own frames [first, stop), and the
+    samples from frame `begin` up to `MARGIN_FRAMES` past `stop` (fewer at the ends), so that
+    anything computed within MARGIN_FRAMES of a frame sees what a pass over the whole would."""
+
+    samples: np.ndarray  # from the first sample of frame `begin`
+    begin: int
+    first: int
+    stop: int
+
+
+def blocks(parts: Iterable[np.ndarray]) -> Iterator[Block]:
+    """Cut audio arriving in parts of any size into Blocks of BLOCK_FRAMES frames (60 s), held
+    one at a time: what an hours-long track costs in memory is one block."""
+    held = np.zeros(0, np.float32)  # samples from frame `first - MARGIN_FRAMES` (or 0) on
+    held_from = 0  # the frame of held[0]
+    first = 0
+    for part in parts:
+        held = np.concatenate([held, part])
+        while _frames_in(held.size) >= first + BLOCK_FRAMES + MARGIN_FRAMES - held_from:
+            yield _cut(held, held_from, first, first + BLOCK_FRAMES)
+            first += BLOCK_FRAMES
+            keep_from = first - MARGIN_FRAMES
+            held, held_from = held[(keep_from - held_from) * HOP:], keep_from
+    total = held_from + _frames_in(held.size)
+    if held.size < N_FFT:  # a clip shorter than one frame still makes one (zero-padded)
+        held = np.pad(held, (0, N_FFT - held.size))
+    while first < total:
+        yield _cut(held, held_from, first, min(first + BLOCK_FRAMES, total))
+        first += BLOCK_FRAMES
+
+
+def _frames_in(n_samples: int) -> int:
+    return max(1, 1 + (n_samples - N_FFT) // HOP)
+
+
+def _cut(held: np.ndarray, held_from: int, first: int, stop: int) -> Block:
+    begin = max(held_from, first - MARGIN_FRAMES)
+    end = min(held_from + _frames_in(held.size), stop + MARGIN_FRAMES)
+    return Block(held[(begin - held_from) * HOP:(end - 1 - held_from) * HOP + N_FFT], begin, first, stop)
+
+
 def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectral peaks as (frame, bin, rank) int32 arrays, sorted by frame (see `_block_peaks`).
 
-    `rank` counts the stronger peaks within ±0.5 s: `rank < k` selects a sparser set.
+    `rank` counts the stronger peaks within ±0.5 s: `rank < k` selects a sparser set."""
+    found = [block_peaks(block, density) for block in blocks([samples])]
+    return tuple(np.concatenate(column) for column in zip(*found))
 
-    A long track is taken in blocks with margins wider than any neighbourhood used, which
-    gives the same peaks as one pass and bounds the memory a one-hour track needs.
-    """
-    total = max(1, 1 + (samples.size - N_FFT) // HOP)
-    if total <= _BLOCK_FRAMES + 2 * _MARGIN_FRAMES:
-        return _block_peaks(samples, density)
-    ts, fs, rs = [], [], []
-    for first in range(0, total, _BLOCK_FRAMES):
-        begin = max(0, first - _MARGIN_FRAMES)
-        end = min(total, first + _BLOCK_FRAMES + _MARGIN_FRAMES)
-        t, f, r = _block_peaks(samples[begin * HOP:(end - 1) * HOP + N_FFT], density)
-        t += begin
-        core = (t >= first) & (t < first + _BLOCK_FRAMES)
-        ts.append(t[core])
-        fs.append(f[core])
-        rs.append(r[core])
-    return np.concatenate(ts), np.concatenate(fs), np.concatenate(rs)
+
+def block_peaks(block: Block, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`peaks` of the block's own frames (the margins make them those of the whole)."""
+    t, f, r = _block_peaks(block.samples, density)
+    t += block.begin
+    own = (t >= block.first) & (t < block.stop)
+    return t[own], f[own], r[own]
 
 
 def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

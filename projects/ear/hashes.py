@@ -54,7 +54,33 @@ def landmarks(t: np.ndarray, f: np.ndarray, pairing: Pairing) -> tuple[np.ndarra
     return hashes.astype(np.uint32), t[anchor].astype(np.int32)
 
 
-def track_landmarks(t: np.ndarray, f: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse landmarks for storing a catalog track, from its strongest peaks."""
-    strong = rank < LANDMARK_PEAKS
-    return landmarks(t[strong], f[strong], TRACK_PAIRING)
+class TrackLandmarks:
+    """A catalog track's sparse landmarks (from its strongest peaks), built as its peaks come in
+    a block at a time. An anchor's partners lie at most MAX_DT frames ahead, so the anchors
+    further than that before the blocks' end are final; the rest wait, with the peaks they may
+    pair with, for the next block or the end. The result is that of one pass over the whole."""
+
+    def __init__(self) -> None:
+        self._t = self._f = np.zeros(0, np.int32)  # peaks of the anchors not yet final
+        self._hashes: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = []
+
+    def add(self, t: np.ndarray, f: np.ndarray, rank: np.ndarray, until: int) -> None:
+        """Peaks of frames before `until`, after those added so far."""
+        strong = rank < LANDMARK_PEAKS
+        self._t = np.concatenate([self._t, t[strong]])
+        self._f = np.concatenate([self._f, f[strong]])
+        self._pair(final_before=until - MAX_DT)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hash uint32, anchor frame int32) of every anchor, the track having ended."""
+        self._pair(final_before=None)
+        return np.concatenate(self._hashes), np.concatenate(self._frames)
+
+    def _pair(self, final_before: int | None) -> None:
+        hashes, frames = landmarks(self._t, self._f, TRACK_PAIRING)
+        waiting = self._t.size if final_before is None else np.searchsorted(self._t, final_before)
+        final = np.ones(frames.size, bool) if final_before is None else frames < final_before
+        self._hashes.append(hashes[final])
+        self._frames.append(frames[final])
+        self._t, self._f = self._t[waiting:], self._f[waiting:]

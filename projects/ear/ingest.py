@@ -10,21 +10,25 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from .config import Config
 from .db import METADATA_FIELDS, Track
 from .decode import SAMPLE_RATE, decode_track, read_tags
-from .embed import Model
-from .features import TRACK_PEAKS, peaks
-from .hashes import track_landmarks
+from .embed import Model, Windows
+from .errors import BadAudio
+from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
+from .hashes import TrackLandmarks
 from .segments import encode_peaks
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
                   ".webm", ".mka", ".wma", ".aif", ".aiff", ".xm", ".mod", ".it", ".s3m"}
 _VECTOR_HOP_S = 1.0  # a stored window every second: queries' windows are offset by ≤ 0.5 s
+# Music has spectral peaks within its first minute; a file without any (hiss, a tone below the
+# floor, a long silence) is refused then, not after hours of decoding.
+_PEAKS_WITHIN_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,92 @@ class PreparedTrack:
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
             name: str | None = None, metadata: dict | None = None) -> PreparedTrack:
     """Decode and analyse one track: a file path, or the bytes of an upload (then `name`
-    says where it came from)."""
-    samples = decode_track(source, config)
+    says where it came from). The audio streams through a block at a time (features.blocks),
+    so an hours-long track costs the memory of a minute's analysis plus what is kept of it."""
     source_name = name or str(source)
+    audio = HashedAudio(decode_track(source, config))
+    prints, windows = Fingerprinting(), Windows(model, _VECTOR_HOP_S)
+    for block in blocks(audio):
+        prints.add(block)
+        windows.add(block)
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
-                         samples.size / SAMPLE_RATE, content_hash(samples),
-                         fingerprint(samples), embedding(samples, model))
+                         audio.seconds, audio.content_hash, prints.result(), _embedding(windows))
+
+
+class HashedAudio:
+    """Audio parts passed on, counted and hashed: the hash of the decoded samples says that
+    the same music in another file is the same track."""
+
+    def __init__(self, parts: Iterable[np.ndarray]) -> None:
+        self._parts = parts
+        self._digest = hashlib.sha256()
+        self._samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for part in self._parts:
+            self._digest.update(part.tobytes())
+            self._samples += part.size
+            yield part
+
+    @property
+    def seconds(self) -> float:
+        return self._samples / SAMPLE_RATE
+
+    @property
+    def content_hash(self) -> str:
+        return self._digest.hexdigest()
+
+
+class Fingerprinting:
+    """What the landmark chain stores of a track, gathered a block at a time."""
+
+    def __init__(self) -> None:
+        self._landmarks = TrackLandmarks()
+        self._peaks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._any_peak = False
+
+    def add(self, block: Block) -> None:
+        t, f, rank = block_peaks(block, TRACK_PEAKS)
+        self._landmarks.add(t, f, rank, until=block.stop)
+        self._peaks.append((t, f))
+        self._any_peak |= t.size > 0
+        if not self._any_peak and block.stop * FRAME_SECONDS >= _PEAKS_WITHIN_S:
+            raise BadAudio("no_landmarks", f"The first {_PEAKS_WITHIN_S:g} s hold nothing to "
+                           "fingerprint (no spectral peaks above -80 dB): is it music?", 422)
+
+    def result(self) -> Fingerprint:
+        hashes, frames = self._landmarks.result()
+        t, f = (np.concatenate(column) for column in zip(*self._peaks))
+        return Fingerprint(hashes, frames, encode_peaks(t, f))
+
+
+def fingerprint(samples: np.ndarray) -> Fingerprint:
+    """What the landmark chain stores of a whole track held in memory."""
+    prints = Fingerprinting()
+    for block in blocks([samples]):
+        prints.add(block)
+    return prints.result()
+
+
+def embedding(parts: Iterable[np.ndarray], model: Model) -> Embedding:
+    """What the embedding chain stores of a track, from its audio in parts."""
+    windows = Windows(model, _VECTOR_HOP_S)
+    for block in blocks(parts):
+        windows.add(block)
+    return _embedding(windows)
+
+
+def _embedding(windows: Windows) -> Embedding:
+    vectors, starts, textures = windows.result()
+    return Embedding(vectors.astype(np.float16), starts, windows.model.style_vector(textures))
+
+
+def content_hash(samples: np.ndarray) -> str:
+    """`HashedAudio.content_hash` of a whole track held in memory."""
+    audio = HashedAudio([samples])
+    for _ in audio:
+        pass
+    return audio.content_hash
 
 
 def track_metadata(source: bytes | str | os.PathLike, source_name: str,
@@ -76,21 +160,6 @@ def track_metadata(source: bytes | str | os.PathLike, source_name: str,
     merged = {**tags, **given}
     merged.setdefault("title", Path(source_name).stem or "untitled")
     return merged
-
-
-def content_hash(samples: np.ndarray) -> str:
-    return hashlib.sha256(samples.tobytes()).hexdigest()
-
-
-def fingerprint(samples: np.ndarray) -> Fingerprint:
-    t, f, peak_rank = peaks(samples, TRACK_PEAKS)
-    hashes, frames = track_landmarks(t, f, peak_rank)
-    return Fingerprint(hashes, frames, encode_peaks(t, f))
-
-
-def embedding(samples: np.ndarray, model: Model) -> Embedding:
-    vectors, starts, style = model.analyse(samples, hop_s=_VECTOR_HOP_S)
-    return Embedding(vectors.astype(np.float16), starts, style)
 
 
 def embed_again(tracks: Iterable[Track], config: Config, model: Model

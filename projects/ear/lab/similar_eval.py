@@ -12,9 +12,9 @@ from annoy import AnnoyIndex
 
 from ..catalog import Catalog
 from ..db import Track
-from ..decode import decode_track
 from ..embed import LogMel
 from ..index import TRACK_TREES
+from .bench_catalog import whole_track
 
 N_MFCC = 20
 
@@ -27,7 +27,7 @@ def similarity_report(catalog: Catalog, tracks: list[Track], labels_csv: str | N
     model = [catalog.index.track_vector(t.id) for t in tracks]
     tracks = [t for t, v in zip(tracks, model) if v is not None]
     model_vectors = np.stack([v for v in model if v is not None])
-    mfcc_vectors = np.stack([mfcc_stats(decode_track(t.source, catalog.config)) for t in tracks])
+    mfcc_vectors = np.stack([mfcc_stats(whole_track(t.source, catalog.config)) for t in tracks])
     # Standardise each MFCC statistic over the catalog, or c0 (loudness) decides everything.
     mfcc_vectors = (mfcc_vectors - mfcc_vectors.mean(0)) / (mfcc_vectors.std(0) + 1e-9)
     artists = [labels[t.id][0] for t in tracks]
