@@ -110,44 +110,49 @@ class Model:
         """Vectors of the 2 s windows every `hop_s` seconds, and their start times in seconds.
 
         A clip shorter than one window is zero-padded to one window."""
-        vectors, starts, _ = self.window_textures(samples, hop_s)
-        return vectors, starts
+        return self.scan(samples, hop_s).result()
 
     def analyse(self, samples: np.ndarray, hop_s: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`windows`, and the style vector of the whole (see `style_vector`), in one pass."""
-        vectors, starts, textures = self.window_textures(samples, hop_s)
-        return vectors, starts, self.style_vector(textures)
+        scanned = self.scan(samples, hop_s)
+        return *scanned.result(), self.style_vector(scanned.statistics())
 
-    def window_textures(self, samples: np.ndarray, hop_s: float = 1.0
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`windows`, and each window's texture (see `Embedder.forward_with_texture`)."""
+    def scan(self, samples: np.ndarray, hop_s: float = 1.0) -> Windows:
+        """The windows of audio held whole (a track streams through `Windows` itself)."""
         windows = Windows(self, hop_s)
         for block in blocks([samples]):
             windows.add(block)
-        return windows.result()
+        return windows
 
-    def style_vector(self, textures: np.ndarray) -> np.ndarray:
-        """Windows' textures → one unit vector (STYLE_DIM) for "sounds like", its statistics
-        standardised by their spread over the training music (so that no channel's scale
-        decides). Similar tracks are searched with it."""
-        return unit(((style_statistics(textures) - self.style_mean) / self.style_std).astype(np.float32))
+    def style_vector(self, statistics: np.ndarray) -> np.ndarray:
+        """Style statistics (`Windows.statistics`) → one unit vector (STYLE_DIM) for "sounds
+        like", standardised by their spread over the training music (so that no channel's
+        scale decides). Similar tracks are searched with it."""
+        return unit(((statistics - self.style_mean) / self.style_std).astype(np.float32))
 
     def clip_vector(self, samples: np.ndarray) -> np.ndarray:
         """One style vector for a whole clip (what "more like this clip" searches with)."""
         return self.analyse(samples, hop_s=1.0)[2]
 
 
+_BATCH_WINDOWS = 16  # windows through the network at a time: a few MB of activations
+
+
 class Windows:
-    """The vectors and textures of a track's windows, computed a block (features.blocks) at a
-    time: the windows that start in a block's own frames, which its margin holds whole."""
+    """The vectors of a track's windows and the statistics of their textures, computed a
+    block (features.blocks) at a time: the windows that start in a block's own frames, which
+    its margin holds whole. Of the textures only running sums are kept, so an hours-long
+    track keeps 64 floats a second."""
 
     def __init__(self, model: Model, hop_s: float) -> None:
         self.model = model
         self.step = max(1, round(hop_s * SAMPLE_RATE / HOP))  # in frames
         self._vectors: list[np.ndarray] = []
-        self._textures: list[np.ndarray] = []
         self._starts: list[np.ndarray] = []
+        self._count = 0
+        self._texture_sum = np.zeros(2 * TEXTURE_CHANNELS, np.float64)
+        self._level_squares = np.zeros(TEXTURE_CHANNELS, np.float64)
 
     @torch.inference_mode()
     def add(self, block: Block) -> None:
@@ -163,24 +168,28 @@ class Windows:
         first, last = int(starts[0]) - block.begin, int(starts[-1]) - block.begin + WINDOW_FRAMES
         logmel = self.model.frontend(x[first * HOP:(last - 1) * HOP + N_FFT].unsqueeze(0))[0]
         offsets = starts - block.begin - first
-        batch = torch.stack([logmel[:, s:s + WINDOW_FRAMES] for s in offsets])
-        vectors, textures = self.model.net.forward_with_texture(batch)
-        self._vectors.append(vectors.numpy())
-        self._textures.append(textures.numpy())
+        for batch_offsets in np.array_split(offsets, -(-offsets.size // _BATCH_WINDOWS)):
+            batch = torch.stack([logmel[:, s:s + WINDOW_FRAMES] for s in batch_offsets])
+            vectors, textures = self.model.net.forward_with_texture(batch)
+            textures = textures.numpy().astype(np.float64)
+            self._vectors.append(vectors.numpy())
+            self._count += len(textures)
+            self._texture_sum += textures.sum(axis=0)
+            self._level_squares += np.square(textures[:, :TEXTURE_CHANNELS]).sum(axis=0)
         self._starts.append(starts * HOP / SAMPLE_RATE)
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(vectors (n, DIM), start times in s (n), textures (n, 2 × TEXTURE_CHANNELS))."""
-        return (np.concatenate(self._vectors), np.concatenate(self._starts),
-                np.concatenate(self._textures))
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors (n, DIM), start times in s (n))."""
+        return np.concatenate(self._vectors), np.concatenate(self._starts)
 
-
-def style_statistics(textures: np.ndarray) -> np.ndarray:
-    """Windows' textures → the mean channel levels and spreads over the windows, and how much
-    the levels vary from window to window (STYLE_DIM floats, not yet standardised)."""
-    levels = textures[:, :TEXTURE_CHANNELS]
-    varies = levels.std(axis=0) if len(textures) > 1 else np.zeros(TEXTURE_CHANNELS, np.float32)
-    return np.concatenate([textures.mean(axis=0), varies]).astype(np.float32)
+    def statistics(self) -> np.ndarray:
+        """The windows' mean channel levels and spreads (their textures, see
+        `Embedder.forward_with_texture`), and how much the levels vary from window to window:
+        STYLE_DIM floats, not yet standardised."""
+        mean = self._texture_sum / self._count
+        level_mean = mean[:TEXTURE_CHANNELS]
+        varies = np.sqrt(np.maximum(self._level_squares / self._count - level_mean ** 2, 0.0))
+        return np.concatenate([mean, varies]).astype(np.float32)
 
 
 def unit(vector: np.ndarray) -> np.ndarray:

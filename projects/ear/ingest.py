@@ -21,6 +21,7 @@ from .embed import Model, Windows
 from .errors import BadAudio
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
+from .runtime import trim_heap
 from .segments import encode_peaks
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
@@ -72,6 +73,9 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
     for block in blocks(audio):
         prints.add(block)
         windows.add(block)
+        # A block's tens of MB of temporaries, freed between the small arrays kept of it, would
+        # otherwise leave the heap fragmented and growing with the track's length.
+        trim_heap()
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
                          audio.seconds, audio.content_hash, prints.result(), _embedding(windows))
 
@@ -140,8 +144,8 @@ def embedding(parts: Iterable[np.ndarray], model: Model) -> Embedding:
 
 
 def _embedding(windows: Windows) -> Embedding:
-    vectors, starts, textures = windows.result()
-    return Embedding(vectors.astype(np.float16), starts, windows.model.style_vector(textures))
+    vectors, starts = windows.result()
+    return Embedding(vectors.astype(np.float16), starts, windows.model.style_vector(windows.statistics()))
 
 
 def content_hash(samples: np.ndarray) -> str:

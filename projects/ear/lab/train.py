@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..decode import SAMPLE_RATE
-from ..embed import DIM, MODEL_PATH, Embedder, LogMel, Model, WINDOW_S, style_statistics
+from ..embed import DIM, MODEL_PATH, Embedder, LogMel, Model, WINDOW_S
 from ..ingest import audio_files
 from ..storage import replacing
 from .degrade import noise_bank, opus_round_trip, random_room, read_clip
@@ -117,10 +117,9 @@ def _save_weights(net: Embedder, version: str, music: list[str], out: Path) -> N
 
 def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Keep, in the model file, the mean and spread over the training tracks of each style
-    statistic (`embed.style_statistics`): style vectors are standardised with them."""
+    statistic (`embed.Windows.statistics`): style vectors are standardised with them."""
     model = Model(path)
-    stats = np.stack([style_statistics(model.window_textures(clean.astype(np.float32) / 32767.0,
-                                                             hop_s=2.0)[2])
+    stats = np.stack([model.scan(clean.astype(np.float32) / 32767.0, hop_s=2.0).statistics()
                       for clean, _ in tracks])
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["style_mean"] = torch.from_numpy(stats.mean(axis=0))
