@@ -2,6 +2,7 @@
 fake microphone playing a WAV file: it records, uploads through /ear/, and shows the answer."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,6 +74,9 @@ def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_pa
         page.get_by_role("button", name="Yes").click()
         expect(status).to_contain_text("Thank you", timeout=10_000)
         browser.close()
+    with sqlite3.connect(server.data_dir / "ear.sqlite3") as db:  # on the answer shown, by its id
+        [(query_id, verdict)] = db.execute("select query_id, verdict from feedback").fetchall()
+    assert len(query_id) >= 22 and verdict == "right"
     print(f"\nbrowser test (record, upload, answer, feedback): {time.monotonic() - started:.1f} s")
 
 

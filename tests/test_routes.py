@@ -138,11 +138,13 @@ def test_widget_audio_feedback_and_cors(playback_client, songs_dir, tmp_path):
     answer = client.post("/identify", data={"audio": (io.BytesIO(whole), "song3.flac")}).get_json()
     assert answer["matches"][0]["track"]["audio_url"].endswith(f"/tracks/{track['id']}/audio")
 
-    sent = client.post("/feedback", json={"track_id": track["id"], "verdict": "wrong",
-                                          "actual": "my own song", "offset_s": 3.5, "confidence": 0.4},
+    sent = client.post("/feedback", json={"query_id": answer["query_id"], "track_id": track["id"],
+                                          "verdict": "wrong", "actual": "my own song", "offset_s": 3.5,
+                                          "confidence": 0.4},
                        headers={"Origin": DEV_ORIGIN})
     assert sent.status_code == 201 and sent.headers["Access-Control-Allow-Origin"] == DEV_ORIGIN
-    for bad in ({"verdict": "maybe"}, {"verdict": "right", "track_id": "x"}, ["right"]):
+    for bad in ({"verdict": "maybe"}, {"verdict": "right", "track_id": "x", "query_id": answer["query_id"]},
+                ["right"]):
         r = client.post("/feedback", json=bad)
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_feedback"
     db = tmp_path / "data" / "ear.sqlite3"

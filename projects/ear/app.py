@@ -5,11 +5,12 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .answers import Answers
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
 from .routes import identify, similar, site, tracks
-from .routes.helpers import EXTENSION
+from .routes.helpers import ANSWERS, EXTENSION
 from .runtime import load_model_before_fork
 
 
@@ -21,6 +22,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
     catalog = app.extensions[EXTENSION] = Catalog(config)
     catalog.tidy()
+    app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from flask import current_app, request, url_for
 
+from ..answers import Answers
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Track
@@ -19,10 +20,15 @@ from ..params import parse_count
 from ..similar import Filters, Similar
 
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
+ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
 
 
 def catalog() -> Catalog:
     return current_app.extensions[EXTENSION]
+
+
+def answers() -> Answers:
+    return current_app.extensions[ANSWERS]
 
 
 def uploaded_audio() -> tuple[bytes, str]:

@@ -209,6 +209,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       const best = this.mode === "similar" ? body.identified : body.matches?.[0];
       const similar = this.mode === "similar" ? body.matches || [] : [];
       this.answer = best || null;
+      this.queryId = body.query_id;  // feedback is on this answer, once
       this.$(".answer").hidden = !best && !similar.length;
       this.$(".feedback").hidden = !best;
       this.$(".result").hidden = !best;
@@ -273,14 +274,17 @@ ul{margin:6px 0 0;padding-left:1.1em}
       try {
         const res = await fetch(this.api + "feedback", {
           method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ track_id: a?.track.id ?? null, offset_s: a?.offset_s ?? null,
-            confidence: a?.confidence ?? null, ...fields }),
+          body: JSON.stringify({ query_id: this.queryId, track_id: a?.track.id ?? null,
+            offset_s: a?.offset_s ?? null, confidence: a?.confidence ?? null, ...fields }),
         });
-        if (!res.ok) throw new Error();
+        if (!res.ok) {
+          const body = await res.json().catch(() => ({}));
+          throw new Error(body.error?.message || `The feedback was refused (${res.status}).`);
+        }
         this.$(".feedback").hidden = true;
         this.say("Thank you — noted.");
-      } catch {
-        this.say("Network error: the feedback was not sent.", true);
+      } catch (err) {
+        this.say(err instanceof TypeError ? "Network error: the feedback was not sent." : err.message, true);
       }
     }
   }
