@@ -17,10 +17,12 @@ from ..decode import decode_query
 from ..errors import EarError
 from ..identify import Candidate
 from ..params import parse_count
+from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
 ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
+FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter
 
 
 def catalog() -> Catalog:
@@ -29,6 +31,10 @@ def catalog() -> Catalog:
 
 def answers() -> Answers:
     return current_app.extensions[ANSWERS]
+
+
+def feedback_limit() -> RateLimiter:
+    return current_app.extensions[FEEDBACK_LIMIT]
 
 
 def uploaded_audio() -> tuple[bytes, str]:

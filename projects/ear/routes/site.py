@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, render_template, request, send_file
 from ..db import Feedback, database
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
-from .helpers import answers, catalog
+from .helpers import answers, catalog, feedback_limit
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
@@ -21,6 +21,11 @@ _WIDGET_MAX_AGE_S = 3600
 _ACTUAL_MAX_CHARS = 500  # of a listener's "it was …"
 FEEDBACK_MAX_BYTES = 4096  # a verdict, a few numbers and a few words: nothing more belongs in a row
 _QUERY_ID_MAX_CHARS = 64  # ear's own are 22; a longer one is no id of ours
+# Per client address. A listener rates an answer once, and an answer takes seconds to get: 10 a
+# minute is more than a person clicks, and a burst of 5 lets a few answers in a row be rated at
+# once; a script filling the table gets 429. (nginx/ear.conf and ear-limits.conf say the same.)
+FEEDBACK_PER_MINUTE = 10
+FEEDBACK_BURST = 5
 
 
 @bp.get("/widget.js")
@@ -45,6 +50,8 @@ def health():
 
 @bp.post("/feedback")
 def feedback():
+    # ProxyFix (one proxy trusted) makes this the client's address behind Nginx too.
+    feedback_limit().take(request.remote_addr or "")
     body = request.stream.read(FEEDBACK_MAX_BYTES + 1)
     if len(body) > FEEDBACK_MAX_BYTES:
         raise EarError("feedback_too_large", f"Feedback is at most {FEEDBACK_MAX_BYTES} bytes.", 413)
