@@ -90,3 +90,18 @@ def test_slow_uploads_do_not_hold_the_worker(site):
             t.join()
         for s in sockets:
             s.close()
+
+
+def test_a_burst_of_feedback_gets_429_json_from_nginx(site, tmp_path):
+    url, server = site
+    sent = [requests.post(url + "/ear/feedback", json={"verdict": "right"}, timeout=10) for _ in range(15)]
+    assert requests.get(url + "/ear/health", timeout=10).json()["status"] == "ok"
+    # ear's worker logs each request it answers, before it takes the next (/health above).
+    reached = (tmp_path / "gunicorn.log").read_text().count('"POST /feedback ')
+    assert 1 <= reached <= 1 + 5  # the first and the burst that ear.conf allows
+    limited = [r for r in sent if r.status_code == 429]
+    assert len(limited) >= len(sent) - reached  # what Nginx answered itself, and maybe ear once
+    for r in limited:
+        assert r.headers["Content-Type"].startswith("application/json") and int(r.headers["Retry-After"]) > 0
+        assert r.json()["error"]["code"] == "rate_limited" and r.json()["error"]["message"]
+    assert [r.status_code for r in sent[:5]] == [400] * 5  # let through: ear says no query id
