@@ -8,7 +8,8 @@
 # /ear/ location snippet and its http-level request limits, and Supervisor's `ear` program,
 # then (re)starts ear.
 # Settings (environment): EAR_HOME (default: this checkout), EAR_USER (ear),
-# EAR_TORCH_INDEX_URL (PyTorch's CPU index), EAR_APT=0 to skip apt,
+# EAR_TORCH_INDEX_URL (PyTorch's CPU index), EAR_APT=0 to skip apt, EAR_PUBLIC_URL (written
+# into a new .env: where the public reaches ear, e.g. https://example.org/ear),
 # EAR_NGINX_SNIPPETS (/etc/nginx/snippets), EAR_NGINX_CONF_DIR (/etc/nginx/conf.d: a folder
 # nginx.conf includes inside `http { }`, as Debian's does), EAR_SUPERVISOR_CONF_DIR
 # (/etc/supervisor/conf.d), EAR_LOG_DIR (/var/log/ear).
@@ -36,7 +37,7 @@ deploy/install-torch.sh .venv
 if [ ! -f .env ]; then
   token=$(.venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))")
   sed -e "s|^EAR_DATA_DIR=.*|EAR_DATA_DIR=$home/data|" -e "s|^EAR_ADMIN_TOKEN=.*|EAR_ADMIN_TOKEN=$token|" \
-    .env.example > .env
+    -e "s|^EAR_PUBLIC_URL=.*|EAR_PUBLIC_URL=${EAR_PUBLIC_URL:-}|" .env.example > .env
   chmod 600 .env
   echo "wrote $home/.env (admin token inside)"
 fi
