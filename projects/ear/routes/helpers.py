@@ -1,5 +1,6 @@
-"""What the routes share: the catalog, the request's audio and parameters, the admin check,
-and the JSON of tracks and matches with their links."""
+"""What the routes share: the catalog, the recent answers and the feedback limit (one each per
+app), the request's audio and parameters, the admin check, and the JSON of tracks and matches
+with their links (all made by `link`)."""
 from __future__ import annotations
 
 import hmac
