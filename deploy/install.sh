@@ -5,15 +5,19 @@
 #
 # It installs apt packages, creates the `ear` system user, a venv with the CPU build of torch,
 # the data directory, a .env with a generated admin token (kept on later runs), Nginx's
-# /ear/ location snippet and Supervisor's `ear` program, then (re)starts ear.
+# /ear/ location snippet and its http-level request limits, and Supervisor's `ear` program,
+# then (re)starts ear.
 # Settings (environment): EAR_HOME (default: this checkout), EAR_USER (ear),
-# EAR_TORCH_INDEX_URL (PyTorch's CPU index), EAR_APT=0 to skip apt,
-# EAR_NGINX_SNIPPETS (/etc/nginx/snippets), EAR_SUPERVISOR_CONF_DIR (/etc/supervisor/conf.d),
-# EAR_LOG_DIR (/var/log/ear).
+# EAR_TORCH_INDEX_URL (PyTorch's CPU index), EAR_APT=0 to skip apt, EAR_PUBLIC_URL (written
+# into a new .env: where the public reaches ear, e.g. https://example.org/ear),
+# EAR_NGINX_SNIPPETS (/etc/nginx/snippets), EAR_NGINX_CONF_DIR (/etc/nginx/conf.d: a folder
+# nginx.conf includes inside `http { }`, as Debian's does), EAR_SUPERVISOR_CONF_DIR
+# (/etc/supervisor/conf.d), EAR_LOG_DIR (/var/log/ear).
 set -euo pipefail
 home=${EAR_HOME:-$(cd "$(dirname "$0")/.." && pwd)}
 user=${EAR_USER:-ear}
 snippets=${EAR_NGINX_SNIPPETS:-/etc/nginx/snippets}
+nginx_http=${EAR_NGINX_CONF_DIR:-/etc/nginx/conf.d}
 programs=${EAR_SUPERVISOR_CONF_DIR:-/etc/supervisor/conf.d}
 logs=${EAR_LOG_DIR:-/var/log/ear}
 cd "$home"
@@ -33,7 +37,7 @@ deploy/install-torch.sh .venv
 if [ ! -f .env ]; then
   token=$(.venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))")
   sed -e "s|^EAR_DATA_DIR=.*|EAR_DATA_DIR=$home/data|" -e "s|^EAR_ADMIN_TOKEN=.*|EAR_ADMIN_TOKEN=$token|" \
-    .env.example > .env
+    -e "s|^EAR_PUBLIC_URL=.*|EAR_PUBLIC_URL=${EAR_PUBLIC_URL:-}|" .env.example > .env
   chmod 600 .env
   echo "wrote $home/.env (admin token inside)"
 fi
@@ -43,8 +47,9 @@ port=${EAR_PORT:-5001}
 mkdir -p "${EAR_DATA_DIR:-$home/data}" "$logs"
 chown -R "$user" "${EAR_DATA_DIR:-$home/data}" "$logs"
 
-mkdir -p "$snippets" "$programs"
+mkdir -p "$snippets" "$nginx_http" "$programs"
 sed "s|127.0.0.1:5001|127.0.0.1:$port|g" nginx/ear.conf > "$snippets/ear.conf"
+cp nginx/ear-limits.conf "$nginx_http/ear-limits.conf"  # the zones ear.conf's limits use
 sed -e "s|/srv/ear|$home|g" -e "s|^user=ear|user=$user|" -e "s|/var/log/ear/|$logs/|" \
   supervisor/ear_service.conf > "$programs/ear.conf"
 
@@ -58,6 +63,7 @@ fi
 cat <<MSG
 ear is installed in $home. If not done yet, add to the site's server block (HTTPS):
     include $snippets/ear.conf;
+($nginx_http/ear-limits.conf must be included in nginx.conf's http block: Debian's does.)
 then: nginx -t && systemctl reload nginx
 Update:   git -C $home pull && $home/deploy/install.sh
 Rollback: git -C $home checkout <previous commit or tag> && $home/deploy/install.sh

@@ -95,8 +95,9 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 
 
 
 def start_nginx(upstream_port: int, site_port: int | None = None) -> tuple[str, Path]:
-    """Nginx with its own prefix dir, serving the shipped location block, upstream port swapped
-    in; the rest of the site is a fixed page, or the site app on `site_port`."""
+    """Nginx with its own prefix dir, serving the shipped location block (upstream port swapped
+    in) and its http-level limits; the rest of the site is a fixed page, or the site app on
+    `site_port`."""
     # Its workers run as `nobody` when started by root: their temp dirs must be reachable, and
     # pytest's tmp_path (0700) is not.
     prefix = Path(tempfile.mkdtemp(prefix="ear-nginx-"))
@@ -104,6 +105,7 @@ def start_nginx(upstream_port: int, site_port: int | None = None) -> tuple[str, 
     port = free_port()
     location = (REPO / "nginx/ear.conf").read_text().replace("127.0.0.1:5001", f"127.0.0.1:{upstream_port}")
     (prefix / "ear.conf").write_text(location)
+    (prefix / "ear-limits.conf").write_text((REPO / "nginx/ear-limits.conf").read_text())
     temp = "\n".join(f"    {name}_temp_path {prefix}/{name}_temp;"
                      for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     site = (f"proxy_pass http://127.0.0.1:{site_port}; proxy_set_header Host $http_host;"
@@ -116,6 +118,7 @@ events {{ worker_connections 256; }}
 http {{
     access_log {prefix}/access.log;
 {temp}
+    include {prefix}/ear-limits.conf;  # as Debian's nginx.conf includes conf.d/*.conf
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;

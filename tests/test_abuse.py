@@ -3,6 +3,7 @@ answers with a JSON body and a status below 500, and the catalog is what it was.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from ear.app import create_app
 from ear.config import load_config
 from ear.embed import shared_model
 from ear.ingest import prepare
+from ear.routes.helpers import ANSWERS
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ids = st.one_of(st.integers(0, 2**70), st.sampled_from([2**63 - 1, 2**63, 2**64, 10**30]))
@@ -35,6 +37,20 @@ def served(tmp_path_factory, songs_dir):
     catalog.store([prepare(songs_dir / f"song{i}.flac", config, shared_model(), metadata={"artist": "Ann"})
                    for i in (0, 1)])
     return app.test_client(), {t.id for t in catalog.tracks()}
+
+
+def _answer(client, track_ids) -> str:
+    """The query id of an answer that offered `track_ids`, as /identify would give."""
+    return client.application.extensions[ANSWERS].issue(track_ids)
+
+
+_addresses = (f"10.0.{n // 250}.{n % 250 + 1}" for n in itertools.count())
+
+
+def _feedback(client, body: str):
+    """Feedback from an address of its own, so that the rate limit is not what answers."""
+    return client.post("/feedback", data=body, content_type="application/json",
+                       environ_base={"REMOTE_ADDR": next(_addresses)})
 
 
 def _answered(response) -> None:
@@ -86,15 +102,17 @@ def test_any_parameters_and_bytes_on_the_upload_routes(served, query, body):
 
 numbers = st.one_of(st.floats(), st.integers(-2**80, 2**80), ids, text, st.none(), st.booleans())
 feedback = st.one_of(json_values, st.fixed_dictionaries(
-    {"verdict": st.sampled_from(["right", "wrong", "maybe"])},
+    {"verdict": st.sampled_from(["right", "wrong", "maybe"]), "query_id": st.just("issued") | json_values},
     optional={"track_id": numbers, "offset_s": numbers, "confidence": numbers, "actual": json_values}))
 
 
 @settings(max_examples=150, deadline=None)
 @given(data=feedback)
 def test_any_json_as_feedback(served, data):
-    client, _ = served
-    response = client.post("/feedback", data=json.dumps(data), content_type="application/json")
+    client, track_ids = served
+    if isinstance(data, dict) and data.get("query_id") == "issued":  # on a real answer: it may be stored
+        data["query_id"] = _answer(client, track_ids)
+    response = _feedback(client, json.dumps(data))
     _answered(response)
     if response.status_code == 201:
         assert json.loads(response.data) == response.get_json()  # valid JSON: no NaN, no Infinity
@@ -103,18 +121,20 @@ def test_any_json_as_feedback(served, data):
 @pytest.mark.parametrize("body, status", [
     ("[" * 100_000 + "]" * 100_000, 413),  # nested far past the recursion limit; and too big
     ("[" * 2000 + "]" * 2000, 400),  # nested past the recursion limit, under the size cap
-    ('{"verdict": "right", "track_id": 1e300}', 400),
-    ('{"verdict": "right", "track_id": 18446744073709551616}', 400),
-    ('{"verdict": "right", "offset_s": NaN}', 400),
-    ('{"verdict": "wrong", "confidence": Infinity}', 400),
-    ('{"verdict": "right", "actual": "' + "x" * 5000 + '"}', 413),
-    ('{"verdict": "right", "actual": "\\ud800"}', 201),  # a lone surrogate, stored as "?"
-    ('{"verdict": "right", "track_id": true}', 400),
-    ('{"verdict": "right", "track_id": 1.5}', 400),
+    ('{"verdict": "right", "track_id": 1e300, "query_id": ID}', 400),
+    ('{"verdict": "right", "track_id": 18446744073709551616, "query_id": ID}', 400),
+    ('{"verdict": "right", "offset_s": NaN, "query_id": ID}', 400),
+    ('{"verdict": "wrong", "confidence": Infinity, "query_id": ID}', 400),
+    ('{"verdict": "right", "actual": "' + "x" * 5000 + '", "query_id": ID}', 413),
+    ('{"verdict": "right", "actual": "\\ud800", "query_id": ID}', 201),  # a lone surrogate, stored as "?"
+    ('{"verdict": "right", "track_id": true, "query_id": ID}', 400),
+    ('{"verdict": "right", "track_id": 1.5, "query_id": ID}', 400),
+    ('{"verdict": "right", "query_id": "\\ud800"}', 404),
 ])
 def test_feedback_the_service_cannot_store_is_refused(served, body, status):
-    client, _ = served
-    response = client.post("/feedback", data=body, content_type="application/json")
+    client, track_ids = served
+    body = body.replace("ID", json.dumps(_answer(client, track_ids)))
+    response = _feedback(client, body)
     assert response.status_code == status, response.text
     _answered(response)
 

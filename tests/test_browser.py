@@ -2,6 +2,7 @@
 fake microphone playing a WAV file: it records, uploads through /ear/, and shows the answer."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from helpers import AUTH, REPO, free_port, start_nginx, stop_nginx
+from helpers import AUTH, REPO, free_port, start_gunicorn, start_nginx, stop_nginx, wait_until_up
 from playwright.sync_api import expect, sync_playwright
 from synth import song
 
@@ -73,6 +74,9 @@ def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_pa
         page.get_by_role("button", name="Yes").click()
         expect(status).to_contain_text("Thank you", timeout=10_000)
         browser.close()
+    with sqlite3.connect(server.data_dir / "ear.sqlite3") as db:  # on the answer shown, by its id
+        [(query_id, verdict)] = db.execute("select query_id, verdict from feedback").fetchall()
+    assert len(query_id) >= 22 and verdict == "right"
     print(f"\nbrowser test (record, upload, answer, feedback): {time.monotonic() - started:.1f} s")
 
 
@@ -96,3 +100,43 @@ def test_widget_explains_a_denied_microphone(site_behind_nginx):
         expect(page.get_by_role("status")).to_contain_text("permission was denied", timeout=20_000)
         page.screenshot(path=str(ARTIFACTS / "widget-denied.png"))
         browser.close()
+
+
+def test_widget_on_another_origin_plays_from_ear_and_sends_feedback(tmp_path, songs_dir):
+    """The widget embedded from ear's own address in a page elsewhere (another origin): ear's
+    links are paths from its root, and the widget resolves them against ear, not the page."""
+    page_port = free_port()
+    elsewhere = f"http://localhost:{page_port}"
+    gen = start_gunicorn(tmp_path, EAR_ALLOW_PLAYBACK="true", EAR_CORS_ORIGINS=elsewhere)
+    server = next(gen)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www/index.html").write_text(
+        f'<!doctype html><script src="{server.url}/widget.js" defer></script><div data-ear></div>')
+    static = subprocess.Popen([sys.executable, "-m", "http.server", str(page_port), "--bind", "127.0.0.1",
+                               "--directory", str(tmp_path / "www")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(songs_dir / "song3.flac", "rb") as fh:
+            added = requests.post(server.url + "/tracks", files={"audio": fh}, headers=AUTH, timeout=60,
+                                  data={"source": str(songs_dir / "song3.flac")})  # played from there
+        track_id = added.json()["track"]["id"]
+        wav = _microphone_file(song(3)[44100 * 6: 44100 * 16], tmp_path / "clip.wav")
+        wait_until_up(elsewhere + "/", static, tmp_path / "www/index.html")
+        with sync_playwright() as p:
+            browser, page = _page(p, None)
+            page.goto(elsewhere + "/")
+            page.locator("input[type=file]").set_input_files(wav)
+            status = page.get_by_role("status")
+            expect(status).to_contain_text("Found: song3", timeout=40_000)
+            page.get_by_role("button", name="Play from here").click()
+            audio = page.locator("audio")
+            expect(audio).to_have_attribute("src", f"{server.url}/tracks/{track_id}/audio")
+            page.wait_for_function("a => !a.paused && a.currentTime > 6", arg=audio.element_handle(),
+                                   timeout=10_000)  # it plays, from where the clip was
+            page.get_by_role("button", name="Yes").click()
+            expect(status).to_contain_text("Thank you", timeout=10_000)
+            browser.close()
+    finally:
+        static.terminate()
+        static.wait(timeout=10)
+        next(gen, None)

@@ -23,7 +23,7 @@ def test_upload_through_nginx_identifies_and_links_carry_the_prefix(site, songs_
         added = requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60)
     assert added.status_code == 201, added.text
     track = added.json()["track"]
-    assert track["url"] == f"{url}/ear/tracks/{track['id']}"
+    assert track["url"] == f"/ear/tracks/{track['id']}"  # from the site's root, on any host name
 
     query = encode(write(tmp_path / "q.wav", song(4)[44100 * 7: 44100 * 15]), tmp_path / "q.webm",
                    "-c:a", "libopus", "-b:a", "32k")
@@ -33,10 +33,11 @@ def test_upload_through_nginx_identifies_and_links_carry_the_prefix(site, songs_
     assert answer["matches"][0]["track"]["id"] == track["id"]
     assert abs(answer["matches"][0]["offset_s"] - 7.0) <= 0.1
 
-    # A client cannot move ear's links elsewhere: Nginx replaces the forwarded headers.
-    forged = requests.get(url + "/ear/tracks", timeout=10,
-                          headers={"X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "evil.example"})
-    assert forged.json()["tracks"][0]["url"] == f"{url}/ear/tracks/{track['id']}"
+    # A client cannot move ear's links elsewhere: Nginx replaces the forwarded headers, and ear
+    # never builds them from the Host header.
+    forged = requests.get(url + "/ear/tracks", timeout=10, headers={
+        "Host": "evil.example", "X-Forwarded-Prefix": "/evil", "X-Forwarded-Host": "evil.example"})
+    assert forged.json()["tracks"][0]["url"] == f"/ear/tracks/{track['id']}"
     assert requests.get(url + "/ear", timeout=10, allow_redirects=False).status_code == 301
 
 
@@ -90,3 +91,18 @@ def test_slow_uploads_do_not_hold_the_worker(site):
             t.join()
         for s in sockets:
             s.close()
+
+
+def test_a_burst_of_feedback_gets_429_json_from_nginx(site, tmp_path):
+    url, server = site
+    sent = [requests.post(url + "/ear/feedback", json={"verdict": "right"}, timeout=10) for _ in range(15)]
+    assert requests.get(url + "/ear/health", timeout=10).json()["status"] == "ok"
+    # ear's worker logs each request it answers, before it takes the next (/health above).
+    reached = (tmp_path / "gunicorn.log").read_text().count('"POST /feedback ')
+    assert 1 <= reached <= 1 + 5  # the first and the burst that ear.conf allows
+    limited = [r for r in sent if r.status_code == 429]
+    assert len(limited) >= len(sent) - reached  # what Nginx answered itself, and maybe ear once
+    for r in limited:
+        assert r.headers["Content-Type"].startswith("application/json") and int(r.headers["Retry-After"]) > 0
+        assert r.json()["error"]["code"] == "rate_limited" and r.json()["error"]["message"]
+    assert [r.status_code for r in sent[:5]] == [400] * 5  # let through: ear says no query id

@@ -117,12 +117,34 @@ def test_only_the_admin_sees_server_paths(client, songs_dir):
 
 def test_links_follow_the_proxy_prefix(client, songs_dir):
     track = _upload(client, songs_dir / "song3.flac").get_json()["track"]
-    assert track["url"] == f"http://localhost/tracks/{track['id']}"
+    assert track["url"] == f"/tracks/{track['id']}"
     behind = client.get("/tracks", headers={
         "X-Forwarded-Prefix": "/ear", "X-Forwarded-Host": "example.org", "X-Forwarded-Proto": "https"})
-    assert behind.get_json()["tracks"][0]["url"] == f"https://example.org/ear/tracks/{track['id']}"
+    assert behind.get_json()["tracks"][0]["url"] == f"/ear/tracks/{track['id']}"
     page = client.get("/", headers={"X-Forwarded-Prefix": "/ear"}).text
     assert 'src="/ear/widget.js"' in page and "data-ear" in page and "1 tracks" in page
+
+
+def _links(value) -> list[str]:
+    if isinstance(value, dict):
+        return [link for k, v in value.items() for link in ([v] if k.endswith("url") else _links(v))]
+    return [link for v in value for link in _links(v)] if isinstance(value, list) else []
+
+
+@pytest.mark.parametrize("public_url", ["", "https://example.org/ear/"])
+def test_links_never_come_from_the_host_header(tmp_path, songs_dir, public_url):
+    config = load_config(data_dir=tmp_path / "data", admin_token="test-token", allow_playback=True,
+                         public_url=public_url)
+    client = create_app(config).test_client()
+    track_id = _upload(client, songs_dir / "song3.flac").get_json()["track"]["id"]
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    answers = [client.get("/tracks", headers=forged), client.get(f"/tracks/{track_id}", headers=forged),
+               client.post("/identify?candidates=2", headers=forged,
+                           data=(songs_dir / "song3.flac").read_bytes())]
+    links = [link for r in answers for link in _links(r.get_json())]
+    root = public_url.rstrip("/")
+    # /tracks and /tracks/<id>: the track's url; /identify: audio_url of the match and candidate
+    assert links == [f"{root}/tracks/{track_id}"] * 2 + [f"{root}/tracks/{track_id}/audio"] * 2
 
 
 def test_widget_audio_feedback_and_cors(playback_client, songs_dir, tmp_path):
@@ -138,11 +160,13 @@ def test_widget_audio_feedback_and_cors(playback_client, songs_dir, tmp_path):
     answer = client.post("/identify", data={"audio": (io.BytesIO(whole), "song3.flac")}).get_json()
     assert answer["matches"][0]["track"]["audio_url"].endswith(f"/tracks/{track['id']}/audio")
 
-    sent = client.post("/feedback", json={"track_id": track["id"], "verdict": "wrong",
-                                          "actual": "my own song", "offset_s": 3.5, "confidence": 0.4},
+    sent = client.post("/feedback", json={"query_id": answer["query_id"], "track_id": track["id"],
+                                          "verdict": "wrong", "actual": "my own song", "offset_s": 3.5,
+                                          "confidence": 0.4},
                        headers={"Origin": DEV_ORIGIN})
     assert sent.status_code == 201 and sent.headers["Access-Control-Allow-Origin"] == DEV_ORIGIN
-    for bad in ({"verdict": "maybe"}, {"verdict": "right", "track_id": "x"}, ["right"]):
+    for bad in ({"verdict": "maybe"}, {"verdict": "right", "track_id": "x", "query_id": answer["query_id"]},
+                ["right"]):
         r = client.post("/feedback", json=bad)
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_feedback"
     db = tmp_path / "data" / "ear.sqlite3"

@@ -5,11 +5,13 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .answers import Answers
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
 from .routes import identify, similar, site, tracks
-from .routes.helpers import EXTENSION
+from .ratelimit import RateLimiter
+from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT
 from .runtime import load_model_before_fork
 
 
@@ -21,6 +23,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
     catalog = app.extensions[EXTENSION] = Catalog(config)
     catalog.tidy()
+    app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
+    app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
@@ -28,7 +32,7 @@ def create_app(config: Config | None = None) -> Flask:
         app.register_blueprint(module.bp)
     allowed_origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
     app.after_request(lambda response: _cors(response, allowed_origins))
-    app.register_error_handler(EarError, lambda exc: (jsonify(exc.to_json()), exc.status))
+    app.register_error_handler(EarError, lambda exc: (jsonify(exc.to_json()), exc.status, exc.headers()))
     app.register_error_handler(HTTPException, lambda exc: _http_error(exc, config))
     app.register_error_handler(Exception, lambda exc: _internal_error(app, exc))
     return app

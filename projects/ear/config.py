@@ -48,6 +48,11 @@ class Config:
         "", "Browser origins allowed to call ear directly (CORS), comma-separated; for local "
             "development, e.g. http://localhost:8000 when the site redirects /ear/ to port 5001. "
             "Empty: none.")
+    public_url: str = _setting(
+        "", "Where the public reaches ear, e.g. https://example.org/ear: the links in its answers "
+            "(url, audio_url, cover_url) start with it. Empty: links are paths from the root the "
+            "request came through (/ear/... behind Nginx), never built from the Host header a "
+            "client sends.")
 
     @property
     def db_path(self) -> Path:

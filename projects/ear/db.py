@@ -2,15 +2,17 @@
 
 One `SqliteDatabase` object, bound to a file by `init_db`. Connections are opened per use and
 closed after; a process that forks (Gunicorn's preloaded master) must hold none at fork time,
-so `init_db` leaves the connection closed.
+so `init_db` leaves the connection closed. `init_db` also adds the columns that a database
+made by an older ear lacks.
 """
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path, PurePath
 
-from peewee import (AutoField, CharField, DateTimeField, FloatField, IntegerField, Model,
+from peewee import (AutoField, CharField, DateTimeField, Field, FloatField, IntegerField, Model,
                     SqliteDatabase, TextField)
+from playhouse.migrate import SqliteMigrator, migrate
 
 database = SqliteDatabase(None)
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
@@ -53,11 +55,12 @@ class Feedback(BaseModel):
     offset_s = FloatField(null=True)
     confidence = FloatField(null=True)
     created_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    query_id = CharField(null=True)  # the answer it is on (null: rows from before query ids)
 
     def to_json(self) -> dict:
         return {"id": self.id, "track_id": self.track_id, "verdict": self.verdict,
                 "actual": self.actual, "offset_s": self.offset_s, "confidence": self.confidence,
-                "created_at": self.created_at.isoformat() + "Z"}
+                "created_at": self.created_at.isoformat() + "Z", "query_id": self.query_id}
 
 
 MODELS = [Track, Feedback]
@@ -74,3 +77,23 @@ def init_db(path: Path) -> None:
     })
     with database.connection_context():
         database.create_tables(MODELS)
+        _add_new_columns()
+
+
+def _add_new_columns() -> None:
+    """A database made by an older ear lacks the columns added since: add them (each new
+    field must be nullable or have a default, so that existing rows stay valid)."""
+    if not _missing_columns():
+        return
+    with database.atomic("IMMEDIATE"):  # a second process upgrading at once waits, then finds them
+        migrate(*(SqliteMigrator(database).add_column(table, field.column_name, field)
+                  for table, field in _missing_columns()))
+
+
+def _missing_columns() -> list[tuple[str, Field]]:
+    missing = []
+    for model in MODELS:
+        table = model._meta.table_name
+        have = {column.name for column in database.get_columns(table)}
+        missing += [(table, f) for f in model._meta.sorted_fields if f.column_name not in have]
+    return missing

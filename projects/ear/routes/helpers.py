@@ -1,5 +1,6 @@
-"""What the routes share: the catalog, the request's audio and parameters, the admin check,
-and the JSON of tracks and matches with their links."""
+"""What the routes share: the catalog, the recent answers and the feedback limit (one each per
+app), the request's audio and parameters, the admin check, and the JSON of tracks and matches
+with their links (all made by `link`)."""
 from __future__ import annotations
 
 import hmac
@@ -7,8 +8,9 @@ from functools import wraps
 from pathlib import Path
 
 import numpy as np
-from flask import current_app, request, url_for
+from flask import current_app, request
 
+from ..answers import Answers
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Track
@@ -16,13 +18,24 @@ from ..decode import decode_query
 from ..errors import EarError
 from ..identify import Candidate
 from ..params import parse_count
+from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
+ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
+FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter
 
 
 def catalog() -> Catalog:
     return current_app.extensions[EXTENSION]
+
+
+def answers() -> Answers:
+    return current_app.extensions[ANSWERS]
+
+
+def feedback_limit() -> RateLimiter:
+    return current_app.extensions[FEEDBACK_LIMIT]
 
 
 def uploaded_audio() -> tuple[bytes, str]:
@@ -83,11 +96,19 @@ def admin_required(view):
     return wrapper
 
 
+def link(endpoint: str, **values: object) -> str:
+    """The link to a route, however ear makes one: EAR_PUBLIC_URL and the route's path, or
+    without it the path from the root the request came through (`/ear/...` behind Nginx, which
+    sets X-Forwarded-Prefix). Never the request's Host: a client chooses it, and a link built
+    from it could send the next reader anywhere."""
+    path = current_app.url_map.bind("", script_name="/").build(endpoint, values)
+    return (catalog().config.public_url.rstrip("/") or request.script_root) + path
+
+
 # A track's source is a server path when the owner ingested a file: only the admin sees it whole;
 # everyone else gets its file name.
 def track_json(track: Track) -> dict:
-    return {**track.to_json(path=is_admin()),
-            "url": url_for("tracks.get_track", track_id=track.id, _external=True)}
+    return {**track.to_json(path=is_admin()), "url": link("tracks.get_track", track_id=track.id)}
 
 
 def candidate_json(candidate: Candidate) -> dict:
@@ -105,8 +126,8 @@ def media_links(track: Track) -> dict[str, str]:
     file has a cover image."""
     links = {}
     if catalog().config.allow_playback and Path(track.source).is_file():
-        links["audio_url"] = url_for("tracks.track_audio", track_id=track.id, _external=True)
+        links["audio_url"] = link("tracks.track_audio", track_id=track.id)
     if cover_type(track.source):
-        links["cover_url"] = url_for("tracks.track_cover", track_id=track.id, _external=True)
+        links["cover_url"] = link("tracks.track_cover", track_id=track.id)
     return links
 

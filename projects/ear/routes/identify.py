@@ -1,4 +1,5 @@
-"""POST /identify: which catalog track a clip is, and where in it."""
+"""POST /identify: which catalog track a clip is, and where in it; the answer's query id is
+what feedback on it must carry."""
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from .helpers import catalog, count_arg, candidate_json, query_samples
+from .helpers import answers, catalog, count_arg, candidate_json, query_samples
 
 bp = Blueprint("identify", __name__)
 
@@ -19,6 +20,7 @@ def identify_upload():
     samples = query_samples()
     answer = identify(catalog(), samples, candidates=wanted)
     extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}
-    return jsonify(matches=[candidate_json(m) for m in answer.matches], **extra,
+    query_id = answers().issue(c.track.id for c in answer.matches + answer.candidates)
+    return jsonify(query_id=query_id, matches=[candidate_json(m) for m in answer.matches], **extra,
                    query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

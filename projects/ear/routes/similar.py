@@ -6,7 +6,8 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from .helpers import candidate_json, catalog, filters_arg, k_arg, query_samples, similar_json, track_json
+from .helpers import (answers, candidate_json, catalog, filters_arg, k_arg, query_samples, similar_json,
+                      track_json)
 
 bp = Blueprint("similar", __name__)
 RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
@@ -16,7 +17,10 @@ _SEED_DIGITS = 18
 @bp.post("/similar")
 def similar_to_upload():
     identified, found = similar_to_clip(catalog(), query_samples(), k_arg(), filters_arg())
-    return jsonify(identified=candidate_json(identified) if identified else None,
+    offered = [s.track.id for s in found] + ([identified.track.id] if identified else [])
+    # The widget asks "right?" of the identified track here too: feedback needs the query id.
+    return jsonify(query_id=answers().issue(offered),
+                   identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[similar_json(s) for s in found])
 

@@ -1,5 +1,6 @@
 """What the site and its visitors get besides answers: the widget script, the demo page, the
-listeners' feedback, and the health check."""
+listeners' feedback (on an answer this worker gave, once each: `answers.py`), and the health
+check."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,19 @@ from flask import Blueprint, jsonify, render_template, request, send_file
 from ..db import Feedback, database
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
-from .helpers import catalog
+from .helpers import answers, catalog, feedback_limit
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
 _WIDGET_MAX_AGE_S = 3600
 _ACTUAL_MAX_CHARS = 500  # of a listener's "it was …"
 FEEDBACK_MAX_BYTES = 4096  # a verdict, a few numbers and a few words: nothing more belongs in a row
+_QUERY_ID_MAX_CHARS = 64  # ear's own are 22; a longer one is no id of ours
+# Per client address. A listener rates an answer once, and an answer takes seconds to get: 10 a
+# minute is more than a person clicks, and a burst of 5 lets a few answers in a row be rated at
+# once; a script filling the table gets 429. (nginx/ear.conf and ear-limits.conf say the same.)
+FEEDBACK_PER_MINUTE = 10
+FEEDBACK_BURST = 5
 
 
 @bp.get("/widget.js")
@@ -43,6 +50,8 @@ def health():
 
 @bp.post("/feedback")
 def feedback():
+    # ProxyFix (one proxy trusted) makes this the client's address behind Nginx too.
+    feedback_limit().take(request.remote_addr or "")
     body = request.stream.read(FEEDBACK_MAX_BYTES + 1)
     if len(body) > FEEDBACK_MAX_BYTES:
         raise EarError("feedback_too_large", f"Feedback is at most {FEEDBACK_MAX_BYTES} bytes.", 413)
@@ -50,8 +59,9 @@ def feedback():
         data = json.loads(body)
     except (ValueError, RecursionError):
         data = None
-    with database.connection_context():
-        row = Feedback.create(**_feedback_fields(data))
+    fields = _feedback_fields(data)
+    with answers().claim(fields["query_id"], fields["track_id"]), database.connection_context():
+        row = Feedback.create(**fields)
     return jsonify(feedback=row.to_json()), 201
 
 
@@ -61,6 +71,9 @@ def _feedback_fields(data) -> dict:
         raise EarError("bad_feedback", "Send a JSON object: {\"verdict\": \"right\"|\"wrong\", ...}.")
     if data.get("verdict") not in ("right", "wrong"):
         raise EarError("bad_feedback", "verdict must be \"right\" or \"wrong\".")
+    query_id = data.get("query_id")
+    if not isinstance(query_id, str) or not 0 < len(query_id) <= _QUERY_ID_MAX_CHARS:
+        raise EarError("bad_feedback", "query_id must be the query_id of the answer (from /identify).")
     raw_id = data.get("track_id")
     if isinstance(raw_id, bool) or (isinstance(raw_id, float) and not raw_id.is_integer()):
         raise EarError("bad_feedback", "track_id must be a whole number.")
@@ -76,4 +89,5 @@ def _feedback_fields(data) -> dict:
         raise EarError("bad_feedback", "offset_s and confidence must be finite numbers.")
     # JSON may carry lone surrogates (a \ud800 escape), which SQLite's text cannot hold.
     actual = str(data.get("actual") or "")[:_ACTUAL_MAX_CHARS].encode("utf-8", "replace").decode()
-    return {"verdict": data["verdict"], "track_id": track_id, **numbers, "actual": actual}
+    return {"verdict": data["verdict"], "track_id": track_id, **numbers, "actual": actual,
+            "query_id": query_id}

@@ -196,6 +196,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
           { method: "POST", body: form });
         body = await res.json().catch(() => ({}));
         if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
+        this.base = res.url || this.api;  // where ear answered, after any redirect
       } catch (err) {
         this.busy(false);
         const offline = err instanceof TypeError;
@@ -209,6 +210,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       const best = this.mode === "similar" ? body.identified : body.matches?.[0];
       const similar = this.mode === "similar" ? body.matches || [] : [];
       this.answer = best || null;
+      this.queryId = body.query_id;  // feedback is on this answer, once
       this.$(".answer").hidden = !best && !similar.length;
       this.$(".feedback").hidden = !best;
       this.$(".result").hidden = !best;
@@ -222,7 +224,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
         this.$(".where").textContent = `at ${fmt(best.offset_s)} · ${sure} (${pct}%)`;
         const img = this.$("img");
         img.hidden = !t.cover_url;
-        if (t.cover_url) img.src = t.cover_url;
+        if (t.cover_url) img.src = this.link(t.cover_url);
         this.$("[data-act=play]").hidden = !t.audio_url;
         this.say(`Found: ${t.title}${t.artist ? ` by ${t.artist}` : ""}, at ${fmt(best.offset_s)} (${sure}).`);
       } else {
@@ -248,14 +250,21 @@ ul{margin:6px 0 0;padding-left:1.1em}
       this.$(".similar").hidden = !similar.length;
     }
 
+    // ear's links are paths from its root (absolute only with EAR_PUBLIC_URL): they belong to
+    // the address that answered, not to the page the widget is on.
+    link(url) {
+      return new URL(url, this.base || this.api).href;
+    }
+
     play() {
       const t = this.answer?.track;
       if (!t?.audio_url) return;
       const audio = this.$("audio");
       if (!audio.paused) return audio.pause();
-      if (audio.dataset.src !== t.audio_url) {
-        audio.src = t.audio_url;
-        audio.dataset.src = t.audio_url;
+      const src = this.link(t.audio_url);
+      if (audio.dataset.src !== src) {
+        audio.src = src;
+        audio.dataset.src = src;
         audio.currentTime = this.answer.offset_s;
       }
       audio.play().catch(() => this.say("The track could not be played.", true));
@@ -273,14 +282,17 @@ ul{margin:6px 0 0;padding-left:1.1em}
       try {
         const res = await fetch(this.api + "feedback", {
           method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ track_id: a?.track.id ?? null, offset_s: a?.offset_s ?? null,
-            confidence: a?.confidence ?? null, ...fields }),
+          body: JSON.stringify({ query_id: this.queryId, track_id: a?.track.id ?? null,
+            offset_s: a?.offset_s ?? null, confidence: a?.confidence ?? null, ...fields }),
         });
-        if (!res.ok) throw new Error();
+        if (!res.ok) {
+          const body = await res.json().catch(() => ({}));
+          throw new Error(body.error?.message || `The feedback was refused (${res.status}).`);
+        }
         this.$(".feedback").hidden = true;
         this.say("Thank you — noted.");
-      } catch {
-        this.say("Network error: the feedback was not sent.", true);
+      } catch (err) {
+        this.say(err instanceof TypeError ? "Network error: the feedback was not sent." : err.message, true);
       }
     }
   }
