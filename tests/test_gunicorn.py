@@ -60,6 +60,7 @@ def test_a_chunked_upload_past_the_limit_is_refused_whole(gunicorn_server):
                           headers={**AUTH, "Content-Type": kind})  # 53 MB: over the 50 MB
         assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large", r.text
         assert requests.get(url + "/tracks", timeout=10).json()["tracks"] == []
+        assert [p for p in (gunicorn_server.data_dir / "originals").rglob("*") if p.is_file()] == []
     r = requests.post(url + "/tracks", data=_chunked_wav(20, False), timeout=120,
                       headers={**AUTH, "Content-Type": "audio/wav"})
     assert r.status_code == 201 and abs(r.json()["track"]["duration"] - 20.0) < 0.1

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO, Iterable
 
 from .config import Config
 from .db import METADATA_FIELDS, Track, database, init_db
-from .embed import DIM, STYLE_DIM
-from .errors import EarError, NotFound
+from .embed import DIM, STYLE_DIM, Model
+from .errors import BadAudio, EarError, NotFound
 from .hashtable import HashTable
 from .segments import MAX_TRACK_ID, pack
 from .storage import ensure_writable
 from .index import EmbeddingIndex
-from .ingest import Embedding, PreparedTrack
+from .originals import Originals
+from .ingest import Embedding, PreparedTrack, prepare
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Catalog:
             ensure_writable(folder)
         init_db(config.db_path)
         self.table = HashTable(config.fingerprint_dir)
+        self.originals = Originals(config.originals_dir)
         self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)
         self._rebuild_wanted = threading.Event()
         self._rebuilder: threading.Thread | None = None
@@ -49,6 +53,7 @@ class Catalog:
             for item in prepared:
                 existing = Track.get_or_none(Track.content_hash == item.content_hash)
                 if existing is not None:
+                    self._give_audio(existing, item)
                     plan.append((existing, -1, False))
                 elif item.content_hash in position:  # the same audio twice in one batch
                     plan.append((None, position[item.content_hash], False))
@@ -65,10 +70,73 @@ class Catalog:
                                 for tid, p in zip(ids, new) if p.embedding is not None})
                 with database.atomic():
                     created = [Track.create(id=tid, source=p.source, duration=p.duration,
-                                            content_hash=p.content_hash,
+                                            content_hash=p.content_hash, original=p.original,
+                                            linked_path=p.linked_path,
                                             **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
                                for tid, p in zip(ids, new)]
+            for item, (existing, j, is_new) in zip(prepared, plan):
+                if not is_new:
+                    self._forget_original(item.original)
         return [(existing or created[j], is_new) for existing, j, is_new in plan]
+
+    def keep_and_prepare(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
+                         model: Model) -> PreparedTrack | Track:
+        """Keep a file's bytes as its original (originals.py), then analyse them: the track to
+        store, or the Track that has these very bytes already. Audio that cannot be a track
+        leaves nothing kept."""
+        name = self.originals.keep(stream, suffix)
+        with database.connection_context():
+            existing = Track.get_or_none(Track.original == name)
+        if existing is not None:
+            return existing
+        try:
+            prepared = prepare(self.originals.path(name), self.config, model, name=label,
+                               metadata=metadata)
+        except BaseException:
+            self.forget_original(name)
+            raise
+        return replace(prepared, original=name)
+
+    def prepare_file(self, path: Path, metadata: dict, model: Model, link: bool = False
+                     ) -> PreparedTrack | Track:
+        """A file the owner's shell names, linked where it is or else kept as an original (a
+        copy): as `keep_and_prepare`."""
+        if link:
+            prepared = prepare(path, self.config, model, name=str(path), metadata=metadata)
+            return replace(prepared, linked_path=str(path.resolve()))
+        try:
+            with open(path, "rb") as fh:
+                return self.keep_and_prepare(fh, path.suffix, str(path), metadata, model)
+        except OSError as exc:
+            raise BadAudio("unreadable", f"Cannot read {path}: {exc.strerror}.", 404) from exc
+
+    def audio_path(self, track: Track) -> Path | None:
+        """The file of the track's audio that may be opened (played, re-embedded): its kept
+        original, or the file the owner linked; None if it has neither or the file is gone."""
+        if track.original:
+            path = self.originals.path(track.original)
+        elif track.linked_path:
+            path = Path(track.linked_path)
+        else:
+            return None
+        return path if path.is_file() else None
+
+    def forget_original(self, name: str) -> None:
+        """An original kept for a track that was then not stored (bad audio): delete it,
+        unless a track names it."""
+        with database.connection_context():
+            self._forget_original(name)
+
+    def _forget_original(self, name: str) -> None:
+        if name and not Track.select().where(Track.original == name).exists():
+            self.originals.delete(name)
+
+    def _give_audio(self, track: Track, item: PreparedTrack) -> None:
+        # The same music again: a track that had no audio to open (added before originals were
+        # kept) takes this one's.
+        if not track.original and not track.linked_path and (item.original or item.linked_path):
+            track.original, track.linked_path = item.original, item.linked_path
+            track.save(only=[Track.original, Track.linked_path])
 
     def remove(self, track_id: int) -> Track:
         with self.table.writing(), database.connection_context():
@@ -78,6 +146,7 @@ class Catalog:
             self.table.remove([track_id])
             self.index.remove([track_id])
             track.delete_instance()
+            self._forget_original(track.original)
         return track
 
     def reconcile(self) -> None:
@@ -96,6 +165,8 @@ class Catalog:
                     except EarError as exc:  # serve what there is; the owner is told
                         log.error("%s", exc.message)
         self.index.sweep()
+        with database.connection_context():
+            self.originals.sweep(o for (o,) in Track.select(Track.original).tuples())
 
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.

@@ -8,12 +8,12 @@ import time
 
 from .catalog import Catalog
 from .config import Config, load_config
-from .db import METADATA_FIELDS
+from .db import METADATA_FIELDS, Track
 from .decode import decode_query
 from .embed import shared_model
 from .errors import EarError
 from .identify import identify
-from .ingest import PreparedTrack, audio_files, embed_again, prepare
+from .ingest import PreparedTrack, audio_files, embed_again
 from .params import parse_count
 from .runtime import configure_threads
 from .similar import Filters, similar_to_clip, similar_to_track
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")
     p.add_argument("paths", nargs="+")
+    p.add_argument("--link", action="store_true",
+                   help="keep only each file's path (played and re-embedded from there) instead "
+                        "of a copy in the data folder")
     for name in METADATA_FIELDS:
         p.add_argument(f"--{name}", help=f"{name} for every file (default: from its tags)")
 
@@ -112,7 +115,11 @@ def cmd_ingest(config: Config, args) -> int:
 
     for path in files:
         try:
-            batch.append(prepare(path, config, shared_model(), name=str(path), metadata=metadata))
+            kept = catalog.prepare_file(path, metadata, shared_model(), link=args.link)
+            if isinstance(kept, Track):  # these very bytes are a track already
+                progress.line(f"exists\t{kept.id}\t{kept.artist or '-'}\t{kept.title}\t{kept.source}")
+            else:
+                batch.append(kept)
         except EarError as exc:
             failures += 1
             progress.line(f"skipped\t{path}\t{exc.code}: {exc.message}", err=True)
@@ -200,10 +207,12 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 def cmd_reindex(config: Config, args) -> int:
     catalog = Catalog(config)
     if args.reembed:
-        embeddings, missing = embed_again(catalog.tracks(), config, shared_model())
+        embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in catalog.tracks()),
+                                          config, shared_model())
         catalog.replace_vectors(embeddings)
         print(f"embedded {len(embeddings)} tracks again" + (
-            f"; {len(missing)} sources gone (their old vectors kept): {missing}" if missing else ""))
+            f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
+            f"files again to give them one): {missing}" if missing else ""))
     started = time.perf_counter()
     catalog.rebuild_index(force=True)
     print(f"embedding indexes rebuilt: {catalog.index.window_count} windows "

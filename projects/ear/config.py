@@ -66,6 +66,10 @@ class Config:
     def embedding_dir(self) -> Path:
         return self.data_dir / "embeddings"
 
+    @property
+    def originals_dir(self) -> Path:
+        return self.data_dir / "originals"
+
 
 def env_name(name: str) -> str:
     return "EAR_" + name.upper()

@@ -31,9 +31,13 @@ class Track(BaseModel):
     album = TextField(default="")
     genre = TextField(default="")
     duration = FloatField()
-    source = TextField()
+    source = TextField()  # a label (a file name or the owner's path): shown, never opened
     content_hash = CharField(unique=True)
     added_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    # The audio that may be opened (played, re-embedded): an original ear keeps (originals.py),
+    # or a file the owner's shell linked. Neither ever comes from a request.
+    original = CharField(default="", index=True)
+    linked_path = TextField(default="")
 
     def to_json(self, brief: bool = False, path: bool = True) -> dict:
         """`path`: the source as stored (a server path for files the owner ingested); else
@@ -76,8 +80,10 @@ def init_db(path: Path) -> None:
         "foreign_keys": 1,
     })
     with database.connection_context():
-        database.create_tables(MODELS)
+        # Columns first: creating an index on a column not there yet would not fail but index a
+        # constant (SQLite reads an unknown "name" as a string), and block the real one.
         _add_new_columns()
+        database.create_tables(MODELS)
 
 
 def _add_new_columns() -> None:
@@ -94,6 +100,8 @@ def _missing_columns() -> list[tuple[str, Field]]:
     missing = []
     for model in MODELS:
         table = model._meta.table_name
+        if not database.table_exists(table):
+            continue  # create_tables makes it whole
         have = {column.name for column in database.get_columns(table)}
         missing += [(table, f) for f in model._meta.sorted_fields if f.column_name not in have]
     return missing

@@ -3,7 +3,8 @@
 FFmpeg reads from a pipe with only the `pipe` protocol allowed, so a playlist (HLS, concat)
 cannot make it open other files or the network. MP4/MOV keeps its index at the end and needs
 seeking: that one container is read from a file (a temp file for uploads, always removed) with
-the demuxer forced to `mov` and only the `file` protocol allowed.
+the demuxer forced to `mov` and only the `file` protocol allowed. A query is decoded whole
+(`decode`); a track streams (`decode_stream`), a few seconds at a time.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import subprocess
 import tempfile
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
@@ -35,13 +36,8 @@ _CHUNK = 1 << 16  # bytes fed to FFmpeg at a time
 _READ_BYTES = 1 << 20  # of FFmpeg's output at a time: 8 s of stereo
 
 
-def decode(
-    source: bytes | str | os.PathLike,
-    *,
-    max_seconds: float,
-    timeout_s: float,
-    min_seconds: float = MIN_SECONDS,
-) -> np.ndarray:
+def decode(source: bytes | str | os.PathLike, *, max_seconds: float, timeout_s: float,
+           min_seconds: float = MIN_SECONDS) -> np.ndarray:
     """Decode `source` (raw bytes or a file path) to mono float32 at SAMPLE_RATE, whole.
 
     Raises BadAudio with a code naming the problem: empty, unreadable, not_audio,
@@ -52,13 +48,8 @@ def decode(
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def decode_stream(
-    source: bytes | str | os.PathLike,
-    *,
-    max_seconds: float,
-    timeout_s: float,
-    min_seconds: float = MIN_SECONDS,
-) -> Iterator[np.ndarray]:
+def decode_stream(source: bytes | str | os.PathLike, *, max_seconds: float, timeout_s: float,
+                  min_seconds: float = MIN_SECONDS) -> Iterator[np.ndarray]:
     """`decode`, a few seconds at a time as FFmpeg delivers them, so that an hours-long track
     never has to be held whole. Raises what `decode` raises; `too_long` and `silent` (judged
     on the first SILENCE_CHECK_S) as soon as they are known, the others at the end.

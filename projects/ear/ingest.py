@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import Config
-from .db import METADATA_FIELDS, Track
+from .db import METADATA_FIELDS
 from .decode import SAMPLE_RATE, decode_track, read_tags
 from .embed import Model, Windows
 from .errors import BadAudio
@@ -60,6 +60,8 @@ class PreparedTrack:
     content_hash: str  # of the decoded audio: the same music in another file is the same track
     fingerprint: Fingerprint
     embedding: Embedding | None  # None: stored for identification by fingerprint only
+    original: str = ""  # the original ear keeps of it (originals.py), if any
+    linked_path: str = ""  # the file the owner's shell linked instead, if any
 
 
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
@@ -166,16 +168,17 @@ def track_metadata(source: bytes | str | os.PathLike, source_name: str,
     return merged
 
 
-def embed_again(tracks: Iterable[Track], config: Config, model: Model
+def embed_again(audio: Iterable[tuple[int, Path | None]], config: Config, model: Model
                 ) -> tuple[dict[int, Embedding], list[int]]:
-    """Every track embedded again from its source file (after a change of model): ({id: its
-    new embedding}, ids whose source is gone and keep their old vectors)."""
+    """Tracks embedded again from their audio files (after a change of model), given as
+    (id, file or None): ({id: its new embedding}, ids without a file, which keep their old
+    vectors)."""
     done, missing = {}, []
-    for track in tracks:
-        if Path(track.source).is_file():
-            done[track.id] = embedding(decode_track(track.source, config), model)
+    for track_id, path in audio:
+        if path is not None:
+            done[track_id] = embedding(decode_track(path, config), model)
         else:
-            missing.append(track.id)
+            missing.append(track_id)
     return done, missing
 
 

@@ -39,7 +39,12 @@ def commit(tmp: Path, path: Path) -> None:
     the directory so that the rename survives a crash."""
     _fsync(tmp, os.O_RDONLY)
     os.replace(tmp, path)
-    _fsync(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that what was just created or renamed in it survives a crash."""
+    _fsync(folder, os.O_RDONLY)
 
 
 def write_json(path: Path, data: dict) -> None:

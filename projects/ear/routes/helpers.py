@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 from functools import wraps
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from flask import current_app, request
@@ -21,6 +21,7 @@ from ..params import parse_count
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
+_READ_BYTES = 1 << 20
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
 ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
 FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter
@@ -38,25 +39,28 @@ def feedback_limit() -> RateLimiter:
     return current_app.extensions[FEEDBACK_LIMIT]
 
 
-def uploaded_audio() -> tuple[bytes, str]:
-    """The audio of a request, and its file name: multipart field `audio`, or else the raw body."""
+def uploaded_file() -> tuple[BinaryIO, str]:
+    """The audio of a request as a stream, and its file name: multipart field `audio`, or else
+    the raw body. Read to its end, a body over the size limit raises 413, however it was sent
+    (a chunked body without Content-Length too): it is never cut short at the limit."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("audio")
         if upload is None:
             raise EarError("missing_audio", "Send the audio in the multipart field 'audio'.")
-        return upload.read(), upload.filename or "upload"
-    # Any other content type (curl --data-binary sends a form type) is the audio itself. A body
-    # sent without Content-Length (chunked) is read to the limit: one more read past it is
-    # refused (413), where stopping at the limit would keep a truncated track.
-    data = request.stream.read()
-    if request.content_length is None:
-        request.stream.read(1)
-    return data, "upload"
+        return upload.stream, upload.filename or "upload"
+    # Any other content type (curl --data-binary sends a form type) is the audio itself.
+    return request.stream, "upload"
+
+
+def uploaded_audio() -> bytes:
+    """`uploaded_file`, read whole (a query: what FFmpeg decodes of it is capped anyway)."""
+    stream, _ = uploaded_file()
+    return b"".join(iter(lambda: stream.read(_READ_BYTES), b""))
 
 
 def query_samples() -> np.ndarray:
     """The request's audio, decoded with a query's limits."""
-    return decode_query(uploaded_audio()[0], catalog().config)
+    return decode_query(uploaded_audio(), catalog().config)
 
 
 def count_arg(name: str, default: int, lowest: int = 0) -> int:
@@ -125,9 +129,12 @@ def media_links(track: Track) -> dict[str, str]:
     """`audio_url` when the owner allows playback and the file is there; `cover_url` when the
     file has a cover image."""
     links = {}
-    if catalog().config.allow_playback and Path(track.source).is_file():
+    path = catalog().audio_path(track)
+    if path is None:
+        return links
+    if catalog().config.allow_playback:
         links["audio_url"] = link("tracks.track_audio", track_id=track.id)
-    if cover_type(track.source):
+    if cover_type(path):
         links["cover_url"] = link("tracks.track_cover", track_id=track.id)
     return links
 

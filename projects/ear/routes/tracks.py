@@ -1,16 +1,15 @@
 """The catalog's tracks: list, look up, add and remove (admin), and each track's audio and cover."""
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePath
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
 from ..cover import cover_image, cover_type
-from ..db import METADATA_FIELDS
+from ..db import METADATA_FIELDS, Track
 from ..errors import EarError, NotFound
-from ..ingest import prepare
 from ..embed import shared_model
-from .helpers import admin_required, catalog, track_json, uploaded_audio
+from .helpers import admin_required, catalog, track_json, uploaded_file
 
 bp = Blueprint("tracks", __name__)
 _MEDIA_MAX_AGE_S = 3600
@@ -29,11 +28,13 @@ def get_track(track_id: int):
 @bp.post("/tracks")
 @admin_required
 def add_track():
-    data, filename = uploaded_audio()
+    stream, filename = uploaded_file()
     metadata = {k: request.form.get(k, "").strip() for k in METADATA_FIELDS}
-    prepared = prepare(data, catalog().config, shared_model(),
-                       name=request.form.get("source") or filename, metadata=metadata)
-    [(track, created)] = catalog().store([prepared])
+    label = request.form.get("source") or filename  # a label: never opened as a path
+    kept = catalog().keep_and_prepare(stream, PurePath(filename).suffix, label, metadata, shared_model())
+    if isinstance(kept, Track):  # these very bytes are a track already
+        return jsonify(created=False, track=track_json(kept)), 200
+    [(track, created)] = catalog().store([kept])
     if created:
         catalog().request_rebuild()
     return jsonify(created=created, track=track_json(track)), 201 if created else 200
@@ -51,20 +52,20 @@ def delete_track(track_id: int):
 def track_audio(track_id: int):
     if not catalog().config.allow_playback:
         raise EarError("playback_disabled", "The owner has not allowed playback (EAR_ALLOW_PLAYBACK).", 403)
-    path = Path(catalog().get(track_id).source)
-    if not path.is_file():
-        raise NotFound("audio_not_found", "This track's audio file is no longer there.")
+    path = catalog().audio_path(catalog().get(track_id))
+    if path is None:
+        raise NotFound("audio_not_found", "This track's audio file is not there.")
     # conditional=True: HTTP ranges, so the player can start at the matched offset.
     return send_file(path, conditional=True, max_age=_MEDIA_MAX_AGE_S)
 
 
 @bp.get("/tracks/<int:track_id>/cover")
 def track_cover(track_id: int):
-    source = catalog().get(track_id).source
-    mimetype = cover_type(source)
+    path = catalog().audio_path(catalog().get(track_id))
+    mimetype = cover_type(path) if path else None
     if mimetype is None:
         raise NotFound("cover_not_found", "This track has no cover image.")
-    image = cover_image(source)
+    image = cover_image(path)
     if not image:
         raise NotFound("cover_not_found", "This track's cover image could not be read.")
     response = Response(image, mimetype=mimetype)

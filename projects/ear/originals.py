@@ -1,0 +1,86 @@
+"""Originals: the audio files ear keeps itself, named by the SHA-256 of their bytes.
+
+An upload (or a file `ear ingest` copies) is written under `originals/` in the data directory
+as `<2 hex>/<sha256><suffix>`, durably (fsync, rename, fsync of the folder) before anything is
+answered; the same bytes twice are one file. A track names its original; the catalog deletes the
+file when no track names it any more. Playback, covers and re-embedding open only these, or
+the files the owner's shell linked (`ear ingest --link`): never a path that came over HTTP.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from .storage import commit, ensure_writable, sync_folder
+
+_COPY_BYTES = 1 << 20  # copied a MB at a time: an upload is never held whole in memory
+# A file's suffix is kept only for the browser's sake (the type it is served as); FFmpeg reads
+# the content whatever the name.
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
+_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,5})?")
+# Leftovers (a half-written upload, an original whose track was never stored) are deleted only
+# when older than this: a long `ear ingest` keeps originals for a batch before it stores them.
+LEFTOVER_AGE_S = 24 * 3600.0
+
+
+class Originals:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        ensure_writable(folder)
+
+    def keep(self, stream: BinaryIO, suffix: str = "") -> str:
+        """Copy `stream` to its place and return its name (`<sha256><suffix>`). Whatever the
+        stream raises (an upload over the size limit, a client gone) leaves nothing behind."""
+        suffix = suffix.lower() if _SUFFIX.fullmatch(suffix.lower()) else ""
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix="incoming-", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while block := stream.read(_COPY_BYTES):
+                    digest.update(block)
+                    out.write(block)
+            name = digest.hexdigest() + suffix
+            final = self.path(name)
+            if final.exists():  # the same bytes are kept already
+                tmp.unlink()
+                os.utime(final)  # newly wanted: no sweep may take it before its track is stored
+                return name
+            if not final.parent.exists():
+                final.parent.mkdir()
+                sync_folder(self.folder)
+            commit(tmp, final)
+            return name
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def path(self, name: str) -> Path:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"not an original's name: {name!r}")
+        return self.folder / name[:2] / name
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def sweep(self, named: Iterable[str]) -> int:
+        """Delete leftovers older than LEFTOVER_AGE_S: half-written files, and originals that
+        no track in `named` names. Returns how many went."""
+        keep = set(named)
+        cutoff = time.time() - LEFTOVER_AGE_S
+        gone = 0
+        for path in [*self.folder.glob("incoming-*.tmp"), *self.folder.glob("??/*")]:
+            if path.name in keep:
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone += 1
+            except FileNotFoundError:
+                pass
+        return gone

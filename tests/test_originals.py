@@ -1,0 +1,107 @@
+"""A track's audio: the original ear keeps of an upload (by its SHA-256, written before the
+answer, one file for the same bytes, gone with the track) or the file the owner's shell linked.
+A request's `source` is a label that is never opened."""
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import subprocess
+
+import pytest
+from helpers import AUTH, run_ear
+
+from ear.app import create_app
+from ear.config import load_config
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def client(data):
+    config = load_config(data_dir=data, admin_token="test-token", allow_playback=True)
+    return create_app(config).test_client()
+
+
+def _upload(client, content: bytes, filename: str, **fields):
+    return client.post("/tracks", data={"audio": (io.BytesIO(content), filename), **fields}, headers=AUTH)
+
+
+def _kept(data) -> list:
+    return sorted(p for p in (data / "originals").rglob("*") if p.is_file())
+
+
+def test_source_is_a_label_never_a_path_to_open(client, data, songs_dir):
+    database = data / "ear.sqlite3"
+    for seed, label in ((0, "/etc/passwd"), (1, str(database)), (2, "music/relative.flac")):
+        content = (songs_dir / f"song{seed}.flac").read_bytes()
+        added = _upload(client, content, f"song{seed}.flac", source=label)
+        assert added.status_code == 201, added.get_json()
+        track = added.get_json()["track"]
+        assert client.get(f"/tracks/{track['id']}").get_json()["source"] == label.rsplit("/", 1)[-1]
+        played = client.get(f"/tracks/{track['id']}/audio")
+        assert played.status_code == 200 and played.data == content  # the upload, nothing else
+        assert played.headers["Content-Type"] in ("audio/flac", "audio/x-flac")
+
+
+def test_an_upload_is_kept_once_by_its_hash_and_goes_with_its_track(client, data, songs_dir, tmp_path):
+    content = (songs_dir / "song3.flac").read_bytes()
+    first = _upload(client, content, "song3.flac")
+    assert first.status_code == 201
+    digest = hashlib.sha256(content).hexdigest()
+    assert _kept(data) == [data / "originals" / digest[:2] / f"{digest}.flac"]
+    again = _upload(client, content, "copy.flac")
+    assert again.status_code == 200 and again.get_json()["created"] is False
+    # The same music in other bytes (WAV): the same track, and its bytes are not kept.
+    wav = tmp_path / "song3.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(songs_dir / "song3.flac"), str(wav)], check=True)
+    other = _upload(client, wav.read_bytes(), "song3.wav")
+    assert other.status_code == 200 and other.get_json()["track"]["id"] == first.get_json()["track"]["id"]
+    assert _kept(data) == [data / "originals" / digest[:2] / f"{digest}.flac"]
+    track_id = first.get_json()["track"]["id"]
+    assert client.delete(f"/tracks/{track_id}", headers=AUTH).status_code == 200
+    assert _kept(data) == []
+
+
+def test_what_is_not_audio_is_not_kept(client, data):
+    for content, code in ((b"not audio at all " * 100, "not_audio"), (b"", "empty")):
+        refused = _upload(client, content, "notes.txt")
+        assert refused.status_code in (400, 415) and refused.get_json()["error"]["code"] == code
+    assert _kept(data) == []
+
+
+def test_ear_ingest_keeps_a_copy_or_links_the_file(data, songs_dir, tmp_path):
+    copied, linked = tmp_path / "copied.flac", tmp_path / "linked.flac"
+    copied.write_bytes((songs_dir / "song4.flac").read_bytes())
+    linked.write_bytes((songs_dir / "song5.flac").read_bytes())
+    run_ear(data, "ingest", str(copied))
+    run_ear(data, "ingest", "--link", str(linked))
+    assert len(_kept(data)) == 1  # the copy; the linked file stays where it is
+    copied.unlink()  # the owner's file may go: ear has its own copy
+    out = run_ear(data, "reindex", "--reembed").stdout
+    assert "embedded 2 tracks again" in out
+    client = create_app(load_config(data_dir=data, allow_playback=True)).test_client()
+    ids = [t["id"] for t in client.get("/tracks").get_json()["tracks"]]
+    assert [client.get(f"/tracks/{i}/audio").data for i in ids] == [
+        (songs_dir / "song4.flac").read_bytes(), linked.read_bytes()]
+    linked.unlink()
+    assert client.get(f"/tracks/{ids[1]}/audio").status_code == 404
+
+
+def test_a_track_from_before_originals_is_not_played_until_ingested_again(data, songs_dir):
+    """Its row names a server path in `source` only: that path is never opened, and ingesting
+    the file again (the same music) gives the track its audio."""
+    song = songs_dir / "song2.flac"
+    run_ear(data, "ingest", "--link", str(song))
+    with sqlite3.connect(data / "ear.sqlite3") as db:  # as an older ear left it
+        db.execute("drop index track_original")
+        db.execute("alter table track drop column original")
+        db.execute("alter table track drop column linked_path")
+    client = create_app(load_config(data_dir=data, allow_playback=True)).test_client()
+    [track] = client.get("/tracks").get_json()["tracks"]
+    assert client.get(f"/tracks/{track['id']}/audio").status_code == 404
+    assert "exists" in run_ear(data, "ingest", "--link", str(song)).stdout
+    assert client.get(f"/tracks/{track['id']}/audio").data == song.read_bytes()
