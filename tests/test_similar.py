@@ -14,7 +14,6 @@ from ear.decode import decode
 from ear.embed import shared_model
 from ear.errors import NotFound
 from ear.identify import identify
-from ear.ingest import prepare
 from ear.similar import Filters, radio, similar_to_clip, similar_to_track
 
 LABELS = {0: ("Ann", "ambient"), 1: ("Ann", "ambient"), 2: ("Ann", "rock"),
@@ -23,8 +22,8 @@ LABELS = {0: ("Ann", "ambient"), 1: ("Ann", "ambient"), 2: ("Ann", "rock"),
 
 @pytest.fixture
 def labelled_catalog(catalog, songs_dir):
-    catalog.store([prepare(songs_dir / f"song{i}.flac", catalog.config, shared_model(),
-                           metadata={"artist": a, "genre": g})
+    catalog.store([catalog.prepare_file(songs_dir / f"song{i}.flac", {"artist": a, "genre": g},
+                                        shared_model(), link=True)
                    for i, (a, g) in LABELS.items()])
     catalog.rebuild_index()
     return catalog

@@ -22,7 +22,8 @@ _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 # Measuring and training tools: their options are theirs, and their modules are imported only
 # when they run (ear.lab is never part of the service).
 _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
-                 "train": "train the embedding model (resumable)"}
+                 "train": "train the embedding model (resumable)",
+                 "ingest-memory": "measure the memory of adding tracks (command and service)"}
 
 
 def _candidate_count(raw: str) -> int:

@@ -1,4 +1,5 @@
-"""`ear eval` and `ear train`: their options, parsed here so that the CLI needs none of the lab."""
+"""`ear eval`, `ear train` and `ear ingest-memory`: their options, parsed here so that the CLI
+needs none of the lab."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from ..runtime import configure_threads
 
 
 def run(command: str, argv: list[str], data_dir: str | None) -> int:
-    """Run `ear eval` or `ear train` with their own arguments (errors: the CLI's)."""
+    """Run a lab command with its own arguments (errors: the CLI's)."""
     parser = argparse.ArgumentParser(prog=f"ear {command}")
     if command == "eval":
         from . import eval as lab_eval
@@ -17,6 +18,10 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         config = load_config(data_dir=data_dir)
         configure_threads(config.torch_threads, config.torch_interop_threads)
         return lab_eval.run(config, args)
+    if command == "ingest-memory":
+        from . import ingest_memory
+        ingest_memory.add_arguments(parser)
+        return ingest_memory.run(parser.parse_args(argv))
     from . import train
     train.add_arguments(parser)
     return train.run(parser.parse_args(argv))

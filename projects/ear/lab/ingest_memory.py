@@ -1,0 +1,103 @@
+"""`ear ingest-memory FILE...`: what adding a track costs in memory, by the `ear ingest` command
+and by the service (an admin upload to a real Gunicorn started with the production settings).
+
+Prints one table: per file, the command's peak RSS and CPU, and the worker's RSS before the
+upload and its peak during it (VmHWM, reset before the upload through /proc/PID/clear_refs).
+Gunicorn runs in its own process; this one imports neither torch nor numpy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+_TOKEN = "ingest-memory"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", help="audio files, each ingested into an empty catalog")
+    parser.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
+                        help="Gunicorn settings the service runs with (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    conf = Path(args.gunicorn_conf)
+    if not conf.is_file():
+        print(f"{conf}: no such Gunicorn settings file; pass --gunicorn-conf.", file=sys.stderr)
+        return 2
+    print(f"{'file':28} {'audio':>8} {'ear ingest':>11} {'cpu s':>7} {'worker idle':>12} "
+          f"{'upload peak':>12} {'above idle':>11} {'answer':>8}", flush=True)
+    for name in args.files:
+        path = Path(name)
+        with tempfile.TemporaryDirectory() as cli_dir, tempfile.TemporaryDirectory() as service_dir:
+            cli_peak, cpu = _cli_ingest(path, Path(cli_dir))
+            idle, peak, status = _service_upload(path, Path(service_dir), conf)
+        print(f"{path.name[:28]:28} {_duration(path):>8} {cli_peak:8.0f} MB {cpu:7.1f} {idle:9.0f} MB "
+              f"{peak:9.0f} MB {peak - idle:8.0f} MB {status:>8}", flush=True)
+    return 0
+
+
+def _cli_ingest(path: Path, data_dir: Path) -> tuple[float, float]:
+    """Peak RSS (MB) and CPU seconds (its FFmpeg included) of `ear ingest PATH`."""
+    proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), "ingest",
+                             str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def _service_upload(path: Path, data_dir: Path, conf: Path) -> tuple[float, float, str]:
+    """The worker's RSS before, its peak while it takes `path` as an upload (MB), and the
+    answer's status."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
+           "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        idle = _status(worker, "VmRSS")
+        Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak starts again from here
+        request = urllib.request.Request(url + "/tracks", data=path.read_bytes(), method="POST",
+                                         headers={"Authorization": f"Bearer {_TOKEN}"})
+        try:
+            status = str(urllib.request.urlopen(request, timeout=1800).status)
+        except urllib.error.HTTPError as exc:
+            status = str(exc.code)
+        return idle, _status(worker, "VmHWM"), status
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _status(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def _duration(path: Path) -> str:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                          "csv=p=0", str(path)], capture_output=True, text=True).stdout.strip()
+    try:
+        seconds = float(out)
+    except ValueError:
+        return "?"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
