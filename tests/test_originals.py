@@ -105,3 +105,13 @@ def test_a_track_from_before_originals_is_not_played_until_ingested_again(data, 
     assert client.get(f"/tracks/{track['id']}/audio").status_code == 404
     assert "exists" in run_ear(data, "ingest", "--link", str(song)).stdout
     assert client.get(f"/tracks/{track['id']}/audio").data == song.read_bytes()
+
+
+def test_a_raw_body_is_the_audio_whatever_type_it_is_called(client, data, songs_dir):
+    """`curl --data-binary @song.flac` calls its body a form: it is still the audio, kept whole."""
+    content = (songs_dir / "song1.flac").read_bytes()
+    added = client.post("/tracks", data=content, headers=AUTH,
+                        content_type="application/x-www-form-urlencoded")
+    assert added.status_code == 201, added.get_json()
+    played = client.get(f"/tracks/{added.get_json()['track']['id']}/audio")
+    assert played.data == content and [p.read_bytes() for p in _kept(data)] == [content]

@@ -61,8 +61,10 @@ def _service_upload(path: Path, data_dir: Path, conf: Path) -> tuple[float, floa
         port = s.getsockname()[1]
     env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
            "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Analysing an hours-long upload takes longer than the production request timeout (120 s):
+    # measured here with room for it.
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), "--timeout", "1800"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):

@@ -52,6 +52,12 @@ def uploaded_file() -> tuple[BinaryIO, str]:
     return request.stream, "upload"
 
 
+def upload_fields() -> dict[str, str]:
+    """The form fields sent with the audio: a multipart form's; a raw body has none (its bytes
+    are the audio, whatever type the client called them: curl --data-binary says it is a form)."""
+    return request.form.to_dict() if request.mimetype == "multipart/form-data" else {}
+
+
 def uploaded_audio() -> bytes:
     """`uploaded_file`, read whole (a query: what FFmpeg decodes of it is capped anyway)."""
     stream, _ = uploaded_file()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, send_file
 
 from ..cover import cover_image, cover_type
 from ..db import METADATA_FIELDS, Track
 from ..errors import EarError, NotFound
 from ..embed import shared_model
-from .helpers import admin_required, catalog, track_json, uploaded_file
+from .helpers import admin_required, catalog, track_json, upload_fields, uploaded_file
 
 bp = Blueprint("tracks", __name__)
 _MEDIA_MAX_AGE_S = 3600
@@ -29,8 +29,9 @@ def get_track(track_id: int):
 @admin_required
 def add_track():
     stream, filename = uploaded_file()
-    metadata = {k: request.form.get(k, "").strip() for k in METADATA_FIELDS}
-    label = request.form.get("source") or filename  # a label: never opened as a path
+    fields = upload_fields()
+    metadata = {k: fields.get(k, "").strip() for k in METADATA_FIELDS}
+    label = fields.get("source") or filename  # a label: never opened as a path
     kept = catalog().keep_and_prepare(stream, PurePath(filename).suffix, label, metadata, shared_model())
     if isinstance(kept, Track):  # these very bytes are a track already
         return jsonify(created=False, track=track_json(kept)), 200
