@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .service_memory import serving
 
 _TOKEN = "ingest-memory"
 
@@ -56,24 +56,10 @@ def _cli_ingest(path: Path, data_dir: Path) -> tuple[float, float]:
 def _service_upload(path: Path, data_dir: Path, conf: Path) -> tuple[float, float, str]:
     """The worker's RSS before, its peak while it takes `path` as an upload (MB), and the
     answer's status."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
-           "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
+    env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
     # Analysing an hours-long upload takes longer than the production request timeout (120 s):
     # measured here with room for it.
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), "--timeout", "1800"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
-        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+    with serving(conf, env, "--timeout", "1800") as (url, _, worker):
         idle = _status(worker, "VmRSS")
         Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak starts again from here
         request = urllib.request.Request(url + "/tracks", data=path.read_bytes(), method="POST",
@@ -83,9 +69,6 @@ def _service_upload(path: Path, data_dir: Path, conf: Path) -> tuple[float, floa
         except urllib.error.HTTPError as exc:
             status = str(exc.code)
         return idle, _status(worker, "VmHWM"), status
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _status(pid: int, key: str) -> float:

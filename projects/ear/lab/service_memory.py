@@ -12,7 +12,34 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def serving(conf: Path, env: dict[str, str], *extra: str) -> Iterator[tuple[str, int, int]]:
+    """A real Gunicorn, started as production does (with the settings in `conf`, and `env`
+    over this process's), on a free port: (its URL, the master's pid, the worker's pid)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), *extra],
+                            env={**os.environ, **env, "EAR_PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        yield url, proc.pid, worker
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> str:
@@ -20,31 +47,14 @@ def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> 
     and read the memory of its master and worker from /proc/PID/smaps_rollup, idle and after
     `count` queries (the query files in turn; every fourth one to /similar, the others to
     /identify)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "EAR_DATA_DIR": str(data_dir.resolve()), "EAR_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
-        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
-        idle = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
+    with serving(conf, {"EAR_DATA_DIR": str(data_dir.resolve())}) as (url, master, worker):
+        idle = {name: _smaps(pid) for name, pid in (("master", master), ("worker", worker))}
         for i in range(count):
             route = "/similar" if i % 4 == 3 else "/identify"
             request = urllib.request.Request(url + route, data=Path(files[i % len(files)]).read_bytes(),
                                              method="POST")
             urllib.request.urlopen(request, timeout=120).read()
-        busy = {name: _smaps(pid) for name, pid in (("master", proc.pid), ("worker", worker))}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        busy = {name: _smaps(pid) for name, pid in (("master", master), ("worker", worker))}
     lines = ["service memory (MB, /proc/PID/smaps_rollup; private = Private_Clean + Private_Dirty):",
              f"{'':26} {'private':>8} {'anon':>7} {'Pss':>7} {'Rss':>7}"]
     for label, snap in (("idle", idle), (f"after {count} queries", busy)):
