@@ -115,3 +115,23 @@ def test_a_raw_body_is_the_audio_whatever_type_it_is_called(client, data, songs_
     assert added.status_code == 201, added.get_json()
     played = client.get(f"/tracks/{added.get_json()['track']['id']}/audio")
     assert played.data == content and [p.read_bytes() for p in _kept(data)] == [content]
+
+
+def test_an_upload_is_never_served_as_a_page(client, data, songs_dir):
+    """Whatever the file is called, it is kept under an audio suffix or none, and served as
+    audio (or bytes) that a browser must not sniff into a page."""
+    content = (songs_dir / "song0.flac").read_bytes()
+    added = _upload(client, content, "x.html")
+    played = client.get(f"/tracks/{added.get_json()['track']['id']}/audio")
+    assert played.headers["Content-Type"] == "application/octet-stream"
+    assert played.headers["X-Content-Type-Options"] == "nosniff"
+    assert [p.suffix for p in _kept(data)] == [""]
+
+
+def test_an_older_ear_rolled_back_to_can_still_add_tracks(client, data, songs_dir):
+    """The new columns have SQL defaults: an insert that does not name them works."""
+    _upload(client, (songs_dir / "song0.flac").read_bytes(), "song0.flac")
+    with sqlite3.connect(data / "ear.sqlite3") as db:
+        db.execute("insert into track (id, title, artist, album, genre, duration, source, content_hash,"
+                   " added_at) values (99, 't', '', '', '', 1.0, 's', 'h', '2026-01-01')")
+        assert db.execute("select original, linked_path from track where id = 99").fetchone() == ("", "")

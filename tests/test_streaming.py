@@ -14,12 +14,13 @@ import soundfile as sf
 from synth import RATE, song
 
 from ear.decode import SAMPLE_RATE, SILENCE_CHECK_S, decode_stream
-from ear.embed import Windows, shared_model
+from ear.embed import WINDOW_FRAMES, Windows, shared_model
 from ear.errors import BadAudio
-from ear.features import (BLOCK_FRAMES, HOP, LANDMARK_PEAKS, TRACK_PEAKS, _block_peaks,
+from ear.features import (BLOCK_FRAMES, HOP, LANDMARK_PEAKS, MARGIN_FRAMES, TRACK_PEAKS, _block_peaks,
                            block_peaks, blocks)
 from ear.hashes import TRACK_PAIRING, TrackLandmarks, landmarks
-from ear.ingest import Fingerprinting
+from ear.config import load_config
+from ear.ingest import Fingerprinting, prepare
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,7 @@ def test_landmarks_across_block_borders_are_kept(long_music):
 
 
 def test_window_vectors_streamed_are_those_of_one_pass(long_music):
+    assert WINDOW_FRAMES <= MARGIN_FRAMES  # a window starting in a block ends in its margin
     model = shared_model()
     whole_vectors, whole_starts = model.windows(long_music, hop_s=1.0)
     windows = Windows(model, 1.0)
@@ -115,6 +117,13 @@ def test_audio_without_peaks_is_refused_within_its_first_minute():
     assert caught.value.code == "no_landmarks" and caught.value.status == 422
     assert made <= 80 * SAMPLE_RATE
 
+    short = Fingerprinting()  # and a track shorter than that minute, at its end
+    for block in blocks([next(tone_parts())]):
+        short.add(block)
+    with pytest.raises(BadAudio) as caught:
+        short.result()
+    assert caught.value.code == "no_landmarks"
+
 
 def _peak_rss_mb(args: list[str]) -> float:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -142,3 +151,18 @@ def _music_flac(path: Path, seconds: int) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", str(loop), "-t", str(seconds),
                     "-ar", "16000", "-c:a", "flac", str(path)], check=True)
     return path
+
+
+def test_ffmpeg_is_stopped_as_soon_as_the_analysis_stops(tmp_path):
+    """A 10-minute tone is refused in its first minute: its FFmpeg is gone then, even while the
+    error (and its traceback, which holds the decoder) is still held."""
+    tone = tmp_path / "tone.wav"  # float samples: no quantization noise to make peaks of
+    t = np.arange(600 * SAMPLE_RATE) / SAMPLE_RATE
+    sf.write(tone, (0.3 * np.sin(2 * np.pi * 7000 * t)).astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(BadAudio) as caught:
+        prepare(tone, load_config(data_dir=tmp_path / "data"), shared_model())
+    assert caught.value.code == "no_landmarks"
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children
+                if Path(f"/proc/{pid}/cmdline").exists()]
+    assert not [c for c in commands if c.startswith(b"ffmpeg")]

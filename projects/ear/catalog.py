@@ -6,6 +6,10 @@ then records the tracks in SQLite, all under the table's writer lock. Removing m
 removed in the stores first, then deletes the row. After a crash between the steps, `reconcile`
 (run before every store, when the service starts, and by `ear compact`) finishes the job, and
 readers only ever trust ids that SQLite knows.
+
+A track's audio is an original the catalog keeps (originals.py: an upload, or a file `ear ingest`
+copied) or a file the owner linked; an original is deleted with the last track that names it, or
+when the upload it came from was no audio; what a crash left is swept after a day.
 """
 from __future__ import annotations
 
@@ -62,6 +66,10 @@ class Catalog:
                     plan.append((None, len(new), True))
                     new.append(item)
             created: list[Track] = []
+            gone = [p.source for p in new if p.original and not self.originals.path(p.original).is_file()]
+            if gone:  # its track was removed meanwhile, and the same bytes' original with it
+                raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
+                               "was being added (its track was removed): send it again.", 409)
             if new:
                 ids = self.table.allocate_ids(len(new))
                 self.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
@@ -105,10 +113,11 @@ class Catalog:
             prepared = prepare(path, self.config, model, name=str(path), metadata=metadata)
             return replace(prepared, linked_path=str(path.resolve()))
         try:
-            with open(path, "rb") as fh:
-                return self.keep_and_prepare(fh, path.suffix, str(path), metadata, model)
+            fh = open(path, "rb")
         except OSError as exc:
             raise BadAudio("unreadable", f"Cannot read {path}: {exc.strerror}.", 404) from exc
+        with fh:
+            return self.keep_and_prepare(fh, path.suffix, str(path), metadata, model)
 
     def audio_path(self, track: Track) -> Path | None:
         """The file of the track's audio that may be opened (played, re-embedded): its kept

@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reindex", help="rebuild the embedding indexes")
     p.add_argument("--reembed", action="store_true",
-                   help="embed every track again from its source file (after a model change)")
+                   help="embed every track again from its audio file (after a model change)")
 
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")

@@ -11,7 +11,7 @@ import datetime as dt
 from pathlib import Path, PurePath
 
 from peewee import (AutoField, CharField, DateTimeField, Field, FloatField, IntegerField, Model,
-                    SqliteDatabase, TextField)
+                    SQL, SqliteDatabase, TextField)
 from playhouse.migrate import SqliteMigrator, migrate
 
 database = SqliteDatabase(None)
@@ -36,8 +36,9 @@ class Track(BaseModel):
     added_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
     # The audio that may be opened (played, re-embedded): an original ear keeps (originals.py),
     # or a file the owner's shell linked. Neither ever comes from a request.
-    original = CharField(default="", index=True)
-    linked_path = TextField(default="")
+    # (An SQL default too, so that an older ear, rolled back to, can still insert rows.)
+    original = CharField(default="", index=True, constraints=[SQL("DEFAULT ''")])
+    linked_path = TextField(default="", constraints=[SQL("DEFAULT ''")])
 
     def to_json(self, brief: bool = False, path: bool = True) -> dict:
         """`path`: the source as stored (a server path for files the owner ingested); else

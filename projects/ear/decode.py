@@ -43,8 +43,7 @@ def decode(source: bytes | str | os.PathLike, *, max_seconds: float, timeout_s: 
     Raises BadAudio with a code naming the problem: empty, unreadable, not_audio,
     no_audio_stream, truncated, too_short, too_long, silent, decode_timeout.
     """
-    parts = list(decode_stream(source, max_seconds=max_seconds, timeout_s=timeout_s,
-                               min_seconds=min_seconds))
+    parts = [*decode_stream(source, max_seconds=max_seconds, timeout_s=timeout_s, min_seconds=min_seconds)]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -203,6 +202,7 @@ def _running(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float
         proc.kill()
 
     timer = threading.Timer(timeout_s, on_timeout)
+    timer.daemon = True  # never keeps a process from exiting
     timer.start()
     stderr_chunks: list[bytes] = []
     helpers = [threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)]

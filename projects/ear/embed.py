@@ -7,19 +7,19 @@ float16 next to the settings they were trained with.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
 from .decode import SAMPLE_RATE
-from .features import HOP, MARGIN_FRAMES, N_FFT, Block, blocks
+from .features import HOP, N_FFT, Block, blocks
 
 WINDOW_S = 2.0  # with features' N_FFT and HOP (32 ms frames every 16 ms)
 N_MELS = 64
 DIM = 64
 WINDOW_FRAMES = 1 + int(WINDOW_S * SAMPLE_RATE - N_FFT) // HOP  # 123
-assert WINDOW_FRAMES <= MARGIN_FRAMES, "a window starting in a block must end in its margin"
 MODEL_PATH = Path(__file__).with_name("model") / "ear-embed.pt"
 
 
@@ -110,18 +110,18 @@ class Model:
         """Vectors of the 2 s windows every `hop_s` seconds, and their start times in seconds.
 
         A clip shorter than one window is zero-padded to one window."""
-        return self.scan(samples, hop_s).result()
+        return self.scan([samples], hop_s).result()
 
     def analyse(self, samples: np.ndarray, hop_s: float = 1.0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`windows`, and the style vector of the whole (see `style_vector`), in one pass."""
-        scanned = self.scan(samples, hop_s)
+        scanned = self.scan([samples], hop_s)
         return *scanned.result(), self.style_vector(scanned.statistics())
 
-    def scan(self, samples: np.ndarray, hop_s: float = 1.0) -> Windows:
-        """The windows of audio held whole (a track streams through `Windows` itself)."""
+    def scan(self, parts: Iterable[np.ndarray], hop_s: float = 1.0) -> Windows:
+        """The windows of audio arriving in parts (a track streams; a clip is one part)."""
         windows = Windows(self, hop_s)
-        for block in blocks([samples]):
+        for block in blocks(parts):
             windows.add(block)
         return windows
 

@@ -7,6 +7,7 @@ file's tags; a track with no title is named after its file.
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,10 @@ from .embed import Model, Windows
 from .errors import BadAudio
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
+from .originals import AUDIO_SUFFIXES
 from .runtime import trim_heap
 from .segments import encode_peaks
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac",
-                  ".webm", ".mka", ".wma", ".aif", ".aiff", ".xm", ".mod", ".it", ".s3m"}
 _VECTOR_HOP_S = 1.0  # a stored window every second: queries' windows are offset by ≤ 0.5 s
 # Music has spectral peaks within its first minute; a file without any (hiss, a tone below the
 # floor, a long silence) is refused then, not after hours of decoding.
@@ -70,14 +70,16 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
     says where it came from). The audio streams through a block at a time (features.blocks),
     so an hours-long track costs the memory of a minute's analysis plus what is kept of it."""
     source_name = name or str(source)
-    audio = HashedAudio(decode_track(source, config))
     prints, windows = Fingerprinting(), Windows(model, _VECTOR_HOP_S)
-    for block in blocks(audio):
-        prints.add(block)
-        windows.add(block)
-        # A block's tens of MB of temporaries, freed between the small arrays kept of it, would
-        # otherwise leave the heap fragmented and growing with the track's length.
-        trim_heap()
+    # closing: FFmpeg is stopped as soon as the analysis stops, even while its error is held.
+    with closing(decode_track(source, config)) as parts:
+        audio = HashedAudio(parts)
+        for block in blocks(audio):
+            prints.add(block)
+            windows.add(block)
+            # A block's tens of MB of temporaries, freed between the small arrays kept of it,
+            # would otherwise leave the heap fragmented and growing with the track's length.
+            trim_heap()
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
                          audio.seconds, audio.content_hash, prints.result(), _embedding(windows))
 
@@ -124,6 +126,9 @@ class Fingerprinting:
                            "fingerprint (no spectral peaks above -80 dB): is it music?", 422)
 
     def result(self) -> Fingerprint:
+        if not self._any_peak:  # a track shorter than _PEAKS_WITHIN_S
+            raise BadAudio("no_landmarks", "There is nothing to fingerprint (no spectral peaks "
+                           "above -80 dB): is it music?", 422)
         hashes, frames = self._landmarks.result()
         t, f = (np.concatenate(column) for column in zip(*self._peaks))
         return Fingerprint(hashes, frames, encode_peaks(t, f))
@@ -139,10 +144,7 @@ def fingerprint(samples: np.ndarray) -> Fingerprint:
 
 def embedding(parts: Iterable[np.ndarray], model: Model) -> Embedding:
     """What the embedding chain stores of a track, from its audio in parts."""
-    windows = Windows(model, _VECTOR_HOP_S)
-    for block in blocks(parts):
-        windows.add(block)
-    return _embedding(windows)
+    return _embedding(model.scan(parts, _VECTOR_HOP_S))
 
 
 def _embedding(windows: Windows) -> Embedding:
@@ -176,7 +178,8 @@ def embed_again(audio: Iterable[tuple[int, Path | None]], config: Config, model:
     done, missing = {}, []
     for track_id, path in audio:
         if path is not None:
-            done[track_id] = embedding(decode_track(path, config), model)
+            with closing(decode_track(path, config)) as parts:
+                done[track_id] = embedding(parts, model)
         else:
             missing.append(track_id)
     return done, missing

@@ -18,17 +18,28 @@ from typing import BinaryIO, Iterable
 
 from .storage import commit, ensure_writable, sync_folder
 
+AUDIO_SUFFIXES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
+                  ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4",
+                  ".mp4": "audio/mp4", ".aac": "audio/aac", ".webm": "audio/webm",
+                  ".mka": "audio/x-matroska", ".wma": "audio/x-ms-wma", ".aif": "audio/aiff",
+                  ".aiff": "audio/aiff", ".xm": "audio/xm", ".mod": "audio/mod", ".it": "audio/it",
+                  ".s3m": "audio/s3m"}  # what ear takes for audio, and the type it is served as
+
 _COPY_BYTES = 1 << 20  # copied a MB at a time: an upload is never held whole in memory
-# A file's suffix is kept only for the browser's sake (the type it is served as); FFmpeg reads
-# the content whatever the name.
-_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
-_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,5})?")
+_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,5})?")  # what `keep` names a file
 # Leftovers (a half-written upload, an original whose track was never stored) are deleted only
 # when older than this: a long `ear ingest` keeps originals for a batch before it stores them.
 LEFTOVER_AGE_S = 24 * 3600.0
 
 
+def audio_type(suffix: str) -> str:
+    """The type a file with this suffix is served as (by the suffixes `keep` lets through)."""
+    return AUDIO_SUFFIXES.get(suffix.lower(), "application/octet-stream")
+
+
 class Originals:
+    """The folder of originals: keep, find, delete, sweep."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         ensure_writable(folder)
@@ -36,24 +47,25 @@ class Originals:
     def keep(self, stream: BinaryIO, suffix: str = "") -> str:
         """Copy `stream` to its place and return its name (`<sha256><suffix>`). Whatever the
         stream raises (an upload over the size limit, a client gone) leaves nothing behind."""
-        suffix = suffix.lower() if _SUFFIX.fullmatch(suffix.lower()) else ""
+        # The suffix is kept for the type a browser is sent (FFmpeg reads the content whatever
+        # the name): an audio one only, so that no upload is ever served as a page.
+        suffix = suffix.lower() if suffix.lower() in AUDIO_SUFFIXES else ""
         digest = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix="incoming-", suffix=".tmp")
         tmp = Path(tmp_name)
         try:
+            os.fchmod(fd, 0o644)  # readable by the service whoever ran `ear ingest`
             with os.fdopen(fd, "wb") as out:
                 while block := stream.read(_COPY_BYTES):
                     digest.update(block)
                     out.write(block)
             name = digest.hexdigest() + suffix
             final = self.path(name)
-            if final.exists():  # the same bytes are kept already
-                tmp.unlink()
-                os.utime(final)  # newly wanted: no sweep may take it before its track is stored
-                return name
-            if not final.parent.exists():
-                final.parent.mkdir()
+            if not final.parent.is_dir():
+                final.parent.mkdir(mode=0o755, exist_ok=True)  # another upload may make it too
                 sync_folder(self.folder)
+            # Over a file with the same bytes too: the same content, newly dated, so that no
+            # sweep takes it before its track is stored.
             commit(tmp, final)
             return name
         except BaseException:

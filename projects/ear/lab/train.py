@@ -119,7 +119,7 @@ def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarra
     """Keep, in the model file, the mean and spread over the training tracks of each style
     statistic (`embed.Windows.statistics`): style vectors are standardised with them."""
     model = Model(path)
-    stats = np.stack([model.scan(clean.astype(np.float32) / 32767.0, hop_s=2.0).statistics()
+    stats = np.stack([model.scan([clean.astype(np.float32) / 32767.0], hop_s=2.0).statistics()
                       for clean, _ in tracks])
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["style_mean"] = torch.from_numpy(stats.mean(axis=0))

@@ -21,7 +21,7 @@ from ..params import parse_count
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
-_READ_BYTES = 1 << 20
+_READ_BYTES = 1 << 20  # of an upload at a time (its end is where the size limit is checked)
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
 ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
 FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter

@@ -6,6 +6,7 @@ from pathlib import PurePath
 from flask import Blueprint, Response, jsonify, send_file
 
 from ..cover import cover_image, cover_type
+from ..originals import audio_type
 from ..db import METADATA_FIELDS, Track
 from ..errors import EarError, NotFound
 from ..embed import shared_model
@@ -57,7 +58,10 @@ def track_audio(track_id: int):
     if path is None:
         raise NotFound("audio_not_found", "This track's audio file is not there.")
     # conditional=True: HTTP ranges, so the player can start at the matched offset.
-    return send_file(path, conditional=True, max_age=_MEDIA_MAX_AGE_S)
+    response = send_file(path, conditional=True, max_age=_MEDIA_MAX_AGE_S,
+                         mimetype=audio_type(path.suffix))
+    response.headers["X-Content-Type-Options"] = "nosniff"  # audio, never read as a page
+    return response
 
 
 @bp.get("/tracks/<int:track_id>/cover")
@@ -70,5 +74,6 @@ def track_cover(track_id: int):
     if not image:
         raise NotFound("cover_not_found", "This track's cover image could not be read.")
     response = Response(image, mimetype=mimetype)
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.cache_control.max_age = 24 * _MEDIA_MAX_AGE_S
     return response
