@@ -13,6 +13,8 @@ from helpers import AUTH, run_ear
 
 from ear.app import create_app
 from ear.config import load_config
+from ear.embed import shared_model
+from ear.errors import EarError
 
 
 @pytest.fixture
@@ -135,3 +137,15 @@ def test_an_older_ear_rolled_back_to_can_still_add_tracks(client, data, songs_di
         db.execute("insert into track (id, title, artist, album, genre, duration, source, content_hash,"
                    " added_at) values (99, 't', '', '', '', 1.0, 's', 'h', '2026-01-01')")
         assert db.execute("select original, linked_path from track where id = 99").fetchone() == ("", "")
+
+
+def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir):
+    """Its original deleted between keeping and storing (the track that had the same bytes was
+    removed meanwhile): storing it would make a track without audio."""
+    with open(songs_dir / "song4.flac", "rb") as fh:
+        prepared = catalog.keep_and_prepare(fh, ".flac", "song4.flac", {}, shared_model())
+    catalog.originals.delete(prepared.original)
+    with pytest.raises(EarError) as caught:
+        catalog.store([prepared])
+    assert caught.value.code == "original_gone" and caught.value.status == 409
+    assert catalog.tracks() == []
