@@ -121,14 +121,16 @@ class Fingerprinting:
         self._landmarks.add(t, f, rank, until=block.stop)
         self._peaks.append((t, f))
         self._any_peak |= t.size > 0
-        if not self._any_peak and block.stop * FRAME_SECONDS >= _PEAKS_WITHIN_S:
-            raise BadAudio("no_landmarks", f"The first {_PEAKS_WITHIN_S:g} s hold nothing to "
-                           "fingerprint (no spectral peaks above -80 dB): is it music?", 422)
+        if block.stop * FRAME_SECONDS >= _PEAKS_WITHIN_S:
+            self._refuse_if_peakless(f"The first {_PEAKS_WITHIN_S:g} s hold")
+
+    def _refuse_if_peakless(self, where: str) -> None:
+        if not self._any_peak:
+            raise BadAudio("no_landmarks", f"{where} nothing to fingerprint (no spectral peaks "
+                           "above -80 dB): is it music?", 422)
 
     def result(self) -> Fingerprint:
-        if not self._any_peak:  # a track shorter than _PEAKS_WITHIN_S
-            raise BadAudio("no_landmarks", "There is nothing to fingerprint (no spectral peaks "
-                           "above -80 dB): is it music?", 422)
+        self._refuse_if_peakless("The track holds")  # one shorter than _PEAKS_WITHIN_S
         hashes, frames = self._landmarks.result()
         t, f = (np.concatenate(column) for column in zip(*self._peaks))
         return Fingerprint(hashes, frames, encode_peaks(t, f))
