@@ -55,7 +55,7 @@ sed -e "s|/srv/ear|$home|g" -e "s|^user=ear|user=$user|" -e "s|/var/log/ear/|$lo
 
 if command -v supervisorctl >/dev/null && supervisorctl pid >/dev/null 2>&1; then  # supervisord up
   supervisorctl reread && supervisorctl update
-  supervisorctl restart ear
+  supervisorctl restart ear ear-worker
 fi
 if command -v nginx >/dev/null && nginx -t 2>/dev/null; then
   nginx -s reload 2>/dev/null || true

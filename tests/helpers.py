@@ -15,6 +15,9 @@ import requests
 from synth import RATE
 
 from ear.decode import decode
+from ear.embed import shared_model
+from ear.routes.helpers import EXTENSION
+from ear.worker import Worker
 from ear.lab.degrade import LEVELS, RATE as ROOM_RATE, degrade, encode_opus_webm, pink_noise, resample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +51,21 @@ def at_16k(audio: np.ndarray, start_s: float, seconds: float) -> np.ndarray:
     return resample(clip(audio, start_s, seconds).mean(axis=1), RATE / 16000)
 
 
+def work(app) -> int:
+    """Do the app's queued jobs as `ear worker` does them (its Worker, in this process); how
+    many ended."""
+    return Worker(app.extensions[EXTENSION], shared_model(), "tests").run(until_idle=True)
+
+
+def added(client, data, headers=AUTH, **post) -> dict:
+    """POST /tracks through a test client and let the worker do the job: the job as
+    GET /jobs/<id> then shows it (`status`, `track` or `error`)."""
+    response = client.post("/tracks", data=data, headers=headers, **post)
+    assert response.status_code == 202, response.get_json()
+    work(client.application)
+    return client.get(f"/jobs/{response.get_json()['job']['id']}", headers=AUTH).get_json()["job"]
+
+
 def run_ear(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """The `ear` command as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
@@ -64,8 +82,9 @@ class Server:
 
 
 def start_gunicorn(tmp_path: Path, **env_vars: str):
-    """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`.
-    A generator: the first `next` gives the Server, the second stops it."""
+    """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`,
+    and beside it `ear worker`, as Supervisor runs them (supervisor/ear_service.conf).
+    A generator: the first `next` gives the Server, the second stops them."""
     port = free_port()
     data_dir = tmp_path / "served"
     env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
@@ -75,10 +94,31 @@ def start_gunicorn(tmp_path: Path, **env_vars: str):
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(data_dir, port, proc)
     wait_until_up(server.url + "/health", proc, tmp_path / "gunicorn.log")
+    worker = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], cwd=tmp_path, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
     yield server
-    proc.terminate()
-    proc.wait(timeout=30)
+    for running in (worker, proc):
+        running.terminate()
+        running.wait(timeout=30)
     log.close()
+
+
+def job_done(base_url: str, response: requests.Response) -> dict:
+    """The job a POST /tracks answered (202), once a worker has ended it."""
+    assert response.status_code == 202, response.text
+    return job_ended(base_url, response.json()["job"]["id"])
+
+
+def job_ended(base_url: str, job_id: int, timeout_s: float = 120) -> dict:
+    """GET /jobs/<id> once it says done or failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = requests.get(f"{base_url}/jobs/{job_id}", headers=AUTH, timeout=10).json()["job"]
+        if job["status"] in ("done", "failed"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job not ended in {timeout_s} s: {job}")
+        time.sleep(0.1)
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:

@@ -7,7 +7,7 @@ import itertools
 import json
 
 import pytest
-from helpers import AUTH
+from helpers import AUTH, work
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ear.app import create_app
@@ -96,7 +96,10 @@ def test_any_parameters_and_bytes_on_the_upload_routes(served, query, body):
     fields = {"audio": (io.BytesIO(body), "x.mp3"), "title": "t" * 10, "artist": "a"}
     response = client.post("/tracks", data=fields, headers=AUTH)
     _answered(response)
-    assert response.status_code != 201
+    assert response.status_code == 202  # kept and queued: the worker finds out what it is
+    work(client.application)
+    job = client.get(response.get_json()["job"]["url"], headers=AUTH).get_json()["job"]
+    assert job["status"] == "failed" and job["error"]["code"] != "internal", job
     _unchanged(client, track_ids)
 
 

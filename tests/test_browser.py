@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
-from helpers import AUTH, REPO, free_port, start_gunicorn, start_nginx, stop_nginx, wait_until_up
+from helpers import AUTH, REPO, free_port, job_done, start_gunicorn, start_nginx, stop_nginx, wait_until_up
 from playwright.sync_api import expect, sync_playwright
 from synth import song
 
@@ -58,7 +58,8 @@ def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_pa
     url, server = site_behind_nginx
     for name in ("song3", "song1"):
         with open(songs_dir / f"{name}.flac", "rb") as fh:
-            assert requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60).ok
+            job_done(url + "/ear", requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH,
+                                                 timeout=60))
     wav = _microphone_file(song(3)[44100 * 6: 44100 * 26], tmp_path / "mic.wav")
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
@@ -119,7 +120,7 @@ def test_widget_on_another_origin_plays_from_ear_and_sends_feedback(tmp_path, so
         with open(songs_dir / "song3.flac", "rb") as fh:
             added = requests.post(server.url + "/tracks", files={"audio": fh}, headers=AUTH, timeout=60,
                                   data={"source": str(songs_dir / "song3.flac")})  # played from there
-        track_id = added.json()["track"]["id"]
+        track_id = job_done(server.url, added)["track"]["id"]
         wav = _microphone_file(song(3)[44100 * 6: 44100 * 16], tmp_path / "clip.wav")
         wait_until_up(elsewhere + "/", static, tmp_path / "www/index.html")
         with sync_playwright() as p:

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from helpers import AUTH
+from helpers import added
 from synth import song, write
 
 from ear.answers import Answers
@@ -22,7 +22,7 @@ from ear.routes.site import FEEDBACK_BURST, FEEDBACK_PER_MINUTE
 
 def _add(client, path) -> int:
     with open(path, "rb") as fh:
-        return client.post("/tracks", data={"audio": fh}, headers=AUTH).get_json()["track"]["id"]
+        return added(client, {"audio": fh})["track"]["id"]
 
 
 _addresses = (f"10.0.{n // 250}.{n % 250 + 1}" for n in itertools.count())

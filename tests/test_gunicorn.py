@@ -1,6 +1,6 @@
 """The service under the real Gunicorn, started from deploy/gunicorn.conf.py: torch's thread
 limit as a served request sees it, answers while the CLI writes to the same catalog, and
-similar-track queries while uploads rebuild the index in the background."""
+similar-track queries while `ear worker` adds uploads and rebuilds the index."""
 from __future__ import annotations
 
 import struct
@@ -9,14 +9,15 @@ import sys
 import threading
 
 import requests
-from helpers import AUTH, start_gunicorn
+from helpers import AUTH, job_done, start_gunicorn
 from synth import encode, song, write
 
 
-def _upload(server, path, **fields):
+def _upload(server, path, **fields) -> dict:
+    """The upload's job, ended by the `ear worker` beside Gunicorn."""
     with open(path, "rb") as fh:
-        return requests.post(server.url + "/tracks", files={"audio": (path.name, fh)},
-                             data=fields, headers=AUTH, timeout=60)
+        return job_done(server.url, requests.post(server.url + "/tracks", files={"audio": (path.name, fh)},
+                                                  data=fields, headers=AUTH, timeout=60))
 
 
 def test_a_served_request_runs_with_the_configured_torch_threads(tmp_path):
@@ -63,12 +64,12 @@ def test_a_chunked_upload_past_the_limit_is_refused_whole(gunicorn_server):
         assert [p for p in (gunicorn_server.data_dir / "originals").rglob("*") if p.is_file()] == []
     r = requests.post(url + "/tracks", data=_chunked_wav(20, False), timeout=120,
                       headers={**AUTH, "Content-Type": "audio/wav"})
-    assert r.status_code == 201 and abs(r.json()["track"]["duration"] - 20.0) < 0.1
+    assert abs(job_done(url, r)["track"]["duration"] - 20.0) < 0.1
 
 
 def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_dir, tmp_path):
     server = gunicorn_server
-    assert _upload(server, songs_dir / "song4.flac").status_code == 201
+    assert _upload(server, songs_dir / "song4.flac")["status"] == "done"
     query = write(tmp_path / "q.wav", song(4)[44100 * 5: 44100 * 11]).read_bytes()
     ingest = subprocess.Popen([sys.executable, "-m", "ear.cli", "--data-dir", str(server.data_dir),
                                "ingest", str(songs_dir)], stdout=subprocess.PIPE, text=True)
@@ -91,7 +92,7 @@ def test_identify_keeps_answering_while_the_cli_ingests(gunicorn_server, songs_d
 def test_similar_answers_while_uploads_rebuild_the_index(gunicorn_server, songs_dir, tmp_path):
     server = gunicorn_server
     for i in range(3):
-        assert _upload(server, songs_dir / f"song{i}.flac").status_code == 201
+        assert _upload(server, songs_dir / f"song{i}.flac")["status"] == "done"
     query = encode(write(tmp_path / "q.wav", song(1)[44100 * 4: 44100 * 12]),
                    tmp_path / "q.webm", "-c:a", "libopus", "-b:a", "32k").read_bytes()
     failures, answered, stop = [], [], threading.Event()
@@ -103,8 +104,8 @@ def test_similar_answers_while_uploads_rebuild_the_index(gunicorn_server, songs_
 
     asker = threading.Thread(target=ask)
     asker.start()
-    for i in range(3, 6):  # each add rebuilds the index in the background
-        assert _upload(server, songs_dir / f"song{i}.flac").status_code == 201
+    for i in range(3, 6):  # each add rebuilds the index (in `ear worker`)
+        assert _upload(server, songs_dir / f"song{i}.flac")["status"] == "done"
     stop.set()
     asker.join()
     assert answered and not failures

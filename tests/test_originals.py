@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 
 import pytest
-from helpers import AUTH, run_ear
+from helpers import AUTH, added, run_ear
 
 from ear.app import create_app
 from ear.config import load_config
@@ -28,8 +28,8 @@ def client(data):
     return create_app(config).test_client()
 
 
-def _upload(client, content: bytes, filename: str, **fields):
-    return client.post("/tracks", data={"audio": (io.BytesIO(content), filename), **fields}, headers=AUTH)
+def _upload(client, content: bytes, filename: str, **fields) -> dict:
+    return added(client, {"audio": (io.BytesIO(content), filename), **fields})
 
 
 def _kept(data) -> list:
@@ -40,9 +40,9 @@ def test_source_is_a_label_never_a_path_to_open(client, data, songs_dir):
     database = data / "ear.sqlite3"
     for seed, label in ((0, "/etc/passwd"), (1, str(database)), (2, "music/relative.flac")):
         content = (songs_dir / f"song{seed}.flac").read_bytes()
-        added = _upload(client, content, f"song{seed}.flac", source=label)
-        assert added.status_code == 201, added.get_json()
-        track = added.get_json()["track"]
+        job = _upload(client, content, f"song{seed}.flac", source=label)
+        assert job["status"] == "done", job
+        track = job["track"]
         assert client.get(f"/tracks/{track['id']}").get_json()["source"] == label.rsplit("/", 1)[-1]
         played = client.get(f"/tracks/{track['id']}/audio")
         assert played.status_code == 200 and played.data == content  # the upload, nothing else
@@ -52,18 +52,18 @@ def test_source_is_a_label_never_a_path_to_open(client, data, songs_dir):
 def test_an_upload_is_kept_once_by_its_hash_and_goes_with_its_track(client, data, songs_dir, tmp_path):
     content = (songs_dir / "song3.flac").read_bytes()
     first = _upload(client, content, "song3.flac")
-    assert first.status_code == 201
+    assert first["status"] == "done"
+    track_id = first["track"]["id"]
     digest = hashlib.sha256(content).hexdigest()
     assert _kept(data) == [data / "originals" / digest[:2] / f"{digest}.flac"]
     again = _upload(client, content, "copy.flac")
-    assert again.status_code == 200 and again.get_json()["created"] is False
+    assert (again["status"], again["error"]["code"], again["track"]["id"]) == ("failed", "duplicate", track_id)
     # The same music in other bytes (WAV): the same track, and its bytes are not kept.
     wav = tmp_path / "song3.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(songs_dir / "song3.flac"), str(wav)], check=True)
     other = _upload(client, wav.read_bytes(), "song3.wav")
-    assert other.status_code == 200 and other.get_json()["track"]["id"] == first.get_json()["track"]["id"]
+    assert (other["error"]["code"], other["track"]["id"]) == ("duplicate", track_id)
     assert _kept(data) == [data / "originals" / digest[:2] / f"{digest}.flac"]
-    track_id = first.get_json()["track"]["id"]
     assert client.delete(f"/tracks/{track_id}", headers=AUTH).status_code == 200
     assert _kept(data) == []
 
@@ -71,7 +71,7 @@ def test_an_upload_is_kept_once_by_its_hash_and_goes_with_its_track(client, data
 def test_what_is_not_audio_is_not_kept(client, data):
     for content, code in ((b"not audio at all " * 100, "not_audio"), (b"", "empty")):
         refused = _upload(client, content, "notes.txt")
-        assert refused.status_code in (400, 415) and refused.get_json()["error"]["code"] == code
+        assert (refused["status"], refused["error"]["code"]) == ("failed", code)
     assert _kept(data) == []
 
 
@@ -112,10 +112,9 @@ def test_a_track_from_before_originals_is_not_played_until_ingested_again(data, 
 def test_a_raw_body_is_the_audio_whatever_type_it_is_called(client, data, songs_dir):
     """`curl --data-binary @song.flac` calls its body a form: it is still the audio, kept whole."""
     content = (songs_dir / "song1.flac").read_bytes()
-    added = client.post("/tracks", data=content, headers=AUTH,
-                        content_type="application/x-www-form-urlencoded")
-    assert added.status_code == 201, added.get_json()
-    played = client.get(f"/tracks/{added.get_json()['track']['id']}/audio")
+    job = added(client, content, content_type="application/x-www-form-urlencoded")
+    assert job["status"] == "done", job
+    played = client.get(f"/tracks/{job['track']['id']}/audio")
     assert played.data == content and [p.read_bytes() for p in _kept(data)] == [content]
 
 
@@ -123,8 +122,8 @@ def test_an_upload_is_never_served_as_a_page(client, data, songs_dir):
     """Whatever the file is called, it is kept under an audio suffix or none, and served as
     audio (or bytes) that a browser must not sniff into a page."""
     content = (songs_dir / "song0.flac").read_bytes()
-    added = _upload(client, content, "x.html")
-    played = client.get(f"/tracks/{added.get_json()['track']['id']}/audio")
+    job = _upload(client, content, "x.html")
+    played = client.get(f"/tracks/{job['track']['id']}/audio")
     assert played.headers["Content-Type"] == "application/octet-stream"
     assert played.headers["X-Content-Type-Options"] == "nosniff"
     assert [p.suffix for p in _kept(data)] == [""]

@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 
 import pytest
-from helpers import AUTH
+from helpers import AUTH, added
 from synth import encode, song, write
 
 from ear.app import create_app
@@ -18,10 +18,10 @@ from ear.config import load_config
 DEV_ORIGIN = "http://localhost:8000"
 
 
-def _upload(client, path, **fields):
+def _upload(client, path, **fields) -> dict:
+    """The job of uploading `path`, done."""
     with open(path, "rb") as fh:
-        return client.post("/tracks", data={"audio": (fh, path.name), "source": str(path), **fields},
-                           headers=AUTH)
+        return added(client, {"audio": (fh, path.name), "source": str(path), **fields})
 
 
 @pytest.fixture
@@ -32,11 +32,11 @@ def playback_client(tmp_path):
 
 
 def test_identify_by_multipart_and_raw_body(client, songs_dir, tmp_path):
-    r = _upload(client, songs_dir / "song2.flac", title="Two", artist="Synth", genre="Test")
-    assert r.status_code == 201 and r.get_json()["created"] is True
-    track = r.get_json()["track"]
+    job = _upload(client, songs_dir / "song2.flac", title="Two", artist="Synth", genre="Test")
+    assert job["status"] == "done"
+    track = job["track"]
     assert track["title"] == "Two" and track["artist"] == "Synth"
-    assert _upload(client, songs_dir / "song2.flac").status_code == 200  # already there
+    assert _upload(client, songs_dir / "song2.flac")["error"]["code"] == "duplicate"  # already there
 
     query = encode(write(tmp_path / "q.wav", song(2)[44100 * 9: 44100 * 17]), tmp_path / "q.mp4",
                    "-c:a", "aac").read_bytes()
@@ -70,7 +70,7 @@ def test_identify_by_multipart_and_raw_body(client, songs_dir, tmp_path):
     ("bad_parameter", 400, {"query_string": {"candidates": "101"}, "data": b"RIFF"}),
 ])
 def test_bad_input_gets_a_json_error_and_loses_nothing(client, songs_dir, code, status, request_args):
-    assert _upload(client, songs_dir / "song1.flac").status_code == 201
+    assert _upload(client, songs_dir / "song1.flac")["status"] == "done"
     response = client.post("/identify", **request_args)
     assert response.status_code == status, response.text
     assert response.get_json()["error"]["code"] == code and response.get_json()["error"]["message"]
@@ -89,7 +89,7 @@ def test_changes_need_the_admin_token(client, songs_dir):
     with open(songs_dir / "song0.flac", "rb") as fh:
         r = client.post("/tracks", data={"audio": fh})
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
-    track = _upload(client, songs_dir / "song0.flac").get_json()["track"]
+    track = _upload(client, songs_dir / "song0.flac")["track"]
     assert client.delete(f"/tracks/{track['id']}", headers={"Authorization": "Bearer wrong"}).status_code == 401
     r = client.delete(f"/tracks/{track['id']}", headers=AUTH)
     assert r.status_code == 200 and r.get_json()["removed"]["id"] == track["id"]
@@ -106,7 +106,7 @@ def test_without_an_admin_token_changes_are_refused(tmp_path, songs_dir):
 
 def test_only_the_admin_sees_server_paths(client, songs_dir):
     path = songs_dir / "song4.flac"
-    track = _upload(client, path).get_json()["track"]
+    track = _upload(client, path)["track"]
     assert track["source"] == str(path)  # the admin uploaded it
     public = [client.get("/tracks").get_json()["tracks"][0], client.get(f"/tracks/{track['id']}").get_json(),
               client.post("/identify", data=path.read_bytes()).get_json()["matches"][0]["track"],
@@ -116,7 +116,7 @@ def test_only_the_admin_sees_server_paths(client, songs_dir):
 
 
 def test_links_follow_the_proxy_prefix(client, songs_dir):
-    track = _upload(client, songs_dir / "song3.flac").get_json()["track"]
+    track = _upload(client, songs_dir / "song3.flac")["track"]
     assert track["url"] == f"/tracks/{track['id']}"
     behind = client.get("/tracks", headers={
         "X-Forwarded-Prefix": "/ear", "X-Forwarded-Host": "example.org", "X-Forwarded-Proto": "https"})
@@ -136,7 +136,7 @@ def test_links_never_come_from_the_host_header(tmp_path, songs_dir, public_url):
     config = load_config(data_dir=tmp_path / "data", admin_token="test-token", allow_playback=True,
                          public_url=public_url)
     client = create_app(config).test_client()
-    track_id = _upload(client, songs_dir / "song3.flac").get_json()["track"]["id"]
+    track_id = _upload(client, songs_dir / "song3.flac")["track"]["id"]
     forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
     answers = [client.get("/tracks", headers=forged), client.get(f"/tracks/{track_id}", headers=forged),
                client.post("/identify?candidates=2", headers=forged,
@@ -153,7 +153,7 @@ def test_widget_audio_feedback_and_cors(playback_client, songs_dir, tmp_path):
     assert widget.status_code == 200 and "javascript" in widget.headers["Content-Type"]
     assert len(widget.data) <= 25 * 1024 and "attachShadow" in widget.text
 
-    track = _upload(client, songs_dir / "song3.flac").get_json()["track"]
+    track = _upload(client, songs_dir / "song3.flac")["track"]
     whole = (songs_dir / "song3.flac").read_bytes()
     part = client.get(f"/tracks/{track['id']}/audio", headers={"Range": "bytes=1000-1999"})
     assert part.status_code == 206 and part.data == whole[1000:2000]
@@ -181,7 +181,7 @@ def test_widget_audio_feedback_and_cors(playback_client, songs_dir, tmp_path):
 
 
 def test_playback_and_cors_are_off_unless_allowed(client, songs_dir):
-    track = _upload(client, songs_dir / "song1.flac").get_json()["track"]
+    track = _upload(client, songs_dir / "song1.flac")["track"]
     r = client.get(f"/tracks/{track['id']}/audio")
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "playback_disabled"
     assert "Access-Control-Allow-Origin" not in client.get("/health", headers={"Origin": DEV_ORIGIN}).headers
@@ -195,7 +195,7 @@ def test_cover_image_of_a_track_that_has_one(client, songs_dir, tmp_path):
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(songs_dir / "song5.flac"), "-i", str(cover),
                     "-map", "0:a", "-map", "1", "-c:a", "libmp3lame", "-c:v", "png", "-id3v2_version", "3",
                     "-disposition:v", "attached_pic", str(tagged)], check=True)
-    ids = [_upload(client, path).get_json()["track"]["id"] for path in (tagged, songs_dir / "song2.flac")]
+    ids = [_upload(client, path)["track"]["id"] for path in (tagged, songs_dir / "song2.flac")]
     query = tmp_path / "q.mp3"  # 10 s of the tagged file (the whole one is over the query limit)
     subprocess.run(["ffmpeg", "-v", "error", "-ss", "5", "-t", "10", "-i", str(tagged), "-map", "0:a",
                     str(query)], check=True)

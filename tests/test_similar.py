@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import AUTH, at_16k, run_ear
+from helpers import added, at_16k, run_ear
 from synth import encode, song, write
 
 from ear.decode import decode
@@ -119,10 +119,9 @@ def test_http_similar_radio_and_their_errors(client, songs_dir, tmp_path):
     def upload(i):
         artist, genre = LABELS[i]
         with open(songs_dir / f"song{i}.flac", "rb") as fh:
-            r = client.post("/tracks", data={"audio": fh, "artist": artist, "genre": genre},
-                            headers=AUTH)
-        assert r.status_code == 201, r.text
-        return r.get_json()["track"]["id"]
+            job = added(client, {"audio": fh, "artist": artist, "genre": genre})
+        assert job["status"] == "done", job
+        return job["track"]["id"]
 
     ids = [upload(i) for i in range(6)]
     query = encode(write(tmp_path / "q.wav", song(1)[44100 * 4: 44100 * 12]),

@@ -14,13 +14,13 @@ when the upload it came from was no audio; what a crash left is swept after a da
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from .config import Config
-from .db import METADATA_FIELDS, Track, database, init_db
+from . import jobs
+from .db import METADATA_FIELDS, Job, Track, database, init_db
 from .embed import DIM, STYLE_DIM, Model
 from .errors import BadAudio, EarError, NotFound
 from .hashtable import HashTable
@@ -28,9 +28,11 @@ from .segments import MAX_TRACK_ID, pack
 from .storage import ensure_writable
 from .index import EmbeddingIndex
 from .originals import Originals
-from .ingest import Embedding, PreparedTrack, prepare
+from .ingest import Embedding, PreparedTrack, Progress, prepare
+from .jobs import UNFINISHED
 
 log = logging.getLogger(__name__)
+Stored = Callable[[list[tuple[Track, bool]]], None]
 
 
 class Catalog:
@@ -42,13 +44,13 @@ class Catalog:
         self.table = HashTable(config.fingerprint_dir)
         self.originals = Originals(config.originals_dir)
         self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)
-        self._rebuild_wanted = threading.Event()
-        self._rebuilder: threading.Thread | None = None
 
     # ---- writing -----------------------------------------------------------------------------
-    def store(self, prepared: list[PreparedTrack]) -> list[tuple[Track, bool]]:
+    def store(self, prepared: list[PreparedTrack], then: Stored | None = None
+              ) -> list[tuple[Track, bool]]:
         """Store prepared tracks; (track, True) for new ones, (existing track, False) for audio
-        already in the catalog."""
+        already in the catalog. `then(result)` runs in the transaction that records the tracks,
+        so that what it writes (a job's end) and the tracks are committed together."""
         with self.table.writing(), database.connection_context():
             self._reconcile()
             new: list[PreparedTrack] = []
@@ -65,44 +67,62 @@ class Catalog:
                     position[item.content_hash] = len(new)
                     plan.append((None, len(new), True))
                     new.append(item)
-            created: list[Track] = []
             gone = [p.source for p in new if p.original and not self.originals.path(p.original).is_file()]
             if gone:  # its track was removed meanwhile, and the same bytes' original with it
                 raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
                                "was being added (its track was removed): send it again.", 409)
+            ids = self.table.allocate_ids(len(new)) if new else []
             if new:
-                ids = self.table.allocate_ids(len(new))
                 self.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
                                       p.fingerprint.peaks) for tid, p in zip(ids, new)})
                 self.index.add({tid: _vectors(p.embedding)
                                 for tid, p in zip(ids, new) if p.embedding is not None})
-                with database.atomic():
-                    created = [Track.create(id=tid, source=p.source, duration=p.duration,
-                                            content_hash=p.content_hash, original=p.original,
-                                            linked_path=p.linked_path,
-                                            **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
-                               for tid, p in zip(ids, new)]
+            with database.atomic():
+                created = [Track.create(id=tid, source=p.source, duration=p.duration,
+                                        content_hash=p.content_hash, original=p.original,
+                                        linked_path=p.linked_path,
+                                        **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
+                           for tid, p in zip(ids, new)]
+                result = [(existing or created[j], is_new) for existing, j, is_new in plan]
+                if then is not None:
+                    then(result)
             for item, (existing, j, is_new) in zip(prepared, plan):
                 if not is_new:
                     self._forget_original(item.original)
-        return [(existing or created[j], is_new) for existing, j, is_new in plan]
+        return result
+
+    def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict) -> Job:
+        """Keep an upload as an original, durably, and queue its ingest for `ear worker`."""
+        name = self.originals.keep(stream, suffix)
+        try:
+            return jobs.queue_ingest(name, label, metadata)
+        except BaseException:
+            self.forget_original(name)
+            raise
 
     def keep_and_prepare(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
                          model: Model) -> PreparedTrack | Track:
-        """Keep a file's bytes as its original (originals.py), then analyse them: the track to
-        store, or the Track that has these very bytes already. Audio that cannot be a track
-        leaves nothing kept."""
+        """Keep a file's bytes as its original (originals.py), then analyse them, as
+        `prepare_original`. Audio that cannot be a track leaves nothing kept."""
         name = self.originals.keep(stream, suffix)
+        try:
+            return self.prepare_original(name, label, metadata, model)
+        except BaseException:
+            self.forget_original(name)
+            raise
+
+    def prepare_original(self, name: str, label: str, metadata: dict, model: Model,
+                         progress: Progress | None = None) -> PreparedTrack | Track:
+        """Analyse a kept original: the track to store, or the Track that has these very bytes
+        already. `progress(seconds)` is told how much audio has been analysed."""
         with database.connection_context():
             existing = Track.get_or_none(Track.original == name)
         if existing is not None:
             return existing
-        try:
-            prepared = prepare(self.originals.path(name), self.config, model, name=label,
-                               metadata=metadata)
-        except BaseException:
-            self.forget_original(name)
-            raise
+        path = self.originals.path(name)
+        if not path.is_file():
+            raise EarError("original_gone", f"The file kept of {label} is gone: send it again.", 409)
+        prepared = prepare(path, self.config, model, name=label, metadata=metadata, progress=progress)
         return replace(prepared, original=name)
 
     def prepare_file(self, path: Path, metadata: dict, model: Model, link: bool = False
@@ -137,8 +157,16 @@ class Catalog:
             self._forget_original(name)
 
     def _forget_original(self, name: str) -> None:
-        if name and not Track.select().where(Track.original == name).exists():
+        if name and name not in self._originals_in_use(name):
             self.originals.delete(name)
+
+    def _originals_in_use(self, name: str | None = None) -> set[str]:
+        # Those that a track names or an unfinished job still needs (all, or just `name`).
+        tracks = Track.select(Track.original).where(Track.original != "")
+        waiting = Job.select(Job.original).where(Job.status.in_(UNFINISHED), Job.original != "")
+        if name is not None:
+            tracks, waiting = tracks.where(Track.original == name), waiting.where(Job.original == name)
+        return {o for query in (tracks, waiting) for (o,) in query.tuples()}
 
     def _give_audio(self, track: Track, item: PreparedTrack) -> None:
         # The same music again: a track that had no audio to open (added before originals were
@@ -175,7 +203,8 @@ class Catalog:
                         log.error("%s", exc.message)
         self.index.sweep()
         with database.connection_context():
-            self.originals.sweep(o for (o,) in Track.select(Track.original).tuples())
+            self.originals.sweep(self._originals_in_use())
+        jobs.prune()
 
     def _reconcile(self) -> None:
         # Call with the writer lock and a connection held.
@@ -209,21 +238,9 @@ class Catalog:
         self.index.rebuild(force=True, replace={t: _vectors(e) for t, e in embeddings.items()})
 
     def request_rebuild(self) -> None:
-        """Rebuild the embedding index soon, in a background thread of this process."""
-        self._rebuild_wanted.set()
-        if self._rebuilder is None or not self._rebuilder.is_alive():
-            self._rebuilder = threading.Thread(target=self._rebuild_loop, name="ear-reindex",
-                                               daemon=True)
-            self._rebuilder.start()
-
-    def _rebuild_loop(self) -> None:
-        while True:
-            self._rebuild_wanted.wait()
-            self._rebuild_wanted.clear()
-            try:
-                self.index.rebuild()
-            except Exception:  # noqa: BLE001 - pending vectors stay searchable; retry next time
-                log.exception("embedding index rebuild failed")
+        """Have `ear worker` rebuild the embedding indexes soon (until then, the vectors of new
+        tracks are searched exactly, and removed tracks are skipped)."""
+        jobs.queue_reindex()
 
     # ---- reading -----------------------------------------------------------------------------
     def tracks(self) -> list[Track]:

@@ -1,11 +1,15 @@
-"""The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, serve, eval, train."""
+"""The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
+serve, eval, train."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 
+from . import jobs
 from .catalog import Catalog
 from .config import Config, load_config
 from .db import METADATA_FIELDS, Track
@@ -15,8 +19,10 @@ from .errors import EarError
 from .identify import identify
 from .ingest import PreparedTrack, audio_files, embed_again
 from .params import parse_count
+from .progress import Progress
 from .runtime import configure_threads
 from .similar import Filters, similar_to_clip, similar_to_track
+from .worker import Worker
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 # Measuring and training tools: their options are theirs, and their modules are imported only
@@ -72,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("compact", help="merge the fingerprint store, dropping removed tracks "
                                    "(and what a killed process left behind)")
 
+    p = sub.add_parser("worker", help="do the queued jobs (uploads to add, index rebuilds); "
+                                      "Supervisor keeps one running")
+    p.add_argument("--until-idle", action="store_true", help="stop when the queue is empty")
+    p = sub.add_parser("jobs", help="the newest jobs, their state and what came of them")
+    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
     p = sub.add_parser("serve", help="development server (Gunicorn is for production)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int)
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             from .lab import main as lab
             return lab.run(args.command, rest, args.data_dir)
         config = load_config(data_dir=args.data_dir)
-        if args.command != "serve":  # serve sets them itself, after the app's start-up
+        if args.command not in ("serve", "worker"):  # they set their own
             configure_threads(config.torch_threads, config.torch_interop_threads)
         return globals()["cmd_" + args.command](config, args) or 0
     except EarError as exc:
@@ -249,42 +262,38 @@ def cmd_compact(config: Config, args) -> int:
     return 0
 
 
+def cmd_worker(config: Config, args) -> int:
+    os.nice(max(0, config.worker_nice))
+    configure_threads(config.worker_torch_threads, config.torch_interop_threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    catalog = Catalog(config)
+    catalog.tidy()
+    worker = Worker(catalog, shared_model(), config.worker_name)
+    worker.stop_on_signals()
+    ended = worker.run(until_idle=args.until_idle)
+    logging.info("ear worker %s stops after %d jobs", worker.name, ended)
+    return 0
+
+
+def cmd_jobs(config: Config, args) -> int:
+    Catalog(config)  # the database, made or brought up to date
+    for job in jobs.recent(args.n):
+        data = {**job.to_json(), "track_id": job.track_id}
+        if args.json:
+            print(json.dumps(data))
+            continue
+        done = f"{data['progress']:.0%}" if job.status == jobs.RUNNING else ""
+        what = data.get("error", {}).get("message", "") or (f"track {job.track_id}" if job.track_id else "")
+        print(f"{job.id}\t{job.kind}\t{job.status} {done}\t{job.source or '-'}\t{what}")
+    return 0
+
+
 def cmd_serve(config: Config, args) -> int:
     from .app import create_app
     app = create_app(config)
     configure_threads(config.torch_threads, config.torch_interop_threads)
     app.run(host=args.host, port=args.port or config.port)
     return 0
-
-
-class Progress:
-    """Lines on stdout; on a terminal, a bar on stderr below them."""
-
-    def __init__(self, total: int):
-        self.total, self.count, self.started = total, 0, time.monotonic()
-        self.show = sys.stderr.isatty() and total > 1
-
-    def line(self, text: str, err: bool = False) -> None:
-        if self.show:
-            sys.stderr.write("\r\033[K")
-        print(text, file=sys.stderr if err else sys.stdout, flush=True)
-        self._draw()
-
-    def step(self) -> None:
-        self.count += 1
-        self._draw()
-
-    def _draw(self) -> None:
-        if self.show:
-            filled = int(30 * self.count / self.total)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total} "
-                             f"{time.monotonic() - self.started:.0f}s")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.show:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
 
 
 if __name__ == "__main__":

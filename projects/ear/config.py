@@ -41,6 +41,14 @@ class Config:
         1, "CPU threads torch may use for the embedding model. Keep 1 on a small VPS: the web site "
            "needs the other core.")
     torch_interop_threads: int = _setting(1, "torch's inter-op threads (as EAR_TORCH_THREADS).")
+    worker_torch_threads: int = _setting(
+        1, "CPU threads torch may use in `ear worker`, which adds uploaded tracks (the web "
+           "worker's are EAR_TORCH_THREADS).")
+    worker_nice: int = _setting(
+        10, "How much `ear worker` steps back for the site and its queries (nice, 0–19).")
+    worker_name: str = _setting(
+        "", "The name `ear worker` runs under, one per worker; empty: the host name. Give each "
+            "its own when several work for one database.")
     allow_playback: bool = _setting(
         False, "Let the widget's play button stream catalog audio (GET /tracks/<id>/audio, with "
                "HTTP ranges).")

@@ -18,6 +18,11 @@ database = SqliteDatabase(None)
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
 
 
+def now() -> dt.datetime:
+    """The time as the database keeps it: UTC, without a zone."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 class BaseModel(Model):
     class Meta:
         database = database
@@ -33,7 +38,7 @@ class Track(BaseModel):
     duration = FloatField()
     source = TextField()  # a label (a file name or the owner's path): shown, never opened
     content_hash = CharField(unique=True)
-    added_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    added_at = DateTimeField(default=now)
     # The audio that may be opened (played, re-embedded): an original ear keeps (originals.py),
     # or a file the owner's shell linked. Neither ever comes from a request.
     # (An SQL default too, so that an older ear, rolled back to, can still insert rows.)
@@ -47,7 +52,7 @@ class Track(BaseModel):
         data = {"id": self.id, "title": self.title, "artist": self.artist, "source": source}
         if not brief:
             data.update(album=self.album, genre=self.genre, duration=round(self.duration, 3),
-                        added_at=self.added_at.isoformat() + "Z")
+                        added_at=_iso(self.added_at))
         return data
 
 
@@ -59,16 +64,50 @@ class Feedback(BaseModel):
     actual = TextField(default="")  # "it was …", as typed
     offset_s = FloatField(null=True)
     confidence = FloatField(null=True)
-    created_at = DateTimeField(default=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    created_at = DateTimeField(default=now)
     query_id = CharField(null=True)  # the answer it is on (null: rows from before query ids)
 
     def to_json(self) -> dict:
         return {"id": self.id, "track_id": self.track_id, "verdict": self.verdict,
                 "actual": self.actual, "offset_s": self.offset_s, "confidence": self.confidence,
-                "created_at": self.created_at.isoformat() + "Z", "query_id": self.query_id}
+                "created_at": _iso(self.created_at), "query_id": self.query_id}
 
 
-MODELS = [Track, Feedback]
+class Job(BaseModel):
+    """Work for `ear worker` (jobs.py): a kept original to add as a track, or an index rebuild."""
+
+    kind = CharField()  # "ingest" or "reindex"
+    status = CharField(default="queued", index=True)  # queued → running → done | failed
+    original = CharField(default="")  # the kept upload to ingest (originals.py)
+    source = TextField(default="")  # its label, as the track will carry it
+    metadata = TextField(default="{}")  # the owner's title/artist/album/genre, as JSON
+    progress = FloatField(default=0.0)  # 0 to 1
+    track_id = IntegerField(null=True)  # the track made (done), or the one it duplicates
+    error_code = CharField(default="")
+    error_message = TextField(default="")
+    attempts = IntegerField(default=0)  # starts; a job that keeps killing its worker stops
+    worker = CharField(default="")  # the name of the worker running it
+    heartbeat = DateTimeField(null=True)  # when that worker last said it was alive
+    created_at = DateTimeField(default=now)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    def to_json(self) -> dict:
+        data = {"id": self.id, "kind": self.kind, "status": self.status,
+                "progress": round(self.progress, 3), "source": self.source,
+                **{name: _iso(getattr(self, name))
+                   for name in ("created_at", "started_at", "finished_at")}}
+        if self.error_code:
+            data["error"] = {"code": self.error_code, "message": self.error_message}
+        return data
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat() + "Z"
+
+
+MODELS = [Track, Feedback, Job]
+
 
 
 def init_db(path: Path) -> None:
@@ -76,7 +115,9 @@ def init_db(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     database.init(str(path), pragmas={
         "journal_mode": "wal",
-        "synchronous": "normal",  # with WAL: durable at checkpoints, never corrupt
+        # Each commit fsynced: an upload answered 202 is queued for good, even if the machine
+        # stops the next moment. Writes are rare (uploads, feedback); queries only read.
+        "synchronous": "full",
         "busy_timeout": 10000,  # the CLI and the service may write at once
         "foreign_keys": 1,
     })
@@ -87,12 +128,18 @@ def init_db(path: Path) -> None:
         database.create_tables(MODELS)
 
 
+def write_transaction():
+    """A transaction that writes: on SQLite it takes the write lock at once (IMMEDIATE), so
+    that what it read cannot change under it before it writes."""
+    return database.atomic("IMMEDIATE")
+
+
 def _add_new_columns() -> None:
     """A database made by an older ear lacks the columns added since: add them (each new
     field must be nullable or have a default, so that existing rows stay valid)."""
     if not _missing_columns():
         return
-    with database.atomic("IMMEDIATE"):  # a second process upgrading at once waits, then finds them
+    with write_transaction():  # a second process upgrading at once waits, then finds them
         migrate(*(SqliteMigrator(database).add_column(table, field.column_name, field)
                   for table, field in _missing_columns()))
 

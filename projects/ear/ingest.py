@@ -11,9 +11,10 @@ from contextlib import closing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import soundfile as sf
 
 from .config import Config
 from .db import METADATA_FIELDS
@@ -27,6 +28,8 @@ from .runtime import trim_heap
 from .segments import encode_peaks
 
 _VECTOR_HOP_S = 1.0  # a stored window every second: queries' windows are offset by ≤ 0.5 s
+Progress = Callable[[float], None]  # told the seconds of audio analysed so far
+
 # Music has spectral peaks within its first minute; a file without any (hiss, a tone below the
 # floor, a long silence) is refused then, not after hours of decoding.
 _PEAKS_WITHIN_S = 60.0
@@ -65,10 +68,12 @@ class PreparedTrack:
 
 
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
-            name: str | None = None, metadata: dict | None = None) -> PreparedTrack:
+            name: str | None = None, metadata: dict | None = None,
+            progress: Progress | None = None) -> PreparedTrack:
     """Decode and analyse one track: a file path, or the bytes of an upload (then `name`
     says where it came from). The audio streams through a block at a time (features.blocks),
-    so an hours-long track costs the memory of a minute's analysis plus what is kept of it."""
+    so an hours-long track costs the memory of a minute's analysis plus what is kept of it.
+    `progress` is called after each block (what it raises stops the analysis)."""
     source_name = name or str(source)
     prints, windows = Fingerprinting(), Windows(model, _VECTOR_HOP_S)
     # closing: FFmpeg is stopped as soon as the analysis stops, even while its error is held.
@@ -80,6 +85,8 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
             # A block's tens of MB of temporaries, freed between the small arrays kept of it,
             # would otherwise leave the heap fragmented and growing with the track's length.
             trim_heap()
+            if progress is not None:
+                progress(audio.seconds)
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
                          audio.seconds, audio.content_hash, prints.result(), _embedding(windows))
 
@@ -185,6 +192,16 @@ def embed_again(audio: Iterable[tuple[int, Path | None]], config: Config, model:
         else:
             missing.append(track_id)
     return done, missing
+
+
+def expected_seconds(path: Path) -> float | None:
+    """How long the audio in `path` is, if libsndfile can say so in-process (WAV, FLAC, Ogg,
+    MP3): what a progress bar needs; None for other formats (asking FFmpeg would cost a
+    process start, a fifth of a short track's analysis)."""
+    try:
+        return sf.info(str(path)).duration or None
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> Iterable[Path]:

@@ -13,7 +13,7 @@ from flask import current_app, request
 from ..answers import Answers
 from ..catalog import Catalog
 from ..cover import cover_type
-from ..db import Track
+from ..db import Job, Track
 from ..decode import decode_query
 from ..errors import EarError
 from ..identify import Candidate
@@ -39,17 +39,17 @@ def feedback_limit() -> RateLimiter:
     return current_app.extensions[FEEDBACK_LIMIT]
 
 
-def uploaded_file() -> tuple[BinaryIO, str]:
-    """The audio of a request as a stream, and its file name: multipart field `audio`, or else
-    the raw body. Read to its end, a body over the size limit raises 413, however it was sent
-    (a chunked body without Content-Length too): it is never cut short at the limit."""
+def uploaded_files() -> list[tuple[BinaryIO, str]]:
+    """The audio of a request as streams, with their file names: each multipart field `audio`,
+    or else the raw body. Read to its end, a body over the size limit raises 413, however it
+    was sent (a chunked body without Content-Length too): it is never cut short at the limit."""
     if request.mimetype == "multipart/form-data":
-        upload = request.files.get("audio")
-        if upload is None:
+        uploads = request.files.getlist("audio")
+        if not uploads:
             raise EarError("missing_audio", "Send the audio in the multipart field 'audio'.")
-        return upload.stream, upload.filename or "upload"
+        return [(upload.stream, upload.filename or "upload") for upload in uploads]
     # Any other content type (curl --data-binary sends a form type) is the audio itself.
-    return request.stream, "upload"
+    return [(request.stream, "upload")]
 
 
 def upload_fields() -> dict[str, str]:
@@ -59,8 +59,9 @@ def upload_fields() -> dict[str, str]:
 
 
 def uploaded_audio() -> bytes:
-    """`uploaded_file`, read whole (a query: what FFmpeg decodes of it is capped anyway)."""
-    stream, _ = uploaded_file()
+    """The first of `uploaded_files`, read whole (a query: what FFmpeg decodes of it is capped
+    anyway)."""
+    [(stream, _), *_] = uploaded_files()
     return b"".join(iter(lambda: stream.read(_READ_BYTES), b""))
 
 
@@ -119,6 +120,15 @@ def link(endpoint: str, **values: object) -> str:
 # everyone else gets its file name.
 def track_json(track: Track) -> dict:
     return {**track.to_json(path=is_admin()), "url": link("tracks.get_track", track_id=track.id)}
+
+
+def job_json(job: Job) -> dict:
+    """A job with its link, and the track it made or found it duplicates (if still there)."""
+    data = {**job.to_json(), "url": link("jobs.get_job", job_id=job.id)}
+    track = catalog().rows([job.track_id]).get(job.track_id) if job.track_id else None
+    if track is not None:
+        data["track"] = track_json(track)
+    return data
 
 
 def candidate_json(candidate: Candidate) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from flask import Blueprint, jsonify, render_template, request, send_file
 
+from .. import jobs
 from ..db import Feedback, database
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
@@ -45,7 +46,8 @@ def health():
     table.refresh()
     index.refresh()
     return jsonify(status="ok", tracks=catalog().track_count(), landmarks=table.landmark_count,
-                   embedding_windows=index.window_count, torch_threads=torch.get_num_threads())
+                   embedding_windows=index.window_count, torch_threads=torch.get_num_threads(),
+                   jobs=jobs.counts())
 
 
 @bp.post("/feedback")

@@ -1,4 +1,5 @@
-"""The catalog's tracks: list, look up, add and remove (admin), and each track's audio and cover."""
+"""The catalog's tracks: list, look up, add (queued as jobs) and remove (admin), and each track's
+audio and cover."""
 from __future__ import annotations
 
 from pathlib import PurePath
@@ -7,10 +8,9 @@ from flask import Blueprint, Response, jsonify, send_file
 
 from ..cover import cover_image, cover_type
 from ..originals import audio_type
-from ..db import METADATA_FIELDS, Track
+from ..db import METADATA_FIELDS
 from ..errors import EarError, NotFound
-from ..embed import shared_model
-from .helpers import admin_required, catalog, track_json, upload_fields, uploaded_file
+from .helpers import admin_required, catalog, job_json, track_json, upload_fields, uploaded_files
 
 bp = Blueprint("tracks", __name__)
 _MEDIA_MAX_AGE_S = 3600
@@ -28,18 +28,17 @@ def get_track(track_id: int):
 
 @bp.post("/tracks")
 @admin_required
-def add_track():
-    stream, filename = uploaded_file()
+def add_tracks():
+    """Each `audio` file kept durably and queued for `ear worker`: 202 with a job per file
+    (`job`: the first, the only one when one file was sent)."""
     fields = upload_fields()
     metadata = {k: fields.get(k, "").strip() for k in METADATA_FIELDS}
-    label = fields.get("source") or filename  # a label: never opened as a path
-    kept = catalog().keep_and_prepare(stream, PurePath(filename).suffix, label, metadata, shared_model())
-    if isinstance(kept, Track):  # these very bytes are a track already
-        return jsonify(created=False, track=track_json(kept)), 200
-    [(track, created)] = catalog().store([kept])
-    if created:
-        catalog().request_rebuild()
-    return jsonify(created=created, track=track_json(track)), 201 if created else 200
+    uploads = uploaded_files()
+    queued = [catalog().queue_upload(stream, PurePath(filename).suffix,
+                                     (len(uploads) == 1 and fields.get("source")) or filename, metadata)
+              for stream, filename in uploads]  # a source (a label, never opened) names one file
+    answer = [job_json(job) for job in queued]
+    return jsonify(job=answer[0], jobs=answer), 202, {"Location": answer[0]["url"]}
 
 
 @bp.delete("/tracks/<int:track_id>")

@@ -1,0 +1,145 @@
+"""The queue: work for `ear worker`, kept in the catalog database.
+
+A job is an original ear keeps (originals.py) plus what to do with it (`ingest`), or a rebuild
+of the embedding indexes (`reindex`). It goes queued → running → done | failed. A worker claims
+the oldest queued job in one transaction (with PostgreSQL, `FOR UPDATE SKIP LOCKED`, so that
+several workers never take the same one) and beats while it works. A job whose worker stopped
+beating (killed, or its machine stopped) is queued again; one that was started MAX_ATTEMPTS
+times without ending fails, so that a file that kills its worker cannot do so for ever.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from peewee import fn
+
+from .db import Job, database, now, write_transaction
+
+INGEST, REINDEX = "ingest", "reindex"
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+UNFINISHED = (QUEUED, RUNNING)
+BEAT_EVERY_S = 1.0  # how often a working worker says so, with its progress
+# A worker silent this long is gone: thirty missed beats, so that a worker held back by the
+# machine's load (it runs nice'd) or a slow disk is not taken for dead.
+STALE_AFTER_S = 30.0
+MAX_ATTEMPTS = 3
+KEEP_FINISHED_DAYS = 30  # finished jobs are listed this long, then deleted
+
+
+def queue_ingest(original: str, source: str, metadata: dict[str, str]) -> Job:
+    """Queue adding a kept original as a track; durable when this returns."""
+    with database.connection_context():
+        return Job.create(kind=INGEST, original=original, source=source,
+                          metadata=json.dumps(metadata))
+
+
+def queue_reindex() -> None:
+    """Queue a rebuild of the embedding indexes, unless one is queued already (it will see
+    every change made before it starts)."""
+    with database.connection_context(), write_transaction():
+        if not Job.select().where(Job.kind == REINDEX, Job.status == QUEUED).exists():
+            Job.create(kind=REINDEX)
+
+
+def claim(worker: str) -> Job | None:
+    """The oldest queued job, now running for `worker`; None when there is none."""
+    with database.connection_context(), write_transaction():
+        _requeue_stale()
+        query = Job.select().where(Job.status == QUEUED).order_by(Job.id).limit(1)
+        if database.for_update:
+            query = query.for_update(skip_locked=True)
+        job = query.first()
+        if job is None:
+            return None
+        job.status, job.worker, job.attempts = RUNNING, worker, job.attempts + 1
+        job.started_at = job.heartbeat = now()
+        job.save()
+        return job
+
+
+def _requeue_stale() -> None:
+    stale = ((Job.status == RUNNING)
+             & (Job.heartbeat < now() - dt.timedelta(seconds=STALE_AFTER_S)))
+    _fail_worn_out(stale)
+    Job.update(status=QUEUED, worker="").where(stale).execute()
+
+
+def _fail_worn_out(condition) -> None:
+    Job.update(status=FAILED, finished_at=now(), error_code="worker_died",
+               error_message=f"The worker stopped {MAX_ATTEMPTS} times while working on this "
+                             "(out of memory?); it is not tried again.").where(
+        condition & (Job.attempts >= MAX_ATTEMPTS)).execute()
+
+
+def requeue_own(worker: str) -> None:
+    """At a worker's start: what it was running when it died goes back to the queue now,
+    without waiting for its beats to go stale (a worker's name is its own; see worker.py)."""
+    with database.connection_context(), write_transaction():
+        mine = (Job.status == RUNNING) & (Job.worker == worker)
+        _fail_worn_out(mine)
+        Job.update(status=QUEUED, worker="").where(mine).execute()
+
+
+def beat(worker: str, job_id: int, progress: float | None = None) -> None:
+    """`worker` is alive and on `job_id` (with its progress, 0 to 1, when known)."""
+    values = {Job.heartbeat: now()}
+    if progress is not None:
+        values[Job.progress] = min(max(progress, 0.0), 1.0)
+    with database.connection_context():
+        Job.update(values).where(Job.id == job_id, Job.worker == worker,
+                                 Job.status == RUNNING).execute()
+
+
+def finish(job: Job, track_id: int | None = None) -> None:
+    """Done (with the track it made): called inside the transaction that made the track, so
+    that the track and the job's end are one commit."""
+    with database.connection_context():
+        Job.update(status=DONE, progress=1.0, track_id=track_id, finished_at=now()).where(
+            Job.id == job.id).execute()
+
+
+def fail(job: Job, code: str, message: str, track_id: int | None = None) -> None:
+    with database.connection_context():
+        Job.update(status=FAILED, error_code=code, error_message=message, track_id=track_id,
+                   finished_at=now()).where(Job.id == job.id).execute()
+
+
+def give_back(job: Job) -> None:
+    """A worker asked to stop returns its job to the queue; the start is not counted."""
+    with database.connection_context():
+        Job.update(status=QUEUED, worker="", progress=0.0, attempts=Job.attempts - 1).where(
+            Job.id == job.id, Job.status == RUNNING).execute()
+
+
+def get(job_id: int) -> Job | None:
+    with database.connection_context():
+        return Job.get_or_none(Job.id == job_id) if 0 < job_id < 2 ** 63 else None
+
+
+def recent(limit: int = 100) -> list[Job]:
+    """The newest jobs first."""
+    with database.connection_context():
+        return list(Job.select().order_by(Job.id.desc()).limit(limit))
+
+
+def counts() -> dict[str, int]:
+    """How many jobs are queued and running."""
+    with database.connection_context():
+        rows = (Job.select(Job.status, fn.COUNT(Job.id)).where(Job.status.in_(UNFINISHED))
+                .group_by(Job.status).tuples())
+        return {QUEUED: 0, RUNNING: 0, **dict(rows)}
+
+
+def pending_originals() -> set[str]:
+    """The originals that queued or running jobs still need."""
+    with database.connection_context():
+        return {o for (o,) in Job.select(Job.original).where(
+            Job.status.in_(UNFINISHED), Job.original != "").tuples()}
+
+
+def prune() -> int:
+    """Delete jobs finished more than KEEP_FINISHED_DAYS ago; how many went."""
+    cutoff = now() - dt.timedelta(days=KEEP_FINISHED_DAYS)
+    with database.connection_context():
+        return Job.delete().where(Job.status.in_((DONE, FAILED)), Job.finished_at < cutoff).execute()

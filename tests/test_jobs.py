@@ -1,0 +1,138 @@
+"""The queue and `ear worker`: uploads answered 202 and added by the worker, in order, once;
+what a dead worker held queued again, and failed after MAX_ATTEMPTS; a stopping worker gives
+its job back; a track and its job's end are one commit; the job routes and `ear jobs`."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import threading
+
+import pytest
+from helpers import AUTH, added, run_ear, work
+from synth import song, write
+
+from ear import jobs
+from ear.db import Job, database
+from ear.embed import shared_model
+from ear.errors import EarError
+from ear.storage import locked
+from ear.worker import Worker
+
+
+def _age(job_id: int, seconds: float) -> None:
+    """Make a running job's last heartbeat `seconds` old (as if its worker had died then)."""
+    with database.connection_context():
+        Job.update(heartbeat=jobs.now() - dt.timedelta(seconds=seconds)).where(Job.id == job_id).execute()
+
+
+def test_jobs_are_claimed_oldest_first_and_once(catalog):
+    first, second = (jobs.queue_ingest(f"{n:064x}.flac", f"s{n}", {}) for n in (1, 2))
+    jobs.queue_reindex()
+    jobs.queue_reindex()  # one queued rebuild is enough
+    claimed = [jobs.claim("a"), jobs.claim("b"), jobs.claim("c"), jobs.claim("d")]
+    assert [(j.id, j.kind) for j in claimed[:3]] == [(first.id, "ingest"), (second.id, "ingest"),
+                                                     (second.id + 1, "reindex")]
+    assert claimed[3] is None
+    assert jobs.counts() == {"queued": 0, "running": 3}
+
+
+def test_a_dead_workers_job_is_queued_again_then_failed_after_max_attempts(catalog):
+    job = jobs.queue_ingest("a" * 64, "s", {})
+    for attempt in range(1, jobs.MAX_ATTEMPTS + 1):
+        assert jobs.claim("w1").id == job.id
+        _age(job.id, jobs.STALE_AFTER_S - 5)
+        assert jobs.claim("w2") is None  # beating recently enough: still its worker's
+        _age(job.id, jobs.STALE_AFTER_S + 1)
+    assert jobs.claim("w2") is None
+    ended = jobs.get(job.id)
+    assert (ended.status, ended.error_code, ended.attempts) == ("failed", "worker_died", jobs.MAX_ATTEMPTS)
+
+
+def test_a_restarted_worker_takes_up_its_own_job_at_once(catalog):
+    job = jobs.queue_ingest("b" * 64, "s", {})
+    assert jobs.claim("here").id == job.id  # then the worker is killed: its beat is fresh
+    jobs.requeue_own("elsewhere")
+    assert jobs.get(job.id).status == "running"
+    jobs.requeue_own("here")
+    assert jobs.claim("here").id == job.id and jobs.get(job.id).attempts == 2
+
+
+def test_uploads_are_added_by_the_worker_with_their_outcome(client, app, songs_dir):
+    with open(songs_dir / "song0.flac", "rb") as a, open(songs_dir / "song1.flac", "rb") as b:
+        answer = client.post("/tracks", data={"audio": [(a, "song0.flac"), (b, "song1.flac")], "artist": "Ann"},
+                             headers=AUTH)
+    assert answer.status_code == 202 and answer.headers["Location"] == answer.get_json()["job"]["url"]
+    queued = answer.get_json()["jobs"]
+    assert [(j["status"], j["source"]) for j in queued] == [("queued", "song0.flac"), ("queued", "song1.flac")]
+    assert client.get("/tracks").get_json()["tracks"] == []  # nothing searchable before the worker
+    assert client.get("/health").get_json()["jobs"] == {"queued": 2, "running": 0}
+    assert work(app) == 3  # two tracks and one rebuild of the index
+    listed = client.get("/jobs", headers=AUTH).get_json()["jobs"]
+    assert [(j["kind"], j["status"]) for j in listed] == [("reindex", "done"), ("ingest", "done"), ("ingest", "done")]
+    assert [j["track"]["artist"] for j in listed[1:]] == ["Ann", "Ann"] and listed[1]["progress"] == 1.0
+    assert app.extensions["ear"].index.needs_rebuild() is False
+
+
+def test_a_job_that_fails_says_why_and_keeps_nothing(client, catalog, songs_dir):
+    job = added(client, {"audio": (io.BytesIO(b"\0" * 4000), "zeros.wav")})
+    assert job["status"] == "failed" and job["error"]["code"] == "not_audio", job
+    done = added(client, {"audio": (io.BytesIO((songs_dir / "song2.flac").read_bytes()), "a.flac")})
+    again = added(client, {"audio": (io.BytesIO((songs_dir / "song2.flac").read_bytes()), "b.flac")})
+    assert again["error"]["code"] == "duplicate" and again["track"]["id"] == done["track"]["id"]
+    kept = [p.name for p in catalog.config.originals_dir.rglob("*") if p.is_file()]
+    assert kept == [hashlib.sha256((songs_dir / "song2.flac").read_bytes()).hexdigest() + ".flac"]
+
+
+def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
+    long = write(tmp_path / "long.flac", song(7, seconds=240))
+    with open(long, "rb") as fh:
+        job_id = client.post("/tracks", data={"audio": fh}, headers=AUTH).get_json()["job"]["id"]
+    worker = Worker(app.extensions["ear"], shared_model(), "stopping")
+    started = threading.Timer(0.3, worker.stop)
+    started.start()
+    assert worker.run(until_idle=True) == 0
+    job = jobs.get(job_id)
+    assert (job.status, job.attempts, job.progress) == ("queued", 0, 0.0)
+    assert app.extensions["ear"].originals.path(job.original).is_file()
+    assert work(app) == 2 and jobs.get(job_id).status == "done"
+
+
+def test_two_workers_of_one_name_cannot_run(app):
+    catalog = app.extensions["ear"]
+    with locked(catalog.config.data_dir / "worker-twin.lock"):
+        with pytest.raises(EarError) as refused:
+            Worker(catalog, shared_model(), "twin").run(until_idle=True)
+    assert refused.value.code == "worker_running"
+
+
+def test_a_track_and_its_jobs_end_are_one_commit(catalog, songs_dir):
+    """What the worker writes when a track is made fails: no row, and the landmarks already
+    stored are orphans the next reconcile removes."""
+    prepared = catalog.prepare_file(songs_dir / "song3.flac", {}, shared_model())
+
+    def then(stored):
+        raise OSError("the disk went away")
+
+    with pytest.raises(OSError):
+        catalog.store([prepared], then=then)
+    assert catalog.tracks() == []
+    catalog.reconcile()
+    assert catalog.table.track_ids() == set()
+
+
+def test_job_routes_are_the_admins(client):
+    assert client.get("/jobs").status_code == 401
+    for job_id in (1, 2**63, 2**70):
+        r = client.get(f"/jobs/{job_id}", headers=AUTH)
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == "job_not_found"
+
+
+def test_ear_worker_and_ear_jobs(client, config, songs_dir):
+    with open(songs_dir / "song4.flac", "rb") as fh:
+        assert client.post("/tracks", data={"audio": fh}, headers=AUTH).status_code == 202
+    assert "queued" in run_ear(config.data_dir, "jobs").stdout
+    run_ear(config.data_dir, "worker", "--until-idle")
+    lines = run_ear(config.data_dir, "jobs").stdout.splitlines()
+    assert [line.split("\t")[1:3] for line in lines] == [["reindex", "done "], ["ingest", "done "]]
+    assert lines[1].endswith("track 1")
