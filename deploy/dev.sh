@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set ear up on a fresh Debian/Ubuntu machine, then run it or its tests.
 #   deploy/dev.sh run    apt packages, a venv in .venv, a demo catalog, then `ear serve` on :5001
+#                        with `ear worker` beside it (it adds what is uploaded)
 #   deploy/dev.sh test   apt packages, a venv in .venv, then the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ sudo=""
 packages=(ffmpeg python3 python3-venv g++ python3-dev)  # a compiler for annoy
 case "$mode" in
   run) packages+=(singularity-music) ;;  # the demo catalog: 16 real tracks, CC BY-SA
-  test) packages+=(espeak-ng nginx-light curl chromium) ;;  # the tests run the real Nginx, Chromium
+  test) packages+=(espeak-ng nginx-light curl chromium postgresql) ;;  # the tests run the real ones
   *) echo "usage: $0 run|test" >&2; exit 2 ;;
 esac
 $sudo apt-get update -q
@@ -35,4 +36,6 @@ cat <<MSG
 ear is starting on http://127.0.0.1:5001 with $(.venv/bin/ear tracks | wc -l) tracks. In another shell:
   curl -F audio=@data/demo-clip.webm http://127.0.0.1:5001/identify
 MSG
-exec .venv/bin/ear serve
+.venv/bin/ear worker &
+trap 'kill $!' EXIT
+.venv/bin/ear serve

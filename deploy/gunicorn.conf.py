@@ -33,6 +33,10 @@ def pre_fork(server, worker) -> None:
     # (~50 MB of private memory) while the worker maps what it uses itself.
     from ear.runtime import page_out_torch
     page_out_torch()
+    # On PostgreSQL the master's start-up left connections in the pool: a worker inheriting
+    # them would talk over the master's sockets (and, on the next fork, a second worker too).
+    from ear.db import close_idle
+    close_idle()
 
 
 def post_fork(server, worker) -> None:

@@ -5,8 +5,8 @@
 #
 # It installs apt packages, creates the `ear` system user, a venv with the CPU build of torch,
 # the data directory, a .env with a generated admin token (kept on later runs), Nginx's
-# /ear/ location snippet and its http-level request limits, and Supervisor's `ear` program,
-# then (re)starts ear.
+# /ear/ location snippet and its http-level request limits, and Supervisor's `ear` and
+# `ear-worker` programs, then (re)starts them.
 # Settings (environment): EAR_HOME (default: this checkout), EAR_USER (ear),
 # EAR_TORCH_INDEX_URL (PyTorch's CPU index), EAR_APT=0 to skip apt, EAR_PUBLIC_URL (written
 # into a new .env: where the public reaches ear, e.g. https://example.org/ear),
@@ -42,6 +42,9 @@ if [ ! -f .env ]; then
   echo "wrote $home/.env (admin token inside)"
 fi
 chown "$user" .env
+if grep -Eq '^EAR_DATABASE_URL=postgres(ql)?://' .env; then  # the catalog on PostgreSQL: its driver
+  .venv/bin/pip install -q --disable-pip-version-check "$home[postgresql]"
+fi
 set -a; . ./.env; set +a
 port=${EAR_PORT:-5001}
 mkdir -p "${EAR_DATA_DIR:-$home/data}" "$logs"

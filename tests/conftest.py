@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import start_gunicorn  # noqa: E402
+from postgres import PostgresServer  # noqa: E402
 from synth import song, write  # noqa: E402
 
 from ear.app import create_app  # noqa: E402
@@ -26,9 +27,34 @@ def songs_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "postgresql: run the test on PostgreSQL as well as on SQLite")
+
+
+def pytest_generate_tests(metafunc):
+    # Tests marked `postgresql` run twice: on SQLite and on a real PostgreSQL server.
+    if "database" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("postgresql") is not None
+        metafunc.parametrize("database", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def config(tmp_path):
-    return load_config(data_dir=tmp_path / "data", admin_token="test-token")
+def database(request) -> str:
+    """EAR_DATABASE_URL of the test's catalog: empty (SQLite in the data folder), or a new
+    database on the PostgreSQL server."""
+    return request.getfixturevalue("postgres_server").new_database() if request.param == "postgresql" else ""
+
+
+@pytest.fixture
+def config(tmp_path, database):
+    return load_config(data_dir=tmp_path / "data", admin_token="test-token", database_url=database)
 
 
 @pytest.fixture

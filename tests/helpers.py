@@ -66,10 +66,12 @@ def added(client, data, headers=AUTH, **post) -> dict:
     return client.get(f"/jobs/{response.get_json()['job']['id']}", headers=AUTH).get_json()["job"]
 
 
-def run_ear(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """The `ear` command as a user runs it."""
+def run_ear(data_dir: Path, *args: str, check: bool = True, database_url: str = ""
+            ) -> subprocess.CompletedProcess:
+    """The `ear` command as a user runs it (on the database at `database_url`, if given)."""
+    env = {**os.environ, "EAR_DATABASE_URL": database_url}
     result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -81,10 +83,11 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
 
 
-def start_gunicorn(tmp_path: Path, **env_vars: str):
+def start_gunicorn(tmp_path: Path, ask: bool = True, **env_vars: str):
     """A real Gunicorn started the way production starts it: `gunicorn -c deploy/gunicorn.conf.py`,
     and beside it `ear worker`, as Supervisor runs them (supervisor/ear_service.conf).
-    A generator: the first `next` gives the Server, the second stops them."""
+    A generator: the first `next` gives the Server, once /health answers (`ask` False: once
+    Gunicorn's worker has booted, before any request); the second stops them."""
     port = free_port()
     data_dir = tmp_path / "served"
     env = {**os.environ, "EAR_DATA_DIR": str(data_dir), "EAR_PORT": str(port),
@@ -93,7 +96,7 @@ def start_gunicorn(tmp_path: Path, **env_vars: str):
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy/gunicorn.conf.py")],
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(data_dir, port, proc)
-    wait_until_up(server.url + "/health", proc, tmp_path / "gunicorn.log")
+    wait_until_up(server.url + "/health", proc, tmp_path / "gunicorn.log", ask=ask)
     worker = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], cwd=tmp_path, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     yield server
@@ -121,14 +124,17 @@ def job_ended(base_url: str, job_id: int, timeout_s: float = 120) -> dict:
         time.sleep(0.1)
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30) -> None:
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: float = 30, ask: bool = True) -> None:
+    """Until `url` answers (`ask` False: until Gunicorn's log says its worker booted)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if requests.get(url, timeout=1).ok:
+            if ask and requests.get(url, timeout=1).ok:
                 return
         except requests.ConnectionError:
             pass
+        if not ask and "Booting worker" in log.read_text():
+            return
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not come up:\n" + log.read_text())
         time.sleep(0.2)

@@ -76,6 +76,7 @@ def test_metadata_from_tags_or_given(catalog, songs_dir):
     assert track.source.endswith("song0.flac")
 
 
+@pytest.mark.postgresql
 def test_same_audio_again_is_a_no_op(catalog, songs_dir):
     first, created = _add(catalog, songs_dir / "song1.flac")
     again, created_again = _add(catalog, (songs_dir / "song1.flac").read_bytes(), name="copy.flac")
@@ -83,6 +84,7 @@ def test_same_audio_again_is_a_no_op(catalog, songs_dir):
     assert [t.id for t in catalog.tracks()] == [first.id]
 
 
+@pytest.mark.postgresql
 def test_remove_then_reingest(filled_catalog, songs_dir, tmp_path):
     query = room_clip(song(2), 10, 6, "CLEAN", tmp_path)
     old = _matches(filled_catalog, query)[0].track
@@ -93,12 +95,14 @@ def test_remove_then_reingest(filled_catalog, songs_dir, tmp_path):
     assert _matches(filled_catalog, query)[0].track.id == new.id
 
 
+@pytest.mark.postgresql
 def test_restart_keeps_the_catalog(filled_catalog, config, tmp_path):
     reopened = Catalog(config)
     assert len(reopened.tracks()) == 6
     assert _matches(reopened, room_clip(song(5), 12, 6, "CLEAN", tmp_path))[0].track.title == "song5"
 
 
+@pytest.mark.postgresql
 def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tmp_path):
     table = filled_catalog.table
     # Crash after the landmarks were stored but before the row was written:

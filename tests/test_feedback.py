@@ -4,7 +4,6 @@ their number; a database made before query ids; and the per-address limit."""
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
 from dataclasses import replace
 
@@ -14,10 +13,13 @@ from synth import song, write
 
 from ear.answers import Answers
 from ear.app import create_app
+from ear.db import database
 from ear.errors import EarError, RateLimited
 from ear.ratelimit import RateLimiter
 from ear.routes.helpers import ANSWERS
 from ear.routes.site import FEEDBACK_BURST, FEEDBACK_PER_MINUTE
+
+pytestmark = pytest.mark.postgresql
 
 
 def _add(client, path) -> int:
@@ -34,8 +36,8 @@ def _send(client, body):
 
 
 def _rows(config) -> list[tuple]:
-    with sqlite3.connect(config.db_path) as db:
-        return db.execute("select query_id, track_id, verdict from feedback order by id").fetchall()
+    with database.connection_context():
+        return database.execute_sql("select query_id, track_id, verdict from feedback order by id").fetchall()
 
 
 @pytest.fixture
@@ -127,9 +129,9 @@ def test_an_answer_stays_open_when_its_feedback_was_not_stored():
 
 def test_a_database_from_before_query_ids_gets_the_column(config, unknown_clip):
     create_app(config)
-    with sqlite3.connect(config.db_path) as db:
-        db.execute("alter table feedback drop column query_id")
-        db.execute("insert into feedback (verdict, actual, created_at) values ('right', '', '2024-01-01')")
+    with database.connection_context():
+        database.execute_sql("alter table feedback drop column query_id")
+        database.execute_sql("insert into feedback (verdict, actual, created_at) values ('right', '', '2024-01-01')")
     client = create_app(config).test_client()
     query_id = client.post("/identify", data=unknown_clip).get_json()["query_id"]
     r = _send(client, {"verdict": "wrong", "query_id": query_id})

@@ -7,7 +7,9 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
+import psycopg2
 import requests
 from helpers import AUTH, job_done, start_gunicorn
 from synth import encode, song, write
@@ -111,3 +113,31 @@ def test_similar_answers_while_uploads_rebuild_the_index(gunicorn_server, songs_
     assert answered and not failures
     body = requests.post(server.url + "/similar?k=5", files={"audio": query}, timeout=60).json()
     assert body["identified"]["track"]["title"] == "song1" and len(body["matches"]) == 5
+
+
+def test_the_service_on_postgresql(postgres_server, songs_dir, tmp_path):
+    """EAR_DATABASE_URL=postgresql://...: Gunicorn's master forks holding no connection of its
+    pool (pre_fork closes them), and uploads, jobs, the worker and queries all run on it."""
+    url = postgres_server.new_database()
+    gen = start_gunicorn(tmp_path, ask=False, EAR_DATABASE_URL=url)
+    server = next(gen)
+    try:
+        time.sleep(0.5)  # the worker has booted and answered nothing yet
+        assert _connections(url) == 0  # the master's start-up left none open to inherit
+        job = _upload(server, songs_dir / "song2.flac")
+        assert job["status"] == "done" and _connections(url) >= 1
+        clip = write(tmp_path / "q.wav", song(2)[44100 * 5: 44100 * 12]).read_bytes()
+        answer = requests.post(server.url + "/identify", data=clip, timeout=60).json()
+        assert answer["matches"][0]["track"]["id"] == job["track"]["id"]
+    finally:
+        next(gen, None)
+    assert not (server.data_dir / "ear.sqlite3").exists()
+
+
+def _connections(url: str) -> int:
+    """How many connections the database at `url` has (this one's not counted)."""
+    with psycopg2.connect(url.replace("postgresql://", "postgres://", 1)) as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]

@@ -6,11 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 from helpers import AUTH, added, run_ear, work
 from synth import song, write
+
 
 from ear import jobs
 from ear.db import Job, database
@@ -18,6 +22,9 @@ from ear.embed import shared_model
 from ear.errors import EarError
 from ear.storage import locked
 from ear.worker import Worker
+
+pytestmark = pytest.mark.postgresql
+N_UPLOADS = 6
 
 
 def _age(job_id: int, seconds: float) -> None:
@@ -131,8 +138,30 @@ def test_job_routes_are_the_admins(client):
 def test_ear_worker_and_ear_jobs(client, config, songs_dir):
     with open(songs_dir / "song4.flac", "rb") as fh:
         assert client.post("/tracks", data={"audio": fh}, headers=AUTH).status_code == 202
-    assert "queued" in run_ear(config.data_dir, "jobs").stdout
-    run_ear(config.data_dir, "worker", "--until-idle")
-    lines = run_ear(config.data_dir, "jobs").stdout.splitlines()
+    database = {"database_url": config.database_url}
+    assert "queued" in run_ear(config.data_dir, "jobs", **database).stdout
+    run_ear(config.data_dir, "worker", "--until-idle", **database)
+    lines = run_ear(config.data_dir, "jobs", **database).stdout.splitlines()
     assert [line.split("\t")[1:3] for line in lines] == [["reindex", "done "], ["ingest", "done "]]
     assert lines[1].endswith("track 1")
+
+
+def test_two_workers_share_the_queue_and_take_each_job_once(client, config, tmp_path):
+    """Two `ear worker` processes at once (on PostgreSQL: FOR UPDATE SKIP LOCKED), with work
+    enough for both (a few seconds each: more than one's start ahead of the other)."""
+    for seed in range(N_UPLOADS):
+        noise = tmp_path / f"noise{seed}.opus"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d=120:c=pink:seed={seed}",
+                        "-b:a", "32k", str(noise)], check=True)
+        assert client.post("/tracks", data=noise.read_bytes(), headers=AUTH).status_code == 202
+    env = {**os.environ, "EAR_DATA_DIR": str(config.data_dir), "EAR_DATABASE_URL": config.database_url}
+    workers = [subprocess.Popen([sys.executable, "-m", "ear.cli", "worker", "--until-idle"],
+                                env={**env, "EAR_WORKER_NAME": name}, stderr=subprocess.PIPE, text=True)
+               for name in ("left", "right")]
+    logs = [w.communicate(timeout=300)[1] for w in workers]
+    ended = jobs.recent()
+    ingests = [j for j in ended if j.kind == "ingest"]
+    assert [j.status for j in ended] == ["done"] * len(ended), logs
+    assert sorted(j.track_id for j in ingests) == list(range(1, N_UPLOADS + 1))  # each job once
+    assert all(j.attempts == 1 for j in ingests)
+    assert {j.worker for j in ingests} == {"left", "right"}, logs  # both had work

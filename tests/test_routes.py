@@ -31,6 +31,7 @@ def playback_client(tmp_path):
     return create_app(config).test_client()
 
 
+@pytest.mark.postgresql
 def test_identify_by_multipart_and_raw_body(client, songs_dir, tmp_path):
     job = _upload(client, songs_dir / "song2.flac", title="Two", artist="Synth", genre="Test")
     assert job["status"] == "done"
@@ -85,6 +86,7 @@ def test_too_long_a_query_and_an_unknown_track(client, tmp_path):
     assert r.status_code == 404 and r.get_json()["error"]["code"] == "track_not_found"
 
 
+@pytest.mark.postgresql
 def test_changes_need_the_admin_token(client, songs_dir):
     with open(songs_dir / "song0.flac", "rb") as fh:
         r = client.post("/tracks", data={"audio": fh})
@@ -104,6 +106,7 @@ def test_without_an_admin_token_changes_are_refused(tmp_path, songs_dir):
     assert client.get("/tracks").get_json()["tracks"] == []
 
 
+@pytest.mark.postgresql
 def test_only_the_admin_sees_server_paths(client, songs_dir):
     path = songs_dir / "song4.flac"
     track = _upload(client, path)["track"]

@@ -40,7 +40,7 @@ class Catalog:
         self.config = config
         for folder in (config.data_dir, config.fingerprint_dir, config.embedding_dir):
             ensure_writable(folder)
-        init_db(config.db_path)
+        init_db(config.database)
         self.table = HashTable(config.fingerprint_dir)
         self.originals = Originals(config.originals_dir)
         self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)

@@ -21,7 +21,12 @@ def _setting(default, help: str) -> Field:
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
-        Path("data"), "Where the catalog lives: SQLite database, fingerprint files and embedding indexes.")
+        Path("data"), "Where the catalog lives: SQLite database, fingerprint files, embedding "
+                      "indexes and the originals of uploads.")
+    database_url: str = _setting(
+        "", "The catalog database (tracks, jobs, feedback). Empty: SQLite in the data directory. "
+            "postgresql://USER:PASSWORD@HOST/NAME: a PostgreSQL server (pip install "
+            "'ear[postgresql]'), which several ear hosts and workers can share.")
     admin_token: str = _setting(
         "", "Bearer token for POST /tracks and DELETE /tracks/<id>. Empty: changes over HTTP are "
             "refused, never open.")
@@ -65,6 +70,11 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "ear.sqlite3"
+
+    @property
+    def database(self) -> Path | str:
+        """Where the catalog database is: the SQLite file, or the URL of another."""
+        return self.database_url or self.db_path
 
     @property
     def fingerprint_dir(self) -> Path:

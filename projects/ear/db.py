@@ -1,20 +1,35 @@
-"""The catalog database: peewee models on SQLite (WAL) in the data directory.
+"""The catalog database: peewee models on SQLite (WAL) in the data directory, or on PostgreSQL
+when EAR_DATABASE_URL says so (`postgresql://user:password@host/name`).
 
-One `SqliteDatabase` object, bound to a file by `init_db`. Connections are opened per use and
-closed after; a process that forks (Gunicorn's preloaded master) must hold none at fork time,
-so `init_db` leaves the connection closed. `init_db` also adds the columns that a database
-made by an older ear lacks.
+One `database` proxy, bound by `init_db`. Connections are taken per use and given back after
+(to a small pool on PostgreSQL, where opening one starts a server process); a process that
+forks (Gunicorn's preloaded master) must hold none at fork time: `init_db` leaves none open,
+and `close_idle` closes the pool's. `init_db` also adds the columns that a database made by an
+older ear lacks, under a lock, as several processes may start at once.
 """
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path, PurePath
 
-from peewee import (AutoField, CharField, DateTimeField, Field, FloatField, IntegerField, Model,
-                    SQL, SqliteDatabase, TextField)
-from playhouse.migrate import SqliteMigrator, migrate
+from peewee import (AutoField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
+                    IntegerField, Model, SQL, SqliteDatabase, TextField)
+from playhouse import db_url
+from playhouse.migrate import SchemaMigrator, migrate
 
-database = SqliteDatabase(None)
+database = DatabaseProxy()
+_SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    # Each commit fsynced: an upload answered 202 is queued for good, even if the machine
+    # stops the next moment. Writes are rare (uploads, jobs, feedback); queries only read.
+    "synchronous": "full",
+    "busy_timeout": 10000,  # the CLI, the service and the worker may write at once
+    "foreign_keys": 1,
+}
+# A process serves one request (or job) at a time, plus the worker's heartbeat thread: a few
+# connections are all it ever holds; an idle one is closed after five minutes.
+_POOL = {"max_connections": 4, "stale_timeout": 300}
+_SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
 
 
@@ -110,38 +125,51 @@ MODELS = [Track, Feedback, Job]
 
 
 
-def init_db(path: Path) -> None:
-    """Bind the models to the SQLite file at `path`, creating tables; leaves no connection open."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    database.init(str(path), pragmas={
-        "journal_mode": "wal",
-        # Each commit fsynced: an upload answered 202 is queued for good, even if the machine
-        # stops the next moment. Writes are rare (uploads, feedback); queries only read.
-        "synchronous": "full",
-        "busy_timeout": 10000,  # the CLI and the service may write at once
-        "foreign_keys": 1,
-    })
-    with database.connection_context():
+def init_db(where: Path | str) -> None:
+    """Bind the models to the SQLite file at `where` (a Path) or the database at a URL (a str:
+    postgresql://..., sqlite:///...), creating the tables; leaves no connection open."""
+    if isinstance(where, Path):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        database.initialize(SqliteDatabase(str(where), pragmas=_SQLITE_PRAGMAS))
+    elif where.startswith(("postgres://", "postgresql://")):
+        scheme, rest = where.split("://", 1)
+        database.initialize(db_url.connect(f"{scheme}+pool://{rest}", **_POOL))
+    else:
+        database.initialize(db_url.connect(where, **(
+            {"pragmas": _SQLITE_PRAGMAS} if where.startswith("sqlite") else {})))
+    with database.connection_context(), write_transaction():
+        if not is_sqlite():  # processes started together wait for the first one's tables
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         # Columns first: creating an index on a column not there yet would not fail but index a
         # constant (SQLite reads an unknown "name" as a string), and block the real one.
         _add_new_columns()
         database.create_tables(MODELS)
+    close_idle()
+
+
+def is_sqlite() -> bool:
+    return isinstance(database.obj, SqliteDatabase)
+
+
+def close_idle() -> None:
+    """Close the pool's idle connections (before a fork: a child must not share them)."""
+    if hasattr(database.obj, "close_idle"):
+        database.obj.close_idle()
 
 
 def write_transaction():
     """A transaction that writes: on SQLite it takes the write lock at once (IMMEDIATE), so
     that what it read cannot change under it before it writes."""
-    return database.atomic("IMMEDIATE")
+    return database.atomic("IMMEDIATE") if is_sqlite() else database.atomic()
 
 
 def _add_new_columns() -> None:
     """A database made by an older ear lacks the columns added since: add them (each new
     field must be nullable or have a default, so that existing rows stay valid)."""
-    if not _missing_columns():
-        return
-    with write_transaction():  # a second process upgrading at once waits, then finds them
-        migrate(*(SqliteMigrator(database).add_column(table, field.column_name, field)
-                  for table, field in _missing_columns()))
+    missing = _missing_columns()
+    if missing:
+        migrator = SchemaMigrator.from_database(database.obj)
+        migrate(*(migrator.add_column(table, field.column_name, field) for table, field in missing))
 
 
 def _missing_columns() -> list[tuple[str, Field]]:
