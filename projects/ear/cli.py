@@ -270,8 +270,8 @@ def cmd_worker(config: Config, args) -> int:
     catalog.tidy()
     worker = Worker(catalog, shared_model(), config.worker_name)
     worker.stop_on_signals()
-    ended = worker.run(until_idle=args.until_idle)
-    logging.info("ear worker %s stops after %d jobs", worker.name, ended)
+    logging.info("ear worker %s: waiting for jobs", worker.name)
+    logging.info("ear worker %s stops after %d jobs", worker.name, worker.run(until_idle=args.until_idle))
     return 0
 
 

@@ -1,20 +1,26 @@
 """`ear ingest-memory FILE...`: what adding a track costs in memory, by the `ear ingest` command
-and by the service (an admin upload to a real Gunicorn started with the production settings).
+and by the service (an admin upload to a real Gunicorn started with the production settings,
+added by an `ear worker` beside it).
 
-Prints one table: per file, the command's peak RSS and CPU, and the worker's RSS before the
-upload and its peak during it (VmHWM, reset before the upload through /proc/PID/clear_refs).
-Both run in processes of their own, so that this one's memory counts in neither.
+Prints one table: per file, the command's peak RSS and CPU; the web worker's RSS before the
+upload and above it during the upload; `ear worker`'s RSS before and its peak during the job
+(VmHWM, reset through /proc/PID/clear_refs). All run in processes of their own, so that this
+one's memory counts in none.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
-import urllib.error
+import threading
+import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .service_memory import serving
 
@@ -32,15 +38,16 @@ def run(args: argparse.Namespace) -> int:
     if not conf.is_file():
         print(f"{conf}: no such Gunicorn settings file; pass --gunicorn-conf.", file=sys.stderr)
         return 2
-    print(f"{'file':28} {'audio':>8} {'ear ingest':>11} {'cpu s':>7} {'outcome':>14} {'worker idle':>12} "
-          f"{'upload peak':>12} {'above idle':>11} {'answer':>8}", flush=True)
+    print(f"{'file':28} {'audio':>8} {'ear ingest':>11} {'cpu s':>7} {'outcome':>14} {'web idle':>9} "
+          f"{'upload':>8} {'ear worker':>11} {'job peak':>9} {'above':>8} {'job':>12}", flush=True)
     for name in args.files:
         path = Path(name)
         with tempfile.TemporaryDirectory() as cli_dir, tempfile.TemporaryDirectory() as service_dir:
             cli_peak, cpu, outcome = _cli_ingest(path, Path(cli_dir))
-            idle, peak, status = _service_upload(path, Path(service_dir), conf)
-        print(f"{path.name[:28]:28} {_duration(path):>8} {cli_peak:8.0f} MB {cpu:7.1f} {outcome[:14]:>14} {idle:9.0f} MB "
-              f"{peak:9.0f} MB {peak - idle:8.0f} MB {status:>8}", flush=True)
+            web, worker, job = _service_upload(path, Path(service_dir), conf)
+        print(f"{path.name[:28]:28} {_duration(path):>8} {cli_peak:8.0f} MB {cpu:7.1f} {outcome[:14]:>14} "
+              f"{web[0]:6.0f} MB {web[1] - web[0]:+5.0f} MB {worker[0]:8.0f} MB {worker[1]:6.0f} MB "
+              f"{worker[1] - worker[0]:+5.0f} MB {job[:12]:>12}", flush=True)
     return 0
 
 
@@ -56,23 +63,45 @@ def _cli_ingest(path: Path, data_dir: Path) -> tuple[float, float, str]:
     return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, outcome
 
 
-def _service_upload(path: Path, data_dir: Path, conf: Path) -> tuple[float, float, str]:
-    """The worker's RSS before, its peak while it takes `path` as an upload (MB), and the
-    answer's status."""
+def _service_upload(path: Path, data_dir: Path, conf: Path
+                    ) -> tuple[tuple[float, float], tuple[float, float], str]:
+    """(idle, peak) RSS in MB of the web worker while it takes `path` as an upload and of
+    `ear worker` while it adds it; and how the job ended (done, or its error's code)."""
     # An upload limit above the default 50 MB: a 3-hour Opus at 48 kbit/s is 73 MB.
     env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
-    # Analysing an hours-long upload takes longer than the production request timeout (120 s):
-    # measured here with room for it.
-    with serving(conf, env, "--timeout", "1800") as (url, _, worker):
-        idle = _status(worker, "VmRSS")
-        Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak starts again from here
-        request = urllib.request.Request(url + "/tracks", data=path.read_bytes(), method="POST",
-                                         headers={"Authorization": f"Bearer {_TOKEN}"})
-        try:
-            status = str(urllib.request.urlopen(request, timeout=1800).status)
-        except urllib.error.HTTPError as exc:
-            status = str(exc.code)
-        return idle, _status(worker, "VmHWM"), status
+    with serving(conf, env) as (url, _, web), _ear_worker(env) as worker:
+        idle = {pid: _status(pid, "VmRSS") for pid in (web, worker)}
+        for pid in idle:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts again from here
+        job = _call(url + "/tracks", path.read_bytes())["job"]
+        while job["status"] not in ("done", "failed"):
+            time.sleep(0.2)
+            job = _call(f"{url}/jobs/{job['id']}")["job"]
+        outcome = job["status"] if job["status"] == "done" else job["error"]["code"]
+        return (idle[web], _status(web, "VmHWM")), (idle[worker], _status(worker, "VmHWM")), outcome
+
+
+@contextmanager
+def _ear_worker(env: dict[str, str]) -> Iterator[int]:
+    """`ear worker` on the catalog in `env`, once it waits for jobs: its pid."""
+    proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], env={**os.environ, **env},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "waiting for jobs" in line:
+                break
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # never blocked on its log
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _call(url: str, data: bytes | None = None) -> dict:
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Authorization": f"Bearer {_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
 
 
 def _status(pid: int, key: str) -> float:
