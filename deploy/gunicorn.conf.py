@@ -2,8 +2,8 @@
 
 One worker (memory is the scarce resource on a small VPS), the app preloaded in the master so
 the catalog and the embedding model are loaded once before the fork (the database connection is closed before it, and
-the fingerprint files are read-only maps, safe to share), and a timeout long enough for an
-upload's ingest. Port and data directory come from ear's own configuration (EAR_* / .env).
+the fingerprint files are read-only maps, safe to share), and a timeout long enough for a
+50 MB upload to be kept (`ear worker` adds it, not this worker). Port and data directory come from ear's own configuration (EAR_* / .env).
 """
 from ear.config import load_config
 from ear.errors import EarError

@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from helpers import AUTH, added, run_ear, work
-from synth import song, write
 
 
 from ear import jobs
@@ -56,6 +56,21 @@ def test_a_dead_workers_job_is_queued_again_then_failed_after_max_attempts(catal
     assert (ended.status, ended.error_code, ended.attempts) == ("failed", "worker_died", jobs.MAX_ATTEMPTS)
 
 
+def test_a_worker_that_comes_back_cannot_end_a_job_taken_over(catalog):
+    job = jobs.queue_ingest("e" * 64, "s", {})
+    stalled = jobs.claim("stalled")
+    _age(job.id, jobs.STALE_AFTER_S + 1)
+    taker = jobs.claim("taker")
+    assert taker.id == job.id
+    for end in (lambda: jobs.finish(stalled, 1), lambda: jobs.fail(stalled, "x", "y")):
+        with pytest.raises(jobs.TakenOver):
+            end()
+    jobs.give_back(stalled)
+    assert (jobs.get(job.id).status, jobs.get(job.id).worker) == ("running", "taker")
+    jobs.finish(taker, 1)
+    assert jobs.get(job.id).status == "done"
+
+
 def test_a_restarted_worker_takes_up_its_own_job_at_once(catalog):
     job = jobs.queue_ingest("b" * 64, "s", {})
     assert jobs.claim("here").id == job.id  # then the worker is killed: its beat is fresh
@@ -73,7 +88,8 @@ def test_uploads_are_added_by_the_worker_with_their_outcome(client, app, songs_d
     queued = answer.get_json()["jobs"]
     assert [(j["status"], j["source"]) for j in queued] == [("queued", "song0.flac"), ("queued", "song1.flac")]
     assert client.get("/tracks").get_json()["tracks"] == []  # nothing searchable before the worker
-    assert client.get("/health").get_json()["jobs"] == {"queued": 2, "running": 0}
+    assert client.get("/health", headers=AUTH).get_json()["jobs"] == {"queued": 2, "running": 0}
+    assert "jobs" not in client.get("/health").get_json()  # the owner's business
     assert work(app) == 3  # two tracks and one rebuild of the index
     listed = client.get("/jobs", headers=AUTH).get_json()["jobs"]
     assert [(j["kind"], j["status"]) for j in listed] == [("reindex", "done"), ("ingest", "done"), ("ingest", "done")]
@@ -92,14 +108,13 @@ def test_a_job_that_fails_says_why_and_keeps_nothing(client, catalog, songs_dir)
 
 
 def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
-    long = write(tmp_path / "long.flac", song(7, seconds=240))
-    with open(long, "rb") as fh:
-        job_id = client.post("/tracks", data={"audio": fh}, headers=AUTH).get_json()["job"]["id"]
+    answer = client.post("/tracks", data=_noise(tmp_path, 7, 600), headers=AUTH)
+    job_id = answer.get_json()["job"]["id"]
     worker = Worker(app.extensions["ear"], shared_model(), "stopping")
-    started = threading.Timer(0.3, worker.stop)
-    started.start()
+    threading.Timer(0.5, worker.stop).start()
     assert worker.run(until_idle=True) == 0
     job = jobs.get(job_id)
+    assert job.started_at is not None  # it was running when the worker was told to stop
     assert (job.status, job.attempts, job.progress) == ("queued", 0, 0.0)
     assert app.extensions["ear"].originals.path(job.original).is_file()
     assert work(app) == 2 and jobs.get(job_id).status == "done"
@@ -147,21 +162,35 @@ def test_ear_worker_and_ear_jobs(client, config, songs_dir):
 
 
 def test_two_workers_share_the_queue_and_take_each_job_once(client, config, tmp_path):
-    """Two `ear worker` processes at once (on PostgreSQL: FOR UPDATE SKIP LOCKED), with work
-    enough for both (a few seconds each: more than one's start ahead of the other)."""
-    for seed in range(N_UPLOADS):
-        noise = tmp_path / f"noise{seed}.opus"
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d=120:c=pink:seed={seed}",
-                        "-b:a", "32k", str(noise)], check=True)
-        assert client.post("/tracks", data=noise.read_bytes(), headers=AUTH).status_code == 202
+    """Two `ear worker` processes at once (on PostgreSQL: FOR UPDATE SKIP LOCKED), both ready
+    before the uploads come, which take a second or more each."""
     env = {**os.environ, "EAR_DATA_DIR": str(config.data_dir), "EAR_DATABASE_URL": config.database_url}
-    workers = [subprocess.Popen([sys.executable, "-m", "ear.cli", "worker", "--until-idle"],
-                                env={**env, "EAR_WORKER_NAME": name}, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], text=True,
+                                env={**env, "EAR_WORKER_NAME": name}, stderr=subprocess.PIPE)
                for name in ("left", "right")]
-    logs = [w.communicate(timeout=300)[1] for w in workers]
+    try:
+        for worker in workers:
+            assert "waiting for jobs" in worker.stderr.readline()
+        for seed in range(N_UPLOADS):
+            assert client.post("/tracks", data=_noise(tmp_path, seed, 120), headers=AUTH).status_code == 202
+        deadline = time.monotonic() + 240
+        while jobs.counts() != {"queued": 0, "running": 0} and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            worker.terminate()
+    logs = [w.communicate(timeout=60)[1] for w in workers]
     ended = jobs.recent()
     ingests = [j for j in ended if j.kind == "ingest"]
     assert [j.status for j in ended] == ["done"] * len(ended), logs
     assert sorted(j.track_id for j in ingests) == list(range(1, N_UPLOADS + 1))  # each job once
     assert all(j.attempts == 1 for j in ingests)
     assert {j.worker for j in ingests} == {"left", "right"}, logs  # both had work
+
+
+def _noise(folder, seed: int, seconds: float) -> bytes:
+    """Audio unlike any other seed's, quick to make: FFmpeg's pink noise, as Opus."""
+    path = folder / f"noise{seed}.opus"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d={seconds}:c=pink:seed={seed}",
+                    "-b:a", "32k", str(path)], check=True)
+    return path.read_bytes()

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from synth import RATE, song
 
-from ear.decode import SAMPLE_RATE, SILENCE_CHECK_S, decode_stream
+from ear.decode import SAMPLE_RATE, SILENCE_CHECK_S, decode_stream, decode_track
 from ear.embed import WINDOW_FRAMES, Windows, shared_model
 from ear.errors import BadAudio
 from ear.features import (BLOCK_FRAMES, HOP, LANDMARK_PEAKS, MARGIN_FRAMES, TRACK_PEAKS, _block_peaks,
@@ -166,3 +166,14 @@ def test_ffmpeg_is_stopped_as_soon_as_the_analysis_stops(tmp_path):
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children
                 if Path(f"/proc/{pid}/cmdline").exists()]
     assert not [c for c in commands if c.startswith(b"ffmpeg")]
+
+
+def test_ffmpeg_runs_in_a_session_of_its_own(tmp_path):
+    """Supervisor stops `ear worker` with a signal to its process group: FFmpeg, outside that
+    group, is not cut short (which would fail the file); the worker stops it itself."""
+    parts = decode_track(_music_flac(tmp_path / "long.flac", 600), load_config(data_dir=tmp_path / "data"))
+    next(parts)
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    ffmpeg = [int(pid) for pid in children if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ffmpeg")]
+    assert ffmpeg and all(os.getsid(pid) == pid != os.getsid(0) for pid in ffmpeg)
+    parts.close()

@@ -1,4 +1,4 @@
-"""The catalog: tracks in SQLite, their landmarks in the hash table and their vectors in the
+"""The catalog: tracks in the database, their landmarks in the hash table and their vectors in the
 embedding index, kept in agreement.
 
 Storing writes the landmarks first (new segment, manifest renamed into place), then the vectors,
@@ -14,13 +14,14 @@ when the upload it came from was no audio; what a crash left is swept after a da
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from .config import Config
 from . import jobs
-from .db import METADATA_FIELDS, Job, Track, database, init_db
+from .db import METADATA_FIELDS, Job, Track, database, init_db, pair_with_folder
 from .embed import DIM, STYLE_DIM, Model
 from .errors import BadAudio, EarError, NotFound
 from .hashtable import HashTable
@@ -42,6 +43,7 @@ class Catalog:
             ensure_writable(folder)
         init_db(config.database)
         self.table = HashTable(config.fingerprint_dir)
+        pair_with_folder(config.data_dir / "catalog-id", bool(self.table.track_ids()))
         self.originals = Originals(config.originals_dir)
         self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)
 
@@ -93,12 +95,16 @@ class Catalog:
 
     def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict) -> Job:
         """Keep an upload as an original, durably, and queue its ingest for `ear worker`."""
-        name = self.originals.keep(stream, suffix)
-        try:
-            return jobs.queue_ingest(name, label, metadata)
-        except BaseException:
-            self.forget_original(name)
-            raise
+        # Under the originals' lock: a removal of a track with these very bytes must not delete
+        # the file between its keeping and its job.
+        with self.originals.lock():
+            name = self.originals.keep(stream, suffix)
+            try:
+                return jobs.queue_ingest(name, label, metadata)
+            except BaseException:
+                with database.connection_context():
+                    self._forget_original(name, locked=True)
+                raise
 
     def keep_and_prepare(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
                          model: Model) -> PreparedTrack | Track:
@@ -152,13 +158,16 @@ class Catalog:
 
     def forget_original(self, name: str) -> None:
         """An original kept for a track that was then not stored (bad audio): delete it,
-        unless a track names it."""
+        unless a track names it or an unfinished job needs it."""
         with database.connection_context():
             self._forget_original(name)
 
-    def _forget_original(self, name: str) -> None:
-        if name and name not in self._originals_in_use(name):
-            self.originals.delete(name)
+    def _forget_original(self, name: str, locked: bool = False) -> None:
+        if not name:
+            return
+        with nullcontext() if locked else self.originals.lock():
+            if name not in self._originals_in_use(name):
+                self.originals.delete(name)
 
     def _originals_in_use(self, name: str | None = None) -> set[str]:
         # Those that a track names or an unfinished job still needs (all, or just `name`).
@@ -202,7 +211,7 @@ class Catalog:
                     except EarError as exc:  # serve what there is; the owner is told
                         log.error("%s", exc.message)
         self.index.sweep()
-        with database.connection_context():
+        with database.connection_context(), self.originals.lock():
             self.originals.sweep(self._originals_in_use())
         jobs.prune()
 

@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
-serve, eval, train."""
+copy-database, serve, eval, train."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,13 @@ import time
 from . import jobs
 from .catalog import Catalog
 from .config import Config, load_config
-from .db import METADATA_FIELDS, Track
+from .db import METADATA_FIELDS, Track, copy_database
 from .decode import decode_query
 from .embed import shared_model
 from .errors import EarError
 from .identify import identify
 from .ingest import PreparedTrack, audio_files, embed_again
-from .params import parse_count
+from .params import count_argument
 from .progress import Progress
 from .runtime import configure_threads
 from .similar import Filters, similar_to_clip, similar_to_track
@@ -30,14 +30,6 @@ _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
                  "train": "train the embedding model (resumable)",
                  "ingest-memory": "measure the memory of adding tracks (command and service)"}
-
-
-def _candidate_count(raw: str) -> int:
-    """--candidates N: as `?candidates=` over HTTP."""
-    try:
-        return parse_count(raw)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--candidates", type=_candidate_count, default=0, metavar="N",
+    p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
                    help="also list the first N tracks of the ranking, matches or not")
 
     p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
@@ -82,8 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                                       "Supervisor keeps one running")
     p.add_argument("--until-idle", action="store_true", help="stop when the queue is empty")
     p = sub.add_parser("jobs", help="the newest jobs, their state and what came of them")
-    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("-n", type=count_argument, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
+                                             "(then set EAR_DATABASE_URL to it)")
+    p.add_argument("url", help="e.g. postgresql://ear:PASSWORD@localhost/ear")
 
     p = sub.add_parser("serve", help="development server (Gunicorn is for production)")
     p.add_argument("--host", default="127.0.0.1")
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(data_dir=args.data_dir)
         if args.command not in ("serve", "worker"):  # they set their own
             configure_threads(config.torch_threads, config.torch_interop_threads)
-        return globals()["cmd_" + args.command](config, args) or 0
+        return globals()["cmd_" + args.command.replace("-", "_")](config, args) or 0
     except EarError as exc:
         print(f"ear: {exc.message}", file=sys.stderr)
         return 1
@@ -266,8 +261,7 @@ def cmd_worker(config: Config, args) -> int:
     os.nice(max(0, config.worker_nice))
     configure_threads(config.worker_torch_threads, config.torch_interop_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    catalog = Catalog(config)
-    catalog.tidy()
+    (catalog := Catalog(config)).tidy()
     worker = Worker(catalog, shared_model(), config.worker_name)
     worker.stop_on_signals()
     logging.info("ear worker %s: waiting for jobs", worker.name)
@@ -279,12 +273,18 @@ def cmd_jobs(config: Config, args) -> int:
     Catalog(config)  # the database, made or brought up to date
     for job in jobs.recent(args.n):
         data = {**job.to_json(), "track_id": job.track_id}
-        if args.json:
-            print(json.dumps(data))
-            continue
         done = f"{data['progress']:.0%}" if job.status == jobs.RUNNING else ""
         what = data.get("error", {}).get("message", "") or (f"track {job.track_id}" if job.track_id else "")
-        print(f"{job.id}\t{job.kind}\t{job.status} {done}\t{job.source or '-'}\t{what}")
+        print(json.dumps(data) if args.json
+              else f"{job.id}\t{job.kind}\t{job.status} {done}\t{job.source or '-'}\t{what}")
+    return 0
+
+
+def cmd_copy_database(config: Config, args) -> int:
+    Catalog(config)  # the database, made or brought up to date, and paired with the folder
+    copied = copy_database(config.database, args.url)
+    print(", ".join(f"{n} {table}" for table, n in copied.items()) + " rows copied; now set "
+          f"EAR_DATABASE_URL={args.url} in .env and restart ear and ear-worker")
     return 0
 
 

@@ -26,7 +26,8 @@ class Config:
     database_url: str = _setting(
         "", "The catalog database (tracks, jobs, feedback). Empty: SQLite in the data directory. "
             "postgresql://USER:PASSWORD@HOST/NAME: a PostgreSQL server (pip install "
-            "'ear[postgresql]'), which several ear hosts and workers can share.")
+            "'ear[postgresql]'). The fingerprints, indexes and originals stay in the data "
+            "directory: the database is the catalog of that one folder (docs/scaling.md).")
     admin_token: str = _setting(
         "", "Bearer token for POST /tracks and DELETE /tracks/<id>. Empty: changes over HTTP are "
             "refused, never open.")

@@ -10,12 +10,16 @@ older ear lacks, under a lock, as several processes may start at once.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path, PurePath
 
 from peewee import (AutoField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
                     IntegerField, Model, SQL, SqliteDatabase, TextField)
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
+
+from .errors import EarError
+from .storage import replacing
 
 database = DatabaseProxy()
 _SQLITE_PRAGMAS = {
@@ -29,6 +33,7 @@ _SQLITE_PRAGMAS = {
 # A process serves one request (or job) at a time, plus the worker's heartbeat thread: a few
 # connections are all it ever holds; an idle one is closed after five minutes.
 _POOL = {"max_connections": 4, "stale_timeout": 300}
+_COPY_ROWS = 500  # rows inserted at a time by copy_database (SQLite's limit on parameters)
 _SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
 
@@ -121,7 +126,14 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat() + "Z"
 
 
-MODELS = [Track, Feedback, Job]
+class Setting(BaseModel):
+    """What the database says of itself: `catalog_id`, the catalog it holds."""
+
+    key = CharField(primary_key=True)
+    value = TextField()
+
+
+MODELS = [Track, Feedback, Job, Setting]
 
 
 
@@ -145,6 +157,55 @@ def init_db(where: Path | str) -> None:
         _add_new_columns()
         database.create_tables(MODELS)
     close_idle()
+
+
+def pair_with_folder(marker: Path, folder_has_tracks: bool) -> None:
+    """The database and the data folder's stores (fingerprints, indexes) are one catalog, named
+    by a random id kept in both. Refuse a database that is another catalog's, or an empty one
+    beside a folder that holds tracks (a new EAR_DATABASE_URL): reconciling them would delete
+    every track from the folder."""
+    folder_id = marker.read_text().strip() if marker.exists() else None
+    with database.connection_context(), write_transaction():
+        row = Setting.get_or_none(Setting.key == "catalog_id")
+        database_id = row.value if row else None
+        strange = folder_id is None or database_id != folder_id
+        if (folder_id and database_id and strange) or (
+                strange and folder_has_tracks and not Track.select().exists()):
+            raise EarError("database_mismatch", f"The tracks in {marker.parent} are not this "
+                           "database's catalog (EAR_DATABASE_URL names another, or an empty one): "
+                           "point EAR_DATABASE_URL at the database that holds them, or copy "
+                           "them into it with `ear copy-database`.", 500)
+        catalog_id = database_id or folder_id or uuid.uuid4().hex
+        if row is None:
+            Setting.create(key="catalog_id", value=catalog_id)
+    if folder_id != catalog_id:
+        with replacing(marker) as fh:
+            fh.write(catalog_id.encode() + b"\n")
+
+
+def copy_database(source: Path | str, target: str) -> dict[str, int]:
+    """Copy every row of the catalog at `source` into the database at `target` (which must hold
+    no tracks), ids and the catalog's id included: SQLite's catalog moved to PostgreSQL.
+    {table: rows copied}. Leaves the models bound to `target`."""
+    init_db(source)
+    with database.connection_context():
+        rows = {model: list(model.select().dicts()) for model in MODELS}
+    init_db(target)
+    copied = {}
+    with database.connection_context(), write_transaction():
+        if Track.select().exists():
+            raise EarError("database_not_empty", f"{target} holds tracks already: copy into an "
+                           "empty database.", 409)
+        Setting.delete().execute()  # its own catalog id: it becomes the copied catalog's
+        for model, items in rows.items():
+            for start in range(0, len(items), _COPY_ROWS):
+                model.insert_many(items[start: start + _COPY_ROWS]).execute()
+            copied[model._meta.table_name] = len(items)
+            if not is_sqlite() and isinstance(model._meta.primary_key, AutoField) and items:
+                # Rows came with their ids: the next id the server hands out follows them.
+                database.execute_sql(f"SELECT setval(pg_get_serial_sequence('{model._meta.table_name}', "
+                                     f"'id'), (SELECT max(id) FROM \"{model._meta.table_name}\"))")
+    return copied
 
 
 def is_sqlite() -> bool:

@@ -189,12 +189,10 @@ class _Run:
 def _running(cmd: list[str], stdin_source: bytes | Path | None, timeout_s: float) -> Iterator[_Run]:
     """Run FFmpeg/ffprobe, feeding stdin from a thread, for the caller to read its stdout;
     afterwards the run holds its return code and stderr. The process is killed at `timeout_s`,
-    or when the caller stops early."""
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    or when the caller stops early. It has a session of its own: a signal to our process group
+    (Supervisor stopping `ear worker`) reaches us, who decide, not a decode cut short."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin_source is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     timed_out = threading.Event()
 
     def on_timeout() -> None:

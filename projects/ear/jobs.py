@@ -52,7 +52,7 @@ def claim(worker: str) -> Job | None:
         job = query.first()
         if job is None:
             return None
-        job.status, job.worker, job.attempts = RUNNING, worker, job.attempts + 1
+        job.status, job.worker, job.attempts, job.progress = RUNNING, worker, job.attempts + 1, 0.0
         job.started_at = job.heartbeat = now()
         job.save()
         return job
@@ -91,25 +91,37 @@ def beat(worker: str, job_id: int, progress: float | None = None) -> None:
                                  Job.status == RUNNING).execute()
 
 
+class TakenOver(Exception):
+    """The job is no longer its worker's: it was silent too long, and the job queued again."""
+
+
 def finish(job: Job, track_id: int | None = None) -> None:
     """Done (with the track it made): called inside the transaction that made the track, so
-    that the track and the job's end are one commit."""
-    with database.connection_context():
-        Job.update(status=DONE, progress=1.0, track_id=track_id, finished_at=now()).where(
-            Job.id == job.id).execute()
+    that the track and the job's end are one commit; raises TakenOver (undoing the track)
+    when the job is no longer this worker's."""
+    _end(job, status=DONE, progress=1.0, track_id=track_id)
 
 
 def fail(job: Job, code: str, message: str, track_id: int | None = None) -> None:
+    _end(job, status=FAILED, error_code=code, error_message=message, track_id=track_id)
+
+
+def _end(job: Job, **values) -> None:
     with database.connection_context():
-        Job.update(status=FAILED, error_code=code, error_message=message, track_id=track_id,
-                   finished_at=now()).where(Job.id == job.id).execute()
+        if not Job.update(finished_at=now(), **values).where(_mine(job)).execute():
+            raise TakenOver(f"job {job.id} is no longer {job.worker}'s")
 
 
 def give_back(job: Job) -> None:
     """A worker asked to stop returns its job to the queue; the start is not counted."""
     with database.connection_context():
-        Job.update(status=QUEUED, worker="", progress=0.0, attempts=Job.attempts - 1).where(
-            Job.id == job.id, Job.status == RUNNING).execute()
+        Job.update(status=QUEUED, worker="", progress=0.0,
+                   attempts=Job.attempts - 1).where(_mine(job)).execute()
+
+
+def _mine(job: Job):
+    """The job's row, while it is still running for the worker that claimed it."""
+    return (Job.id == job.id) & (Job.worker == job.worker) & (Job.status == RUNNING)
 
 
 def get(job_id: int) -> Job | None:
@@ -129,13 +141,6 @@ def counts() -> dict[str, int]:
         rows = (Job.select(Job.status, fn.COUNT(Job.id)).where(Job.status.in_(UNFINISHED))
                 .group_by(Job.status).tuples())
         return {QUEUED: 0, RUNNING: 0, **dict(rows)}
-
-
-def pending_originals() -> set[str]:
-    """The originals that queued or running jobs still need."""
-    with database.connection_context():
-        return {o for (o,) in Job.select(Job.original).where(
-            Job.status.in_(UNFINISHED), Job.original != "").tuples()}
 
 
 def prune() -> int:

@@ -2,8 +2,9 @@
 
 An upload (or a file `ear ingest` copies) is written under `originals/` in the data directory
 as `<2 hex>/<sha256><suffix>`, durably (fsync, rename, fsync of the folder) before anything is
-answered; the same bytes twice are one file. A track names its original; the catalog deletes the
-file when no track names it any more. Playback, covers and re-embedding open only these, or
+answered; the same bytes twice are one file. A track or a queued job names its original; the
+catalog deletes the file when none does any more, under `lock`, which keeping a file and queueing
+its job also hold. Playback, covers and re-embedding open only these, or
 the files the owner's shell linked (`ear ingest --link`): never a path that came over HTTP.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-from .storage import commit, ensure_writable, sync_folder
+from .storage import commit, ensure_writable, locked, sync_folder
 
 AUDIO_SUFFIXES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                   ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4",
@@ -71,6 +72,10 @@ class Originals:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+    def lock(self):
+        """Held while a file is kept and named, or found unnamed and deleted (across processes)."""
+        return locked(self.folder.with_name(self.folder.name + ".lock"))  # beside: not an original
 
     def path(self, name: str) -> Path:
         if not _NAME.fullmatch(name):

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import socket
 import threading
 from contextlib import contextmanager
 from typing import Iterator
+
+from peewee import InterfaceError, OperationalError
 
 from . import jobs
 from .catalog import Catalog
@@ -31,6 +34,8 @@ from .runtime import trim_heap
 from .storage import locked
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_RETRY_S = 5.0  # between tries to reach a database that did not answer
 
 
 class Stopping(Exception):
@@ -41,6 +46,9 @@ class Worker:
     def __init__(self, catalog: Catalog, model: Model, name: str = "") -> None:
         self.catalog, self.model = catalog, model
         self.name = name or socket.gethostname()
+        if not _NAME.fullmatch(self.name):  # it names the worker's lock file
+            raise EarError("bad_worker_name", f"A worker's name is letters, digits, '.', '_' and "
+                           f"'-' (EAR_WORKER_NAME={self.name!r}).")
         self._stop = threading.Event()
         self._job: Job | None = None
         self._progress: float | None = None
@@ -54,6 +62,8 @@ class Worker:
                 raise EarError("worker_running", f"An ear worker named {self.name} is running "
                                f"already (it holds {lock}); give another EAR_WORKER_NAME.", 409)
             jobs.requeue_own(self.name)
+            if self.catalog.index.needs_rebuild():  # a rebuild its last life did not get to
+                self.catalog.request_rebuild()
             with self._beating():
                 return self._loop(poll_s, until_idle)
 
@@ -68,7 +78,12 @@ class Worker:
     def _loop(self, poll_s: float, until_idle: bool) -> int:
         ended = 0
         while not self._stop.is_set():
-            job = jobs.claim(self.name)
+            try:
+                job = jobs.claim(self.name)
+            except (OperationalError, InterfaceError) as exc:  # the database restarting, say
+                log.warning("cannot reach the database (%s); trying again", exc)
+                self._stop.wait(_RETRY_S)
+                continue
             if job is None:
                 if until_idle:
                     break
@@ -89,18 +104,30 @@ class Worker:
                 self.catalog.rebuild_index()
                 jobs.finish(job)
             return True
+        except jobs.TakenOver:  # this worker was silent too long: another has the job now
+            log.warning("job %s was taken over by another worker; its result is dropped", job.id)
+            return True
         except Stopping:
             jobs.give_back(job)
             return False
         except EarError as exc:
-            jobs.fail(job, exc.code, exc.message)
+            if self._stop.is_set():  # e.g. its FFmpeg stopped with us: not the file's fault
+                jobs.give_back(job)
+                return False
+            self._fail(job, exc.code, exc.message)
         except Exception:  # noqa: BLE001 - one job's bug must not stop the queue
             log.exception("job %s failed", job.id)
-            jobs.fail(job, "internal", "Something went wrong in ear while doing this job.")
+            self._fail(job, "internal", "Something went wrong in ear while doing this job.")
         finally:
             self._job = None
-        self.catalog.forget_original(job.original)  # of a failed job: unless still needed
         return True
+
+    def _fail(self, job: Job, code: str, message: str) -> None:
+        try:
+            jobs.fail(job, code, message)
+        except jobs.TakenOver:
+            return
+        self.catalog.forget_original(job.original)  # unless a track or another job needs it
 
     def _ingest(self, job: Job) -> None:
         total = expected_seconds(self.catalog.originals.path(job.original))
