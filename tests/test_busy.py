@@ -19,6 +19,7 @@ def test_busy_prints_its_tables(tmp_path, songs_dir):
                   "--work", str(tmp_path / "work"), "--gunicorn-conf",
                   str(REPO / "deploy/gunicorn.conf.py")).stdout
     assert "Catalog: 3 tracks" in out and "Queries: 4 clips of 10 s" in out
+    assert "after the bulk, " in out.split("Load average (1 min, ")[1]
     tables = _tables(out)
 
     identify = {row["phase"]: row for row in tables["/identify latency"]}
@@ -42,7 +43,8 @@ def test_busy_prints_its_tables(tmp_path, songs_dir):
     [worker] = tables["Bulk upload: the ear worker"]
     assert (worker["uploads"], worker["done"], worker["failed"]) == ("3", "3", "0")
     assert worker["audio added"].startswith("90 s (")  # three songs of 30 s
-    assert float(worker["worker CPU s (FFmpeg incl.)"]) > 0 and float(worker["× real time per CPU s"]) > 0
+    assert 0 < float(worker["of which FFmpeg"]) < float(worker["worker CPU s (FFmpeg incl.)"])
+    assert float(worker["× real time per CPU s"]) > 0
 
     [memory_rows] = [rows for heading, rows in tables.items() if heading.startswith("Memory (MB;")]
     memory = {row["process"]: row for row in memory_rows}

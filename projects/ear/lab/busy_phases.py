@@ -30,13 +30,21 @@ def measure(url: str, pids: dict[str, int], worker: subprocess.Popen, clips: lis
     """The phases in turn: idle, bulk, queued (`worker` stopped for it); the memory of the
     processes `pids` names before the bulk and after it."""
     results.clips = len(clips)
+    results.load["at the start"] = _load()
     _identify(url, clips[:1], 1, Status("warm-up"))  # the first query loads what it needs
     results.identify["idle"] = _identify(url, clips, rounds, Status("idle /identify"))
     results.memory["before"] = _memory(pids)
     _bulk(url, uploads, worker.pid, clips, results)
     results.memory["after"] = _memory(pids)
+    results.load["after the bulk"] = _load()
     stop(worker)
     _queued(url, results.queued, clips, rounds, results)
+    results.load["at the end"] = _load()
+
+
+def _load() -> float:
+    """The machine's 1-minute load average: whether something else ran meanwhile."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def _identify(url: str, clips: list[tuple[int, Path]], rounds: int, status: Status,
@@ -76,7 +84,7 @@ def _bulk(url: str, uploads: list[Path], worker_pid: int, clips: list[tuple[int,
     thread = threading.Thread(target=lambda: queries.extend(
         _identify(url, clips, 0, Status("bulk /identify", quiet=True), all_ended)), daemon=True)
     session, status = requests.Session(), Status("bulk")
-    cpu, started = _cpu_seconds(worker_pid), time.perf_counter()
+    (own, children), started = _cpu_seconds(worker_pid), time.perf_counter()
     thread.start()
     ids = []
     for n, path in enumerate(uploads, 1):
@@ -89,7 +97,9 @@ def _bulk(url: str, uploads: list[Path], worker_pid: int, clips: list[tuple[int,
     ended = _follow(session, url, ids, results.get["bulk"], status)
     while sum(session.get(url + "/health", timeout=60).json()["jobs"].values()):
         time.sleep(_POLL_S)  # the index rebuild queued after the uploads
-    results.worker_cpu_s = _cpu_seconds(worker_pid) - cpu
+    own_after, children_after = _cpu_seconds(worker_pid)
+    results.worker_cpu_s = own_after + children_after - own - children
+    results.ffmpeg_cpu_s = children_after - children
     results.bulk_s = time.perf_counter() - started
     all_ended.set()
     thread.join()
@@ -139,11 +149,12 @@ def _queued(url: str, count: int, clips: list[tuple[int, Path]], rounds: int, re
         results.list_ms.append(ms)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its children it has waited for (FFmpeg): utime, stime,
-    cutime, cstime of /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process (utime + stime of /proc/PID/stat) and of the children it has
+    waited for (cutime + cstime: its FFmpegs)."""
+    fields = [int(x) for x in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:15]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1]) / tick, (fields[2] + fields[3]) / tick
 
 
 def _memory(pids: dict[str, int]) -> dict[str, tuple[float, float]]:

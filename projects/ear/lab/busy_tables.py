@@ -4,6 +4,7 @@ samples (numpy's default), computed here: the measuring process imports no numpy
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -30,11 +31,13 @@ class Results:
     get: dict[str, list[float]] = field(default_factory=lambda: {"bulk": [], "queued": []})
     list_ms: list[float] = field(default_factory=list)
     jobs: list[dict] = field(default_factory=list)  # the bulk's, as GET /jobs/<id> ended them
-    worker_cpu_s: float = 0.0
+    worker_cpu_s: float = 0.0  # its FFmpegs' included
+    ffmpeg_cpu_s: float = 0.0
     bulk_s: float = 0.0
     queued_seen: int = 0  # what /health counted queued in the last phase
     memory: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     wall_s: float = 0.0
+    load: dict[str, float] = field(default_factory=dict)  # 1-minute load average, by moment
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,7 +56,8 @@ def report(r: Results) -> str:
         f"## ear busy\n\nCatalog: {r.catalog_tracks} tracks, {r.catalog_s / 3600:.2f} h of audio "
         f"(`ear ingest`: {r.ingest_s:.0f} s). Queries: {r.clips} clips of 10 s, Opus/WebM 32 kbit/s, "
         f"sent one at a time. Bulk: {r.uploads} uploads POSTed one after another. Whole run: "
-        f"{r.wall_s:.0f} s.",
+        f"{r.wall_s:.0f} s. Load average (1 min, {os.cpu_count()} CPUs): "
+        + ", ".join(f"{load:.2f} {moment}" for moment, load in r.load.items()) + ".",
         identify_table(r), job_api_table(r), worker_table(r), memory_table(r)])
 
 
@@ -106,11 +110,12 @@ def worker_table(r: Results) -> str:
     why = ", ".join(f"{code} ×{n}" for code, n in failed.most_common())
     return "\n".join([
         "### Bulk upload: the ear worker", "",
-        "| uploads | done | failed | audio added | wall s | worker CPU s (FFmpeg incl.) | "
+        "| uploads | done | failed | audio added | wall s | worker CPU s (FFmpeg incl.) | of which FFmpeg | "
         "× real time per CPU s | target |",
-        "|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         f"| {r.uploads} | {len(done)} | {sum(failed.values())}{f' ({why})' if why else ''} | "
-        f"{audio_s:.0f} s ({audio_s / 3600:.2f} h) | {r.bulk_s:.0f} | {r.worker_cpu_s:.1f} | {speed:.0f} | "
+        f"{audio_s:.0f} s ({audio_s / 3600:.2f} h) | {r.bulk_s:.0f} | {r.worker_cpu_s:.1f} | "
+        f"{r.ffmpeg_cpu_s:.1f} | {speed:.0f} | "
         f"≥ {SPEED_TARGET:g}: {_met(speed >= SPEED_TARGET)} |"])
 
 
