@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
-copy-database, serve, eval, train."""
+copy-database, serve, eval, train, ingest-memory, busy."""
 from __future__ import annotations
 
 import argparse
@@ -25,11 +25,11 @@ from .similar import Filters, similar_to_clip, similar_to_track
 from .worker import Worker
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
-# Measuring and training tools: their options are theirs, and their modules are imported only
-# when they run (ear.lab is never part of the service).
+# Measuring and training tools: options their own, imported only when run (never by the service).
 _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
                  "train": "train the embedding model (resumable)",
-                 "ingest-memory": "measure the memory of adding tracks (command and service)"}
+                 "ingest-memory": "measure the memory of adding tracks (command and service)",
+                 "busy": "identify latency while ear worker adds a bulk upload"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
-"""`ear eval`, `ear train` and `ear ingest-memory`: their options, parsed here so that the CLI
-needs none of the lab."""
+"""`ear eval`, `ear train`, `ear ingest-memory` and `ear busy`: their options, parsed here so
+that the CLI needs none of the lab."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,10 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         from . import ingest_memory
         ingest_memory.add_arguments(parser)
         return ingest_memory.run(parser.parse_args(argv))
+    if command == "busy":
+        from . import busy
+        busy.add_arguments(parser)
+        return busy.run(parser.parse_args(argv))
     from . import train
     train.add_arguments(parser)
     return train.run(parser.parse_args(argv))
