@@ -95,7 +95,7 @@ def _bulk(url: str, uploads: list[Path], worker_pid: int, clips: list[tuple[int,
         ids.append(answer.json()["job"]["id"])
         status.say(f"{n}/{len(uploads)} uploads posted")
     ended = _follow(session, url, ids, results.get["bulk"], status)
-    while sum(session.get(url + "/health", timeout=60).json()["jobs"].values()):
+    while sum(session.get(url + "/health", headers=AUTH, timeout=60).json()["jobs"].values()):
         time.sleep(_POLL_S)  # the index rebuild queued after the uploads
     own_after, children_after = _cpu_seconds(worker_pid)
     results.worker_cpu_s = own_after + children_after - own - children
@@ -138,7 +138,7 @@ def _queued(url: str, count: int, clips: list[tuple[int, Path]], rounds: int, re
         ids.append(answer.json()["job"]["id"])
         status.say(f"{n + 1}/{count} posted")
     status.done()
-    results.queued_seen = session.get(url + "/health", timeout=60).json()["jobs"]["queued"]
+    results.queued_seen = session.get(url + "/health", headers=AUTH, timeout=60).json()["jobs"]["queued"]
     results.identify["queued"] = _identify(url, clips, rounds, Status("queued /identify"))
     rng = random.Random(_SEED)
     for _ in range(rounds * len(clips) if ids else 0):
