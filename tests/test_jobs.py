@@ -163,16 +163,18 @@ def test_ear_worker_and_ear_jobs(client, config, songs_dir):
 
 def test_two_workers_share_the_queue_and_take_each_job_once(client, config, tmp_path):
     """Two `ear worker` processes at once (on PostgreSQL: FOR UPDATE SKIP LOCKED), both ready
-    before the uploads come, which take a second or more each."""
+    before the uploads come all at once, each a second or more of work: within its next look
+    (a second) the second worker finds one the first has not taken."""
     env = {**os.environ, "EAR_DATA_DIR": str(config.data_dir), "EAR_DATABASE_URL": config.database_url}
     workers = [subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], text=True,
                                 env={**env, "EAR_WORKER_NAME": name}, stderr=subprocess.PIPE)
                for name in ("left", "right")]
+    uploads = [_noise(tmp_path, seed, 180) for seed in range(N_UPLOADS)]
     try:
         for worker in workers:
             assert "waiting for jobs" in worker.stderr.readline()
-        for seed in range(N_UPLOADS):
-            assert client.post("/tracks", data=_noise(tmp_path, seed, 120), headers=AUTH).status_code == 202
+        for upload in uploads:  # queued at once: the first worker to look cannot take them all
+            assert client.post("/tracks", data=upload, headers=AUTH).status_code == 202
         deadline = time.monotonic() + 240
         while jobs.counts() != {"queued": 0, "running": 0} and time.monotonic() < deadline:
             time.sleep(0.2)
