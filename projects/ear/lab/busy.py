@@ -28,9 +28,9 @@ from pathlib import Path
 import requests
 
 from ..originals import AUDIO_SUFFIXES
-from .busy_phases import AUTH, TOKEN, measure, stop
+from .busy_phases import AUTH, TOKEN, measure
 from .busy_tables import Results, report
-from .service_memory import serving
+from .service_memory import ear_worker, serving
 
 _CLIP_S = 10.0  # the widget's longest recording
 _OPUS_KBPS = 32  # what the widget's MediaRecorder asks for
@@ -72,18 +72,11 @@ def run(args: argparse.Namespace) -> int:
     env = {"EAR_DATA_DIR": str(data), "EAR_ADMIN_TOKEN": TOKEN}
     results = Results(uploads=len(uploads), queued=args.queued)
     _ingest_catalog(Path(args.catalog), env, results)
-    with open(work / "worker.log", "w") as log:
-        # Started with Gunicorn, as Supervisor starts them: both load the model meanwhile.
-        worker = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"],
-                                  env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            with serving(conf, env) as (url, master, web):
-                clips = _cut_clips(_catalog_tracks(url, results), args.clips, work / "clips")
-                _wait_for_worker(data, worker)
-                pids = {"master": master, "web worker": web, "ear worker": worker.pid}
-                measure(url, pids, worker, clips, uploads, math.ceil(args.samples / len(clips)), results)
-        finally:
-            stop(worker)
+    with serving(conf, env) as (url, master, web), ear_worker(env, work / "worker.log") as worker:
+        clips = _cut_clips(_catalog_tracks(url, results), args.clips, work / "clips")
+        time.sleep(1.0)  # the worker's first look at the queue
+        pids = {"master": master, "web worker": web, "ear worker": worker.pid}
+        measure(url, pids, worker, clips, uploads, math.ceil(args.samples / len(clips)), results)
     results.wall_s = time.perf_counter() - started
     print(report(results), flush=True)
     return 0
@@ -137,18 +130,6 @@ def _cut_clips(tracks: list[tuple[int, float, str]], count: int, folder: Path) -
     if not clips:
         raise SystemExit(f"ear busy: no catalog track is longer than {_CLIP_S + 1:g} s to cut clips from")
     return clips
-
-
-def _wait_for_worker(data: Path, worker: subprocess.Popen) -> None:
-    """Until the worker has loaded its model and holds its lock (it is then looking for jobs)."""
-    for _ in range(1200):
-        if list(data.glob("worker-*.lock")):
-            time.sleep(1.0)  # its first look at the queue
-            return
-        if worker.poll() is not None:
-            raise SystemExit(f"ear busy: ear worker exited ({worker.returncode}); see its log")
-        time.sleep(0.1)
-    raise SystemExit("ear busy: ear worker did not start in 120 s")
 
 
 def main() -> int:

@@ -15,14 +15,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from .service_memory import serving
+from .service_memory import ear_worker, serving
 
 _TOKEN = "ingest-memory"
 
@@ -69,7 +66,8 @@ def _service_upload(path: Path, data_dir: Path, conf: Path
     `ear worker` while it adds it; and how the job ended (done, or its error's code)."""
     # An upload limit above the default 50 MB: a 3-hour Opus at 48 kbit/s is 73 MB.
     env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
-    with serving(conf, env) as (url, _, web), _ear_worker(env) as worker:
+    with serving(conf, env) as (url, _, web), ear_worker(env, data_dir / "worker.log") as proc:
+        worker = proc.pid
         idle = {pid: _status(pid, "VmRSS") for pid in (web, worker)}
         for pid in idle:
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts again from here
@@ -79,22 +77,6 @@ def _service_upload(path: Path, data_dir: Path, conf: Path
             job = _call(f"{url}/jobs/{job['id']}")["job"]
         outcome = job["status"] if job["status"] == "done" else job["error"]["code"]
         return (idle[web], _status(web, "VmHWM")), (idle[worker], _status(worker, "VmHWM")), outcome
-
-
-@contextmanager
-def _ear_worker(env: dict[str, str]) -> Iterator[int]:
-    """`ear worker` on the catalog in `env`, once it waits for jobs: its pid."""
-    proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], env={**os.environ, **env},
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if "waiting for jobs" in line:
-                break
-        threading.Thread(target=proc.stderr.read, daemon=True).start()  # never blocked on its log
-        yield proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def _call(url: str, data: bytes | None = None) -> dict:

@@ -42,6 +42,30 @@ def serving(conf: Path, env: dict[str, str], *extra: str) -> Iterator[tuple[str,
         proc.wait(timeout=30)
 
 
+@contextmanager
+def ear_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`ear worker` on the catalog in `env` (this process's over), as Supervisor starts it, its
+    output in `log`: given once it waits for jobs (its model loaded); stopped with SIGTERM after
+    (it gives back a job in hand), unless stopped already."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], env={**os.environ, **env},
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(1200):
+            if "waiting for jobs" in log.read_text():
+                break
+            if proc.poll() is not None:
+                raise SystemExit(f"ear worker exited ({proc.returncode}): see {log}")
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"ear worker did not start in 120 s: see {log}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
 def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> str:
     """Start Gunicorn on the eval catalog as production does (with the settings in `conf`),
     and read the memory of its master and worker from /proc/PID/smaps_rollup, idle and after

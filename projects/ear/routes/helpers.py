@@ -122,13 +122,13 @@ def track_json(track: Track) -> dict:
     return {**track.to_json(path=is_admin()), "url": link("tracks.get_track", track_id=track.id)}
 
 
-def job_json(job: Job) -> dict:
-    """A job with its link, and the track it made or found it duplicates (if still there)."""
-    data = {**job.to_json(), "url": link("jobs.get_job", job_id=job.id)}
-    track = catalog().rows([job.track_id]).get(job.track_id) if job.track_id else None
-    if track is not None:
-        data["track"] = track_json(track)
-    return data
+def jobs_json(jobs: list[Job]) -> list[dict]:
+    """Jobs with their links, and the tracks they made or found they duplicate (if still
+    there), looked up at once."""
+    tracks = catalog().rows(job.track_id for job in jobs if job.track_id)
+    return [{**job.to_json(), "url": link("jobs.get_job", job_id=job.id),
+             **({"track": track_json(tracks[job.track_id])} if job.track_id in tracks else {})}
+            for job in jobs]
 
 
 def candidate_json(candidate: Candidate) -> dict:

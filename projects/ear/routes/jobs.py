@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from .. import jobs
 from ..errors import NotFound
-from .helpers import admin_required, count_arg, job_json
+from .helpers import admin_required, count_arg, jobs_json
 
 bp = Blueprint("jobs", __name__)
 
@@ -13,7 +13,7 @@ bp = Blueprint("jobs", __name__)
 @bp.get("/jobs")
 @admin_required
 def list_jobs():
-    return jsonify(jobs=[job_json(job) for job in jobs.recent(count_arg("n", 100, lowest=1))])
+    return jsonify(jobs=jobs_json(jobs.recent(count_arg("n", 100, lowest=1))))
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -22,4 +22,4 @@ def get_job(job_id: int):
     job = jobs.get(job_id)
     if job is None:
         raise NotFound("job_not_found", f"No job with id {job_id}.")
-    return jsonify(job=job_json(job))
+    return jsonify(job=jobs_json([job])[0])

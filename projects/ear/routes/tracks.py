@@ -10,7 +10,7 @@ from ..cover import cover_image, cover_type
 from ..originals import audio_type
 from ..db import METADATA_FIELDS
 from ..errors import EarError, NotFound
-from .helpers import admin_required, catalog, job_json, track_json, upload_fields, uploaded_files
+from .helpers import admin_required, catalog, jobs_json, track_json, upload_fields, uploaded_files
 
 bp = Blueprint("tracks", __name__)
 _MEDIA_MAX_AGE_S = 3600
@@ -37,7 +37,7 @@ def add_tracks():
     queued = [catalog().queue_upload(stream, PurePath(filename).suffix,
                                      (len(uploads) == 1 and fields.get("source")) or filename, metadata)
               for stream, filename in uploads]  # a source (a label, never opened) names one file
-    answer = [job_json(job) for job in queued]
+    answer = jobs_json(queued)
     return jsonify(job=answer[0], jobs=answer), 202, {"Location": answer[0]["url"]}
 
 
