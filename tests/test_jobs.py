@@ -148,6 +148,15 @@ def test_job_routes_are_the_admins(client):
     for job_id in (1, 2**63, 2**70):
         r = client.get(f"/jobs/{job_id}", headers=AUTH)
         assert r.status_code == 404 and r.get_json()["error"]["code"] == "job_not_found"
+    for n in ("abc", "0", "101"):
+        r = client.get("/jobs", query_string={"n": n}, headers=AUTH)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_parameter"
+
+
+def test_a_worker_name_that_cannot_name_its_lock_is_refused(catalog):
+    with pytest.raises(EarError) as refused:
+        Worker(catalog, shared_model(), "../elsewhere")
+    assert refused.value.code == "bad_worker_name"
 
 
 def test_ear_worker_and_ear_jobs(client, config, songs_dir):

@@ -29,7 +29,7 @@ from .segments import MAX_TRACK_ID, pack
 from .storage import ensure_writable
 from .index import EmbeddingIndex
 from .originals import Originals
-from .ingest import Embedding, PreparedTrack, Progress, prepare
+from .ingest import Embedding, OnProgress, PreparedTrack, prepare
 from .jobs import UNFINISHED
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Catalog:
             raise
 
     def prepare_original(self, name: str, label: str, metadata: dict, model: Model,
-                         progress: Progress | None = None) -> PreparedTrack | Track:
+                         progress: OnProgress | None = None) -> PreparedTrack | Track:
         """Analyse a kept original: the track to store, or the Track that has these very bytes
         already. `progress(seconds)` is told how much audio has been analysed."""
         with database.connection_context():

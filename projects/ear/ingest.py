@@ -28,7 +28,7 @@ from .runtime import trim_heap
 from .segments import encode_peaks
 
 _VECTOR_HOP_S = 1.0  # a stored window every second: queries' windows are offset by ≤ 0.5 s
-Progress = Callable[[float], None]  # told the seconds of audio analysed so far
+OnProgress = Callable[[float], None]  # told the seconds of audio analysed so far
 
 # Music has spectral peaks within its first minute; a file without any (hiss, a tone below the
 # floor, a long silence) is refused then, not after hours of decoding.
@@ -69,7 +69,7 @@ class PreparedTrack:
 
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
             name: str | None = None, metadata: dict | None = None,
-            progress: Progress | None = None) -> PreparedTrack:
+            progress: OnProgress | None = None) -> PreparedTrack:
     """Decode and analyse one track: a file path, or the bytes of an upload (then `name`
     says where it came from). The audio streams through a block at a time (features.blocks),
     so an hours-long track costs the memory of a minute's analysis plus what is kept of it.
