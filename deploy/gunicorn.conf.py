@@ -1,6 +1,6 @@
 """Gunicorn settings for ear: `gunicorn -c deploy/gunicorn.conf.py` is all it takes.
 
-One worker (memory is the scarce resource on a small VPS), the app preloaded in the master so
+One worker, with two threads (memory is the scarce resource on a small VPS), the app preloaded in the master so
 the catalog and the embedding model are loaded once before the fork (the database connection is closed before it, and
 the fingerprint files are read-only maps, safe to share), and a timeout long enough for a
 50 MB upload to be kept (`ear worker` adds it, not this worker). Port and data directory come from ear's own configuration (EAR_* / .env).
@@ -13,7 +13,11 @@ _config = load_config()
 
 wsgi_app = "ear.wsgi:app"
 workers = 1
-worker_class = "sync"
+# Two threads in the one worker: a quick request (a job's state an uploader polls, a track)
+# answers while a query computes, instead of waiting ~200 ms behind it. Queries still run one
+# at a time (routes/helpers.one_query_at_a_time), so memory stays one query's.
+worker_class = "gthread"
+threads = 2
 preload_app = True
 timeout = 120
 graceful_timeout = 30

@@ -63,7 +63,7 @@ def added(client, data, headers=AUTH, **post) -> dict:
     response = client.post("/tracks", data=data, headers=headers, **post)
     assert response.status_code == 202, response.get_json()
     work(client.application)
-    return client.get(f"/jobs/{response.get_json()['job']['id']}", headers=AUTH).get_json()["job"]
+    return client.get(f"/jobs/{response.get_json()['job']['id']}", headers=headers).get_json()["job"]
 
 
 def run_ear(data_dir: Path, *args: str, check: bool = True, database_url: str = ""

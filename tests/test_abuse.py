@@ -41,7 +41,7 @@ def served(tmp_path_factory, songs_dir):
 
 def _answer(client, track_ids) -> str:
     """The query id of an answer that offered `track_ids`, as /identify would give."""
-    return client.application.extensions[ANSWERS].issue(track_ids)
+    return client.application.extensions[ANSWERS].issue(track_ids, "owner")
 
 
 _addresses = (f"10.0.{n // 250}.{n % 250 + 1}" for n in itertools.count())

@@ -10,7 +10,7 @@ from helpers import room_clip
 from synth import RATE, song
 
 from ear.catalog import Catalog
-from ear.db import Track, database
+from ear.db import Track, allocate_track_ids, database
 from ear.embed import shared_model
 from ear.segments import pack
 from ear.identify import identify
@@ -23,7 +23,7 @@ def _add(catalog: Catalog, source, **kwargs):
 
 
 def _matches(catalog: Catalog, samples: np.ndarray):
-    return identify(catalog, samples).matches
+    return identify(catalog.library(), samples).matches
 
 
 @pytest.mark.parametrize("level", ["CLEAN", "SOFT", "HARD"])
@@ -104,23 +104,23 @@ def test_restart_keeps_the_catalog(filled_catalog, config, tmp_path):
 
 @pytest.mark.postgresql
 def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tmp_path):
-    table = filled_catalog.table
+    table = filled_catalog.library().table
     # Crash after the landmarks were stored but before the row was written:
     orphan_audio = resample(song(77)[:, 0], RATE / 16000)
     prints, vectors = fingerprint(orphan_audio), embedding([orphan_audio], shared_model())
     with table.writing():
-        (orphan_id,) = table.allocate_ids(1)
+        (orphan_id,) = allocate_track_ids(1)
         table.add({orphan_id: (pack(prints.hashes, orphan_id, prints.frames), prints.peaks)})
-        filled_catalog.index.add({orphan_id: (vectors.vectors, vectors.starts, vectors.style)})
+        filled_catalog.library().index.add({orphan_id: (vectors.vectors, vectors.starts, vectors.style)})
     # ...and a removal that marked the table but did not delete the row:
     with table.writing():
         table.remove([3])
     reopened = Catalog(config)
     reopened.reconcile()
-    assert orphan_id not in reopened.table.track_ids()
-    assert {orphan_id, 3} <= reopened.index.removed
+    assert orphan_id not in reopened.library().table.track_ids()
+    assert {orphan_id, 3} <= reopened.library().index.removed
     reopened.rebuild_index()
-    assert reopened.index.track_vector(orphan_id) is None and reopened.index.track_vector(3) is None
+    assert reopened.library().index.track_vector(orphan_id) is None and reopened.library().index.track_vector(3) is None
     with database.connection_context():
         assert Track.get_or_none(Track.id == 3) is None
     assert sorted(t.id for t in reopened.tracks()) == [1, 2, 4, 5, 6]

@@ -34,7 +34,7 @@ def test_ingest_identify_tracks_remove(tmp_path, songs_dir):
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a["query"] for a in answers] == [str(q1), str(q2), str(tmp_path / "missing.wav")]
     best = answers[0]["matches"][0]
-    assert best["track"]["title"] == "song3" and set(best["track"]) == {"id", "title", "artist", "source"}
+    assert best["track"]["title"] == "song3" and set(best["track"]) == {"id", "title", "artist", "source", "library"}
     assert abs(best["offset_s"] - 4.0) <= 0.1 and 0 < best["confidence"] <= 1 and best["score"] > 0
     assert answers[1]["matches"] == []
     assert answers[2]["error"]["code"] == "unreadable"

@@ -21,7 +21,7 @@ def test_an_empty_database_beside_a_folder_with_tracks_is_refused(filled_catalog
         Catalog(replace(config, database_url=postgres_server.new_database()))
     assert refused.value.code == "database_mismatch" and "ear copy-database" in refused.value.message
     again = Catalog(config)  # SQLite's catalog, untouched
-    assert len(again.tracks()) == 6 and len(again.table.track_ids()) == 6
+    assert len(again.tracks()) == 6 and len(again.library().table.track_ids()) == 6
 
 
 def test_another_catalogs_database_is_refused(filled_catalog, tmp_path):
@@ -41,7 +41,7 @@ def test_copy_database_moves_the_catalog_to_postgresql(filled_catalog, postgres_
     assert "6 track" in said and "1 job" in said and f"EAR_DATABASE_URL={url}" in said
     moved = Catalog(replace(config, database_url=url))
     assert [(t.id, t.title, t.content_hash) for t in moved.tracks()] == before
-    found = identify(moved, room_clip(song(4), 8, 6, "CLEAN", tmp_path)).matches[0]
+    found = identify(moved.library(), room_clip(song(4), 8, 6, "CLEAN", tmp_path)).matches[0]
     assert found.track.title == "song4"
     assert jobs.queue_ingest("d" * 64, "next.flac", {}).id == queued.id + 1  # ids go on after the copied
     assert run_ear(config.data_dir, "copy-database", url, check=False).returncode == 1  # not empty now

@@ -115,7 +115,7 @@ def test_answers_are_forgotten_after_their_time_and_beyond_their_number(app, cli
 
 def test_an_answer_stays_open_when_its_feedback_was_not_stored():
     answers = Answers()
-    query_id = answers.issue([3, 7])
+    query_id = answers.issue([3, 7], "owner")
     with pytest.raises(RuntimeError):
         with answers.claim(query_id, 3):
             raise RuntimeError("the database said no")

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psycopg2
 import requests
 from helpers import AUTH, job_done, start_gunicorn
@@ -38,6 +39,34 @@ def test_an_upload_over_the_limit_gets_a_json_413_from_the_app(gunicorn_server):
     r = requests.post(gunicorn_server.url + "/identify", data=b"\0" * (51 * 1024 * 1024), timeout=60)
     assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large"
     assert requests.get(gunicorn_server.url + "/health", timeout=10).json()["status"] == "ok"
+
+
+def test_a_job_is_answered_while_a_query_computes(gunicorn_server, songs_dir, tmp_path):
+    """The worker's second thread (deploy/gunicorn.conf.py): an uploader polling its job is not
+    held behind visitors' queries; with one thread no poll could end while a query runs."""
+    job = _upload(gunicorn_server, songs_dir / "song1.flac")
+    noisy = np.random.default_rng(3).standard_normal((30 * 44100, 1)) * 0.1 + song(1)[:30 * 44100, :1]
+    query = write(tmp_path / "noisy.wav", noisy.astype(np.float32)).read_bytes()
+    queries: list[tuple[float, float]] = []
+
+    def identify() -> None:
+        for _ in range(3):
+            began = time.monotonic()
+            requests.post(gunicorn_server.url + "/identify", data=query, timeout=60).raise_for_status()
+            queries.append((began, time.monotonic()))
+
+    thread = threading.Thread(target=identify)
+    thread.start()
+    polls = []
+    while thread.is_alive():
+        began = time.monotonic()
+        requests.get(f"{gunicorn_server.url}/jobs/{job['id']}", headers=AUTH, timeout=60).raise_for_status()
+        polls.append((began, time.monotonic()))
+    thread.join()
+    during = [p for p in polls if any(q0 < p[0] and p[1] < q1 for q0, q1 in queries)]
+    print(f"{len(during)} of {len(polls)} polls answered inside a query; queries took "
+          f"{[round(q1 - q0, 2) for q0, q1 in queries]} s")
+    assert during
 
 
 def _chunked_wav(seconds: float, multipart: bool):

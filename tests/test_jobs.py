@@ -94,7 +94,7 @@ def test_uploads_are_added_by_the_worker_with_their_outcome(client, app, songs_d
     listed = client.get("/jobs", headers=AUTH).get_json()["jobs"]
     assert [(j["kind"], j["status"]) for j in listed] == [("reindex", "done"), ("ingest", "done"), ("ingest", "done")]
     assert [j["track"]["artist"] for j in listed[1:]] == ["Ann", "Ann"] and listed[1]["progress"] == 1.0
-    assert app.extensions["ear"].index.needs_rebuild() is False
+    assert app.extensions["ear"].library().index.needs_rebuild() is False
 
 
 def test_a_job_that_fails_says_why_and_keeps_nothing(client, catalog, songs_dir):
@@ -140,7 +140,7 @@ def test_a_track_and_its_jobs_end_are_one_commit(catalog, songs_dir):
         catalog.store([prepared], then=then)
     assert catalog.tracks() == []
     catalog.reconcile()
-    assert catalog.table.track_ids() == set()
+    assert catalog.library().table.track_ids() == set()
 
 
 def test_job_routes_are_the_admins(client):
@@ -166,7 +166,7 @@ def test_ear_worker_and_ear_jobs(client, config, songs_dir):
     assert "queued" in run_ear(config.data_dir, "jobs", **database).stdout
     run_ear(config.data_dir, "worker", "--until-idle", **database)
     lines = run_ear(config.data_dir, "jobs", **database).stdout.splitlines()
-    assert [line.split("\t")[1:3] for line in lines] == [["reindex", "done "], ["ingest", "done "]]
+    assert [line.split("\t")[1:4] for line in lines] == [["owner", "reindex", "done "], ["owner", "ingest", "done "]]
     assert lines[1].endswith("track 1")
 
 

@@ -14,14 +14,15 @@ import pytest
 from helpers import REPO, free_port
 
 from ear.app import create_app
+from ear.db import allocate_track_ids
 from ear.segments import pack
 from ear.storage import locked
 
 
 def test_the_service_starts_by_sweeping_leftovers_and_orphans(filled_catalog, config):
-    table, index = filled_catalog.table, filled_catalog.index
+    table, index = filled_catalog.library().table, filled_catalog.library().index
     with table.writing():  # a track whose row was never written: the process died first
-        (orphan,) = table.allocate_ids(1)
+        (orphan,) = allocate_track_ids(1)
         table.add({orphan: (pack(np.arange(50, dtype=np.uint32), orphan, np.arange(50)), np.zeros(5, np.uint16))})
     leftovers = [config.embedding_dir / "pending-0123456789ab.npz", config.embedding_dir / "windows-9.ann.tmp",
                  config.embedding_dir / "manifest.json.tmp", config.fingerprint_dir / "manifest.json.tmp",

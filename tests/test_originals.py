@@ -135,14 +135,14 @@ def test_an_older_ear_rolled_back_to_can_still_add_tracks(client, data, songs_di
     with sqlite3.connect(data / "ear.sqlite3") as db:
         db.execute("insert into track (id, title, artist, album, genre, duration, source, content_hash,"
                    " added_at) values (99, 't', '', '', '', 1.0, 's', 'h', '2026-01-01')")
-        assert db.execute("select original, linked_path from track where id = 99").fetchone() == ("", "")
+        assert db.execute("select original, linked_path, library from track where id = 99"
+                          ).fetchone() == ("", "", "owner")
 
 
 def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir):
     """Its original deleted between keeping and storing (the track that had the same bytes was
     removed meanwhile): storing it would make a track without audio."""
-    with open(songs_dir / "song4.flac", "rb") as fh:
-        prepared = catalog.keep_and_prepare(fh, ".flac", "song4.flac", {}, shared_model())
+    prepared = catalog.prepare_file(songs_dir / "song4.flac", {}, shared_model())
     catalog.originals.delete(prepared.original)
     with pytest.raises(EarError) as caught:
         catalog.store([prepared])

@@ -36,24 +36,24 @@ def _id(catalog, title):
 def test_similar_to_a_track_never_returns_it_and_applies_filters(labelled_catalog):
     c = labelled_catalog
     song0 = _id(c, "song0")
-    everything = similar_to_track(c, song0, 10)
+    everything = similar_to_track(c.library(), song0, 10)
     assert len(everything) == 5 and song0 not in [s.track.id for s in everything]
     assert all(-1.0 <= s.score <= 1.0 for s in everything)
     assert [s.score for s in everything] == sorted((s.score for s in everything), reverse=True)
-    mine = c.index.track_vector(song0)
+    mine = c.library().index.track_vector(song0)
     for s in everything:  # each score belongs to its own track (song0 itself was skipped)
-        assert s.score == pytest.approx(float(mine @ c.index.track_vector(s.track.id)), abs=1e-3)
-    assert {s.track.artist for s in similar_to_track(c, song0, 10, Filters(artist="Bob"))} == {"Bob"}
-    assert {s.track.genre for s in similar_to_track(c, song0, 10, Filters(genre="rock"))} == {"rock"}
-    assert "Ann" not in {s.track.artist for s in similar_to_track(c, song0, 10, Filters(exclude_artist="Ann"))}
-    assert len(similar_to_track(c, song0, 2)) == 2
+        assert s.score == pytest.approx(float(mine @ c.library().index.track_vector(s.track.id)), abs=1e-3)
+    assert {s.track.artist for s in similar_to_track(c.library(), song0, 10, Filters(artist="Bob"))} == {"Bob"}
+    assert {s.track.genre for s in similar_to_track(c.library(), song0, 10, Filters(genre="rock"))} == {"rock"}
+    assert "Ann" not in {s.track.artist for s in similar_to_track(c.library(), song0, 10, Filters(exclude_artist="Ann"))}
+    assert len(similar_to_track(c.library(), song0, 2)) == 2
     with pytest.raises(NotFound):
-        similar_to_track(c, 9999, 5)
+        similar_to_track(c.library(), 9999, 5)
 
 
 def test_an_identified_clip_gets_tracks_like_its_track(labelled_catalog, tmp_path):
     c = labelled_catalog
-    identified, found = similar_to_clip(c, at_16k(song(3), 5, 8), 3)
+    identified, found = similar_to_clip(c.library(), at_16k(song(3), 5, 8), 3)
     assert identified is not None and identified.track.title == "song3"
     assert len(found) == 3 and "song3" not in [s.track.title for s in found]
     # Something surely not in the catalog (the synthesized songs all share one synthesizer, so
@@ -62,35 +62,35 @@ def test_an_identified_clip_gets_tracks_like_its_track(labelled_catalog, tmp_pat
     subprocess.run(["espeak-ng", "-w", str(wav), "This is not a song from the catalog, just "
                     "somebody talking near the microphone for a few seconds."], check=True)
     speech = decode(wav, max_seconds=30, timeout_s=30)
-    identified, found = similar_to_clip(c, speech, 3)
+    identified, found = similar_to_clip(c.library(), speech, 3)
     assert identified is None and len(found) == 3  # discovery from the clip itself
 
 
 def test_radio_is_by_other_artists_and_varies(labelled_catalog):
     c = labelled_catalog
-    lists = [tuple(s.track.id for s in radio(c, "Ann", 2, np.random.default_rng(seed)))
+    lists = [tuple(s.track.id for s in radio(c.library(), "Ann", 2, np.random.default_rng(seed)))
              for seed in range(12)]
     assert all(len(ids) == 2 for ids in lists)
     artists = {c.get(i).artist for ids in lists for i in ids}
     assert artists and "Ann" not in artists
     assert len(set(lists)) > 1  # not the same tracks every time
     with pytest.raises(NotFound):
-        radio(c, "Nobody", 2, np.random.default_rng(0))
+        radio(c.library(), "Nobody", 2, np.random.default_rng(0))
 
 
 def test_removed_track_leaves_similar_results(labelled_catalog):
     c = labelled_catalog
     song0, song4 = _id(c, "song0"), _id(c, "song4")
     c.remove(song4)
-    assert song4 not in [s.track.id for s in similar_to_track(c, song0, 10)]
+    assert song4 not in [s.track.id for s in similar_to_track(c.library(), song0, 10)]
     c.rebuild_index()
-    assert song4 not in [s.track.id for s in similar_to_track(c, song0, 10)]
-    assert len(similar_to_track(c, song0, 10)) == 4
+    assert song4 not in [s.track.id for s in similar_to_track(c.library(), song0, 10)]
+    assert len(similar_to_track(c.library(), song0, 10)) == 4
 
 
 def test_identify_says_which_evidence_matched(labelled_catalog):
     c = labelled_catalog
-    best = identify(c, at_16k(song(1), 3, 10)).matches[0]
+    best = identify(c.library(), at_16k(song(1), 3, 10)).matches[0]
     assert best.track.title == "song1"
     assert "fingerprint" in best.evidence and set(best.evidence) <= {"fingerprint", "embedding"}
     assert best.to_json()["evidence"] == list(best.evidence)

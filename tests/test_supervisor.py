@@ -208,8 +208,8 @@ def test_killed_workers_lose_no_accepted_upload(supervised, tmp_path):
 
     catalog = Catalog(load_config(data_dir=s.root / "srv" / "data"))
     in_db = {t.id for t in catalog.tracks()}
-    assert catalog.table.track_ids() == in_db
-    assert all(catalog.index.track_vector(t) is not None for t in in_db)
+    assert catalog.library().table.track_ids() == in_db
+    assert all(catalog.library().index.track_vector(t) is not None for t in in_db)
     for path, job in zip(tracks, jobs):
         clip = tmp_path / "clip.wav"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "400", "-t", "8", "-i", str(path), str(clip)],

@@ -1,11 +1,12 @@
 """The answers this worker gave, remembered so that a listener's feedback is tied to one.
 
-- `issue(track_ids)` remembers an answer's tracks (what it offered: matches, candidates) and
-  returns its query id, 128 random bits (`secrets.token_urlsafe`) that no client can guess.
+- `issue(track_ids, library)` remembers an answer's tracks (what it offered: matches,
+  candidates) and the library it searched, and returns its query id, 128 random bits (`secrets.token_urlsafe`) that no client can guess.
 - `claim(query_id, track_id)` accepts feedback on that answer once each: an id never issued
   or already forgotten is `unknown_query` (404); an answer that had its feedback is
   `feedback_already_given` (409); a track the answer did not offer is `track_not_in_answer`
-  (400). The id is spent only when the block under `claim` succeeds (the row is stored).
+  (400). The block under `claim` is given the answer's library, and the id is spent only
+  when the block succeeds (the row is stored).
 - Bounded: at most MAX_ANSWERS answers, each for at most ANSWER_TTL_S; the oldest go first.
 - In memory only, in the one Gunicorn worker: a restart (an update, a crash) forgets every
   answer, and feedback on an answer given before it is refused as unknown.
@@ -33,11 +34,12 @@ _ID_BYTES = 16  # 128 random bits: unguessable; 22 characters in the JSON
 
 
 class _Answer:
-    __slots__ = ("issued_at", "track_ids", "spent")
+    __slots__ = ("issued_at", "track_ids", "library", "spent")
 
-    def __init__(self, issued_at: float, track_ids: array):
+    def __init__(self, issued_at: float, track_ids: array, library: str):
         self.issued_at = issued_at
         self.track_ids = track_ids  # an array of int64: 8 bytes a track, not an object each
+        self.library = library
         self.spent = False
 
 
@@ -53,19 +55,19 @@ class Answers:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def issue(self, track_ids: Iterable[int]) -> str:
-        """A new query id for an answer that offered `track_ids`."""
+    def issue(self, track_ids: Iterable[int], library: str) -> str:
+        """A new query id for an answer from `library` that offered `track_ids`."""
         query_id = secrets.token_urlsafe(_ID_BYTES)
         now = time.monotonic()
         with self._lock:
             self._forget_expired(now)
             while len(self._answers) >= self._capacity:
                 self._answers.popitem(last=False)
-            self._answers[query_id] = _Answer(now, array("q", sorted(set(track_ids))))
+            self._answers[query_id] = _Answer(now, array("q", sorted(set(track_ids))), library)
         return query_id
 
     @contextmanager
-    def claim(self, query_id: str, track_id: int | None) -> Iterator[None]:
+    def claim(self, query_id: str, track_id: int | None) -> Iterator[str]:
         """Feedback on answer `query_id` (about `track_id`, if given): raises the error that
         refuses it, or runs the block, after which the answer has had its feedback."""
         with self._lock:
@@ -80,7 +82,7 @@ class Answers:
                 raise EarError("track_not_in_answer", "track_id is not a track this answer offered.")
             answer.spent = True
         try:
-            yield
+            yield answer.library
         except BaseException:
             answer.spent = False  # nothing was stored: the listener may send it again
             raise

@@ -1,6 +1,8 @@
 """The Flask application factory."""
 from __future__ import annotations
 
+import threading
+
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -11,7 +13,7 @@ from .config import Config, load_config
 from .errors import EarError
 from .routes import identify, jobs, similar, site, tracks
 from .ratelimit import RateLimiter
-from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT
+from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT, QUERIES
 from .runtime import load_model_before_fork
 
 
@@ -25,6 +27,7 @@ def create_app(config: Config | None = None) -> Flask:
     catalog.tidy()
     app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
+    app.extensions[QUERIES] = threading.Lock()
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)

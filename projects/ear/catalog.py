@@ -1,8 +1,9 @@
 """The catalog: tracks in the database, their landmarks in the hash table and their vectors in the
-embedding index, kept in agreement.
+embedding index, kept in agreement, one library at a time (libraries.py: each has stores of its
+own; the database, the originals and the track ids are shared).
 
 Storing writes the landmarks first (new segment, manifest renamed into place), then the vectors,
-then records the tracks in SQLite, all under the table's writer lock. Removing marks the track
+then records the tracks in SQLite, all under the library's table's writer lock. Removing marks the track
 removed in the stores first, then deletes the row. After a crash between the steps, `reconcile`
 (run before every store, when the service starts, and by `ear compact`) finishes the job, and
 readers only ever trust ids that SQLite knows.
@@ -21,13 +22,13 @@ from typing import BinaryIO, Callable, Iterable
 
 from .config import Config
 from . import jobs
-from .db import METADATA_FIELDS, Job, Track, database, init_db, pair_with_folder
-from .embed import DIM, STYLE_DIM, Model
+from .db import (METADATA_FIELDS, Job, Track, allocate_track_ids, database, init_db,
+                 pair_with_folder)
+from .embed import Model
 from .errors import BadAudio, EarError, NotFound
-from .hashtable import HashTable
+from .libraries import OWNER, Library, OpenLibraries, names_on_disk
 from .segments import MAX_TRACK_ID, pack
 from .storage import ensure_writable
-from .index import EmbeddingIndex
 from .originals import Originals
 from .ingest import Embedding, OnProgress, PreparedTrack, prepare
 from .jobs import UNFINISHED
@@ -42,24 +43,34 @@ class Catalog:
         for folder in (config.data_dir, config.fingerprint_dir, config.embedding_dir):
             ensure_writable(folder)
         init_db(config.database)
-        self.table = HashTable(config.fingerprint_dir)
-        pair_with_folder(config.data_dir / "catalog-id", bool(self.table.track_ids()))
+        self._open = OpenLibraries(config)
+        owner = self.library(OWNER)
+        pair_with_folder(config.data_dir / "catalog-id",
+                         bool(owner.table.track_ids()) or len(names_on_disk(config)) > 1)
         self.originals = Originals(config.originals_dir)
-        self.index = EmbeddingIndex(config.embedding_dir, DIM, STYLE_DIM)
+
+    def library(self, name: str = OWNER) -> Library:
+        """Library `name`'s stores (libraries.OpenLibraries: opened on demand, a few kept open)."""
+        return self._open.get(name)
+
+    def every_library(self) -> list[Library]:
+        return self._open.every()
 
     # ---- writing -----------------------------------------------------------------------------
-    def store(self, prepared: list[PreparedTrack], then: Stored | None = None
-              ) -> list[tuple[Track, bool]]:
-        """Store prepared tracks; (track, True) for new ones, (existing track, False) for audio
-        already in the catalog. `then(result)` runs in the transaction that records the tracks,
-        so that what it writes (a job's end) and the tracks are committed together."""
-        with self.table.writing(), database.connection_context():
-            self._reconcile()
+    def store(self, prepared: list[PreparedTrack], library: str = OWNER,
+              then: Stored | None = None) -> list[tuple[Track, bool]]:
+        """Store prepared tracks in `library`; (track, True) for new ones, (existing track,
+        False) for audio already in it. `then(result)` runs in the transaction that records the
+        tracks, so that what it writes (a job's end) and the tracks are committed together."""
+        shelf = self.library(library)
+        with shelf.table.writing(), database.connection_context():
+            self._reconcile(shelf)
             new: list[PreparedTrack] = []
             position: dict[str, int] = {}  # content hash → index in `new`
             plan: list[tuple[Track | None, int, bool]] = []  # (existing, index in new, created)
             for item in prepared:
-                existing = Track.get_or_none(Track.content_hash == item.content_hash)
+                existing = Track.get_or_none((Track.content_hash == item.content_hash)
+                                             & (Track.library == library))
                 if existing is not None:
                     self._give_audio(existing, item)
                     plan.append((existing, -1, False))
@@ -73,14 +84,14 @@ class Catalog:
             if gone:  # its track was removed meanwhile, and the same bytes' original with it
                 raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
                                "was being added (its track was removed): send it again.", 409)
-            ids = self.table.allocate_ids(len(new)) if new else []
+            ids = allocate_track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
             if new:
-                self.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
-                                      p.fingerprint.peaks) for tid, p in zip(ids, new)})
-                self.index.add({tid: _vectors(p.embedding)
-                                for tid, p in zip(ids, new) if p.embedding is not None})
+                shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
+                                       p.fingerprint.peaks) for tid, p in zip(ids, new)})
+                shelf.index.add({tid: _vectors(p.embedding)
+                                 for tid, p in zip(ids, new) if p.embedding is not None})
             with database.atomic():
-                created = [Track.create(id=tid, source=p.source, duration=p.duration,
+                created = [Track.create(id=tid, library=library, source=p.source, duration=p.duration,
                                         content_hash=p.content_hash, original=p.original,
                                         linked_path=p.linked_path,
                                         **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
@@ -93,36 +104,28 @@ class Catalog:
                     self._forget_original(item.original)
         return result
 
-    def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict) -> Job:
-        """Keep an upload as an original, durably, and queue its ingest for `ear worker`."""
+    def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
+                     library: str = OWNER) -> Job:
+        """Keep an upload as an original, durably, and queue its ingest into `library` for
+        `ear worker`."""
         # Under the originals' lock: a removal of a track with these very bytes must not delete
         # the file between its keeping and its job.
         with self.originals.lock():
             name = self.originals.keep(stream, suffix)
             try:
-                return jobs.queue_ingest(name, label, metadata)
+                return jobs.queue_ingest(name, label, metadata, library)
             except BaseException:
                 with database.connection_context():
                     self._forget_original(name, locked=True)
                 raise
 
-    def keep_and_prepare(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
-                         model: Model) -> PreparedTrack | Track:
-        """Keep a file's bytes as its original (originals.py), then analyse them, as
-        `prepare_original`. Audio that cannot be a track leaves nothing kept."""
-        name = self.originals.keep(stream, suffix)
-        try:
-            return self.prepare_original(name, label, metadata, model)
-        except BaseException:
-            self.forget_original(name)
-            raise
-
     def prepare_original(self, name: str, label: str, metadata: dict, model: Model,
-                         progress: OnProgress | None = None) -> PreparedTrack | Track:
-        """Analyse a kept original: the track to store, or the Track that has these very bytes
-        already. `progress(seconds)` is told how much audio has been analysed."""
+                         library: str = OWNER, progress: OnProgress | None = None
+                         ) -> PreparedTrack | Track:
+        """Analyse a kept original: the track to store, or the Track of `library` that has these
+        very bytes already. `progress(seconds)` is told how much audio has been analysed."""
         with database.connection_context():
-            existing = Track.get_or_none(Track.original == name)
+            existing = Track.get_or_none((Track.original == name) & (Track.library == library))
         if existing is not None:
             return existing
         path = self.originals.path(name)
@@ -131,19 +134,24 @@ class Catalog:
         prepared = prepare(path, self.config, model, name=label, metadata=metadata, progress=progress)
         return replace(prepared, original=name)
 
-    def prepare_file(self, path: Path, metadata: dict, model: Model, link: bool = False
-                     ) -> PreparedTrack | Track:
+    def prepare_file(self, path: Path, metadata: dict, model: Model, library: str = OWNER,
+                     link: bool = False) -> PreparedTrack | Track:
         """A file the owner's shell names, linked where it is or else kept as an original (a
-        copy): as `keep_and_prepare`."""
+        copy), then analysed as `prepare_original`; a file that cannot be a track leaves
+        nothing kept."""
         if link:
             prepared = prepare(path, self.config, model, name=str(path), metadata=metadata)
             return replace(prepared, linked_path=str(path.resolve()))
         try:
-            fh = open(path, "rb")
+            with open(path, "rb") as fh:
+                name = self.originals.keep(fh, path.suffix)
         except OSError as exc:
             raise BadAudio("unreadable", f"Cannot read {path}: {exc.strerror}.", 404) from exc
-        with fh:
-            return self.keep_and_prepare(fh, path.suffix, str(path), metadata, model)
+        try:
+            return self.prepare_original(name, str(path), metadata, model, library)
+        except BaseException:
+            self.forget_original(name)
+            raise
 
     def audio_path(self, track: Track) -> Path | None:
         """The file of the track's audio that may be opened (played, re-embedded): its kept
@@ -158,7 +166,7 @@ class Catalog:
 
     def forget_original(self, name: str) -> None:
         """An original kept for a track that was then not stored (bad audio): delete it,
-        unless a track names it or an unfinished job needs it."""
+        unless a track (of any library) names it or an unfinished job needs it."""
         with database.connection_context():
             self._forget_original(name)
 
@@ -184,114 +192,99 @@ class Catalog:
             track.original, track.linked_path = item.original, item.linked_path
             track.save(only=[Track.original, Track.linked_path])
 
-    def remove(self, track_id: int) -> Track:
-        with self.table.writing(), database.connection_context():
-            track = _track_or_none(track_id)
-            if track is None:
+    def remove(self, track_id: int, library: str | None = None) -> Track:
+        """Remove a track of `library` (None: of whichever library holds it, for the admin)."""
+        found = self.library(library).get(track_id) if library else self.get(track_id)
+        shelf = self.library(found.library)
+        with shelf.table.writing(), database.connection_context():
+            track = Track.get_or_none((Track.id == track_id) & (Track.library == found.library))
+            if track is None:  # removed meanwhile
                 raise NotFound("track_not_found", f"No track with id {track_id}.")
-            self.table.remove([track_id])
-            self.index.remove([track_id])
+            shelf.table.remove([track_id])
+            shelf.index.remove([track_id])
             track.delete_instance()
             self._forget_original(track.original)
         return track
 
     def reconcile(self) -> None:
-        with self.table.writing(), database.connection_context():
-            self._reconcile()
+        for shelf in self.every_library():
+            with shelf.table.writing(), database.connection_context():
+                self._reconcile(shelf)
 
     def tidy(self) -> None:
-        """What a process killed mid-write left behind, put right: the stores reconciled with
-        SQLite, and files no manifest names deleted. Waits for no writer: while one holds the
-        table's lock, reconciling is left to the next store, start or `ear compact`."""
-        with self.table.writing(wait=False) as table:
-            if table is not None:
-                with database.connection_context():
-                    try:
-                        self._reconcile()
-                    except EarError as exc:  # serve what there is; the owner is told
-                        log.error("%s", exc.message)
-        self.index.sweep()
+        """What a process killed mid-write left behind, put right: every library's stores
+        reconciled with SQLite, and files no manifest names deleted. Waits for no writer: while
+        one holds a table's lock, reconciling it is left to the next store, start or `ear compact`."""
+        for shelf in self.every_library():
+            with shelf.table.writing(wait=False) as table:
+                if table is not None:
+                    with database.connection_context():
+                        try:
+                            self._reconcile(shelf)
+                        except EarError as exc:  # serve what there is; the owner is told
+                            log.error("%s", exc.message)
+            shelf.index.sweep()
         with database.connection_context(), self.originals.lock():
             self.originals.sweep(self._originals_in_use())
         jobs.prune()
 
-    def _reconcile(self) -> None:
-        # Call with the writer lock and a connection held.
-        in_table = self.table.track_ids()
-        in_db = {t.id for t in Track.select(Track.id)}
-        if in_db and not self.table.has_manifest:
+    def _reconcile(self, shelf: Library) -> None:
+        # Call with the library's writer lock and a connection held.
+        in_table = shelf.table.track_ids()
+        in_db = {t.id for t in Track.select(Track.id).where(Track.library == shelf.name)}
+        if in_db and not shelf.table.has_manifest:
             # A data folder restored without its fingerprints: the rows are not crash debris.
-            raise EarError("fingerprints_missing", f"{self.config.fingerprint_dir} has no manifest but "
-                           f"the database lists {len(in_db)} tracks: restore that folder, or remove "
-                           "the database to start an empty catalog.", 500)
+            raise EarError("fingerprints_missing", f"{shelf.table.directory} has no manifest but "
+                           f"the database lists {len(in_db)} tracks of library {shelf.name}: restore "
+                           "that folder, or remove the database to start an empty catalog.", 500)
         orphans = sorted(in_table - in_db)  # landmarks stored, row never written (crash)
         if orphans:
-            self.table.remove(orphans)
-            self.index.remove(orphans)
+            shelf.table.remove(orphans)
+            shelf.index.remove(orphans)
         gone = in_db - in_table  # removal began in the table, row not yet deleted (crash)
         if gone:
-            self.index.remove(sorted(gone))
+            shelf.index.remove(sorted(gone))
             Track.delete().where(Track.id.in_(sorted(gone))).execute()
 
     def compact(self) -> None:
-        """Merge the table into one segment, dropping removed tracks' landmarks."""
-        with self.table.writing():
-            self.table.merge_all()
+        """Merge each library's table into one segment, dropping removed tracks' landmarks."""
+        for shelf in self.every_library():
+            with shelf.table.writing():
+                shelf.table.merge_all()
 
-    def rebuild_index(self, force: bool = False) -> bool:
-        """Fold new and removed tracks into fresh Annoy files (queries go on meanwhile)."""
-        return self.index.rebuild(force=force)
+    def rebuild_index(self, library: str = OWNER, force: bool = False) -> bool:
+        """Fold a library's new and removed tracks into fresh Annoy files (queries go on)."""
+        return self.library(library).index.rebuild(force=force)
 
-    def replace_vectors(self, embeddings: dict[int, Embedding]) -> None:
-        """Rebuild the embedding indexes with new vectors for these tracks (a new model's)."""
-        self.index.rebuild(force=True, replace={t: _vectors(e) for t, e in embeddings.items()})
+    def replace_vectors(self, embeddings: dict[int, Embedding], library: str = OWNER) -> None:
+        """Rebuild a library's embedding indexes with new vectors for these tracks (a new model's)."""
+        self.library(library).index.rebuild(
+            force=True, replace={t: _vectors(e) for t, e in embeddings.items()})
 
-    def request_rebuild(self) -> None:
-        """Have `ear worker` rebuild the embedding indexes soon (until then, the vectors of new
-        tracks are searched exactly, and removed tracks are skipped)."""
-        jobs.queue_reindex()
+    def request_rebuild(self, library: str = OWNER) -> None:
+        """Have `ear worker` rebuild a library's embedding indexes soon (until then, the vectors
+        of new tracks are searched exactly, and removed tracks are skipped)."""
+        jobs.queue_reindex(library)
 
-    # ---- reading -----------------------------------------------------------------------------
+    # ---- reading: every library's tracks (a library's own: libraries.Library) ----------------
     def tracks(self) -> list[Track]:
         with database.connection_context():
             return list(Track.select().order_by(Track.id))
 
-    def track_count(self) -> int:
-        with database.connection_context():
-            return Track.select().count()
-
     def get(self, track_id: int) -> Track:
         with database.connection_context():
-            track = _track_or_none(track_id)
+            track = Track.get_or_none(Track.id == track_id) if 0 < track_id <= MAX_TRACK_ID else None
         if track is None:
             raise NotFound("track_not_found", f"No track with id {track_id}.")
         return track
 
     def rows(self, ids: Iterable[int]) -> dict[int, Track]:
-        """{id: track} of those of `ids` that SQLite knows (only they are trusted)."""
+        """{id: track} of those of `ids` that SQLite knows, in any library."""
         ids = sorted(set(ids))
         if not ids:
             return {}
         with database.connection_context():
             return {t.id: t for t in Track.select().where(Track.id.in_(ids))}
-
-    def known_ids(self, ids: Iterable[int]) -> set[int]:
-        """Those of `ids` that SQLite knows; asks about these ids only, since asking for every
-        id costs tens of ms a query in a large catalog."""
-        ids = sorted(set(ids))
-        if not ids:
-            return set()
-        with database.connection_context():
-            return {i for (i,) in Track.select(Track.id).where(Track.id.in_(ids)).tuples()}
-
-    def ids_by_artist(self, artist: str) -> list[int]:
-        with database.connection_context():
-            return [t.id for t in Track.select(Track.id).where(Track.artist == artist)]
-
-
-def _track_or_none(track_id: int) -> Track | None:
-    # An id no store could hold (SQLite's integers end at 2^63) is simply not in the catalog.
-    return Track.get_or_none(Track.id == track_id) if 0 < track_id <= MAX_TRACK_ID else None
 
 
 def _vectors(e: Embedding) -> tuple:

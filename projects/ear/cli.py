@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
-copy-database, serve, eval, train, ingest-memory, busy."""
+users, copy-database, serve, eval, train, ingest-memory, busy, libraries."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +11,9 @@ import time
 
 from . import jobs
 from .catalog import Catalog
+from .cli_owner import add_owner_commands, chosen_library, cmd_copy_database, cmd_users  # noqa: F401
 from .config import Config, load_config
-from .db import METADATA_FIELDS, Track, copy_database
+from .db import METADATA_FIELDS, Track
 from .decode import decode_query
 from .embed import shared_model
 from .errors import EarError
@@ -29,12 +30,15 @@ _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
                  "train": "train the embedding model (resumable)",
                  "ingest-memory": "measure the memory of adding tracks (command and service)",
-                 "busy": "identify latency while ear worker adds a bulk upload"}
+                 "busy": "identify latency while ear worker adds a bulk upload",
+                 "libraries": "memory and latency with many users' libraries"}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ear", description=__doc__)
     parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
+    parser.add_argument("--library", metavar="NAME", help="a user's library (`ear users`), not the "
+                        "owner's; for tracks, remove, jobs: only its (default: every library's)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")
@@ -67,18 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")
     p.add_argument("ids", nargs="+", type=int)
-    sub.add_parser("compact", help="merge the fingerprint store, dropping removed tracks "
-                                   "(and what a killed process left behind)")
+    sub.add_parser("compact", help="merge the fingerprint stores, dropping removed tracks and leftovers")
 
-    p = sub.add_parser("worker", help="do the queued jobs (uploads to add, index rebuilds); "
-                                      "Supervisor keeps one running")
+    p = sub.add_parser("worker", help="do the queued jobs (uploads, index rebuilds): Supervisor runs it")
     p.add_argument("--until-idle", action="store_true", help="stop when the queue is empty")
     p = sub.add_parser("jobs", help="the newest jobs, their state and what came of them")
     p.add_argument("-n", type=count_argument, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
-                                             "(then set EAR_DATABASE_URL to it)")
-    p.add_argument("url", help="e.g. postgresql://ear:PASSWORD@localhost/ear")
+    add_owner_commands(sub)
 
     p = sub.add_parser("serve", help="development server (Gunicorn is for production)")
     p.add_argument("--host", default="127.0.0.1")
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_ingest(config: Config, args) -> int:
     catalog = Catalog(config)
+    library = chosen_library(catalog, args.library)
     metadata = {k: getattr(args, k) for k in METADATA_FIELDS}
     files = list(audio_files(args.paths))
     failures = 0
@@ -117,14 +118,14 @@ def cmd_ingest(config: Config, args) -> int:
     progress = Progress(len(files))
 
     def flush() -> None:
-        for track, created in catalog.store(batch):
+        for track, created in catalog.store(batch, library):
             verb = "added" if created else "exists"
             progress.line(f"{verb}\t{track.id}\t{track.artist or '-'}\t{track.title}\t{track.source}")
         batch.clear()
 
     for path in files:
         try:
-            kept = catalog.prepare_file(path, metadata, shared_model(), link=args.link)
+            kept = catalog.prepare_file(path, metadata, shared_model(), library, args.link)
             if isinstance(kept, Track):  # these very bytes are a track already
                 progress.line(f"exists\t{kept.id}\t{kept.artist or '-'}\t{kept.title}\t{kept.source}")
             else:
@@ -138,15 +139,15 @@ def cmd_ingest(config: Config, args) -> int:
     if batch:
         flush()
     progress.done()
-    catalog.rebuild_index()
+    catalog.rebuild_index(library)
     return 1 if failures and failures == len(files) else 0
 
 
 def cmd_identify(config: Config, args) -> int:
-    catalog = Catalog(config)
+    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
 
     def answer(file: str) -> dict:
-        found = identify(catalog, decode_query(file, config), candidates=args.candidates)
+        found = identify(library, decode_query(file, config), candidates=args.candidates)
         result = {"matches": [m.to_json() for m in found.matches]}
         if args.candidates:
             result["candidates"] = [m.to_json() for m in found.candidates]
@@ -171,15 +172,15 @@ def cmd_similar(config: Config, args) -> int:
     if bool(args.files) == (args.track is not None):
         print("ear similar: give FILE(s) or --track ID", file=sys.stderr)
         return 2
-    catalog = Catalog(config)
+    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
     k = args.k or config.top_k
     filters = Filters(args.artist, args.genre, args.exclude_artist)
 
     def like_track() -> dict:
-        return {"matches": [s.to_json() for s in similar_to_track(catalog, args.track, k, filters)]}
+        return {"matches": [s.to_json() for s in similar_to_track(library, args.track, k, filters)]}
 
     def like_clip(file: str) -> dict:
-        identified, found = similar_to_clip(catalog, decode_query(file, config), k, filters)
+        identified, found = similar_to_clip(library, decode_query(file, config), k, filters)
         return {"identified": identified.to_json() if identified else None,
                 "matches": [s.to_json() for s in found]}
 
@@ -215,37 +216,42 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 
 def cmd_reindex(config: Config, args) -> int:
     catalog = Catalog(config)
+    library = catalog.library(chosen_library(catalog, args.library))
     if args.reembed:
-        embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in catalog.tracks()),
+        embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in library.tracks()),
                                           config, shared_model())
-        catalog.replace_vectors(embeddings)
+        catalog.replace_vectors(embeddings, library.name)
         print(f"embedded {len(embeddings)} tracks again" + (
             f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
             f"files again to give them one): {missing}" if missing else ""))
     started = time.perf_counter()
-    catalog.rebuild_index(force=True)
-    print(f"embedding indexes rebuilt: {catalog.index.window_count} windows "
+    catalog.rebuild_index(library.name, force=True)
+    print(f"embedding indexes of library {library.name} rebuilt: {library.index.window_count} windows "
           f"in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 def cmd_tracks(config: Config, args) -> int:
-    for t in Catalog(config).tracks():
-        print(f"{t.id}\t{t.duration:8.1f}s\t{t.artist or '-'}\t{t.title}\t{t.source}")
+    catalog = Catalog(config)
+    scope = args.library and catalog.library(chosen_library(catalog, args.library))
+    for t in scope.tracks() if scope else catalog.tracks():
+        print(f"{t.id}\t{t.duration:8.1f}s\t{t.artist or '-'}\t{t.title}\t{t.source}\t{t.library}")
     return 0
 
 
 def cmd_remove(config: Config, args) -> int:
     catalog = Catalog(config)
-    status = 0
+    status, changed = 0, set()
     for track_id in args.ids:
         try:
-            track = catalog.remove(track_id)
-            print(f"removed\t{track.id}\t{track.title}")
+            track = catalog.remove(track_id, args.library and chosen_library(catalog, args.library))
+            print(f"removed\t{track.id}\t{track.title}\t{track.library}")
+            changed.add(track.library)
         except EarError as exc:
             print(f"ear: {exc.message}", file=sys.stderr)
             status = 1
-    catalog.rebuild_index()
+    for name in sorted(changed):
+        catalog.rebuild_index(name)
     return status
 
 
@@ -253,7 +259,9 @@ def cmd_compact(config: Config, args) -> int:
     catalog = Catalog(config)
     catalog.tidy()
     catalog.compact()
-    print(f"{catalog.table.landmark_count} landmarks in {len(catalog.table.manifest.segments)} segment(s)")
+    for library in catalog.every_library():
+        print(f"{library.name}: {library.table.landmark_count} landmarks in "
+              f"{len(library.table.manifest.segments)} segment(s)")
     return 0
 
 
@@ -270,21 +278,13 @@ def cmd_worker(config: Config, args) -> int:
 
 
 def cmd_jobs(config: Config, args) -> int:
-    Catalog(config)  # the database, made or brought up to date
-    for job in jobs.recent(args.n):
+    catalog = Catalog(config)  # the database, made or brought up to date
+    for job in jobs.recent(args.n, args.library and chosen_library(catalog, args.library)):
         data = {**job.to_json(), "track_id": job.track_id}
         done = f"{data['progress']:.0%}" if job.status == jobs.RUNNING else ""
         what = data.get("error", {}).get("message", "") or (f"track {job.track_id}" if job.track_id else "")
         print(json.dumps(data) if args.json
-              else f"{job.id}\t{job.kind}\t{job.status} {done}\t{job.source or '-'}\t{what}")
-    return 0
-
-
-def cmd_copy_database(config: Config, args) -> int:
-    Catalog(config)  # the database, made or brought up to date, and paired with the folder
-    copied = copy_database(config.database, args.url)
-    print(", ".join(f"{n} {table}" for table, n in copied.items()) + " rows copied; now set "
-          f"EAR_DATABASE_URL={args.url} in .env and restart ear and ear-worker")
+              else f"{job.id}\t{job.library}\t{job.kind}\t{job.status} {done}\t{job.source or '-'}\t{what}")
     return 0
 
 

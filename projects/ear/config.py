@@ -29,8 +29,14 @@ class Config:
             "'ear[postgresql]'). The fingerprints, indexes and originals stay in the data "
             "directory: the database is the catalog of that one folder (docs/scaling.md).")
     admin_token: str = _setting(
-        "", "Bearer token for POST /tracks and DELETE /tracks/<id>. Empty: changes over HTTP are "
-            "refused, never open.")
+        "", "The owner's Bearer token: full access over HTTP to every library (uploads, removals, "
+            "jobs). Empty: the owner's changes over HTTP are refused, never open.")
+    open_libraries: int = _setting(
+        8, "Libraries a process keeps open (their maps and track tables); another is opened for "
+           "the request that needs it, in a few ms. Memory grows ~0.4 MB per open library.")
+    public_library: str = _setting(
+        "owner", "The library that callers without a key search (the site's widget): the owner's, "
+                 "or a user's name (`ear users add`).")
     max_upload_mb: int = _setting(50, "Largest upload accepted, in MB (HTTP 413 above it).")
     max_query_seconds: float = _setting(30.0, "Longest query accepted, in seconds (HTTP 413 above it).")
     max_track_seconds: float = _setting(3 * 3600.0, "Longest catalog track accepted, in seconds.")

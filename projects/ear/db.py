@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path, PurePath
 
 from peewee import (AutoField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
-                    IntegerField, Model, SQL, SqliteDatabase, TextField)
+                    IntegerField, Model, SQL, SqliteDatabase, TextField, fn)
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -35,7 +35,10 @@ _SQLITE_PRAGMAS = {
 _POOL = {"max_connections": 4, "stale_timeout": 300}
 _COPY_ROWS = 500  # rows inserted at a time by copy_database (SQLite's limit on parameters)
 _SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
+_TRACK_IDS_LOCK = 0x6561_7201  # ...and the one held while track ids are handed out
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
+OWNER_LIBRARY = "owner"  # the site owner's library: every row made before there were users
+_IN_LIBRARY = {"default": OWNER_LIBRARY, "constraints": [SQL(f"DEFAULT '{OWNER_LIBRARY}'")]}
 
 
 def now() -> dt.datetime:
@@ -49,15 +52,16 @@ class BaseModel(Model):
 
 
 class Track(BaseModel):
-    # Ids come from the fingerprint store (which never reuses one), not from SQLite.
+    # Ids come from `allocate_track_ids` (never reused, unique across libraries), not from SQLite.
     id = AutoField()
+    library = CharField(**_IN_LIBRARY)  # whose: libraries.py
     title = TextField()
     artist = TextField(default="")
     album = TextField(default="")
     genre = TextField(default="")
     duration = FloatField()
     source = TextField()  # a label (a file name or the owner's path): shown, never opened
-    content_hash = CharField(unique=True)
+    content_hash = CharField()  # unique in its library: two users may hold the same music
     added_at = DateTimeField(default=now)
     # The audio that may be opened (played, re-embedded): an original ear keeps (originals.py),
     # or a file the owner's shell linked. Neither ever comes from a request.
@@ -65,11 +69,15 @@ class Track(BaseModel):
     original = CharField(default="", index=True, constraints=[SQL("DEFAULT ''")])
     linked_path = TextField(default="", constraints=[SQL("DEFAULT ''")])
 
+    class Meta:
+        indexes = ((("library", "content_hash"), True),)
+
     def to_json(self, brief: bool = False, path: bool = True) -> dict:
         """`path`: the source as stored (a server path for files the owner ingested); else
         only its last part, a file name for people (what the public sees over HTTP)."""
         source = self.source if path else PurePath(self.source).name
-        data = {"id": self.id, "title": self.title, "artist": self.artist, "source": source}
+        data = {"id": self.id, "title": self.title, "artist": self.artist, "source": source,
+                "library": self.library}
         if not brief:
             data.update(album=self.album, genre=self.genre, duration=round(self.duration, 3),
                         added_at=_iso(self.added_at))
@@ -86,6 +94,7 @@ class Feedback(BaseModel):
     confidence = FloatField(null=True)
     created_at = DateTimeField(default=now)
     query_id = CharField(null=True)  # the answer it is on (null: rows from before query ids)
+    library = CharField(**_IN_LIBRARY)  # the library that answer searched
 
     def to_json(self) -> dict:
         return {"id": self.id, "track_id": self.track_id, "verdict": self.verdict,
@@ -97,6 +106,7 @@ class Job(BaseModel):
     """Work for `ear worker` (jobs.py): a kept original to add as a track, or an index rebuild."""
 
     kind = CharField()  # "ingest" or "reindex"
+    library = CharField(**_IN_LIBRARY)  # the library it adds to, or whose indexes it rebuilds
     status = CharField(default="queued", index=True)  # queued → running → done | failed
     original = CharField(default="")  # the kept upload to ingest (originals.py)
     source = TextField(default="")  # its label, as the track will carry it
@@ -113,7 +123,7 @@ class Job(BaseModel):
     finished_at = DateTimeField(null=True)
 
     def to_json(self) -> dict:
-        data = {"id": self.id, "kind": self.kind, "status": self.status,
+        data = {"id": self.id, "kind": self.kind, "library": self.library, "status": self.status,
                 "progress": round(self.progress, 3), "source": self.source,
                 **{name: _iso(getattr(self, name))
                    for name in ("created_at", "started_at", "finished_at")}}
@@ -126,14 +136,27 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat() + "Z"
 
 
+class User(BaseModel):
+    """Someone the owner let in (users.py): their key opens their own library, named as they are."""
+
+    name = CharField(unique=True)
+    key_hash = CharField(unique=True)  # SHA-256 of the key; the key itself is shown once
+    created_at = DateTimeField(default=now)
+    revoked_at = DateTimeField(null=True)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "created_at": _iso(self.created_at),
+                "revoked_at": _iso(self.revoked_at)}
+
+
 class Setting(BaseModel):
-    """What the database says of itself: `catalog_id`, the catalog it holds."""
+    """What the database says of itself: `catalog_id`, the catalog it holds; `next_track_id`."""
 
     key = CharField(primary_key=True)
     value = TextField()
 
 
-MODELS = [Track, Feedback, Job, Setting]
+MODELS = [Track, Feedback, Job, User, Setting]
 
 
 
@@ -155,6 +178,7 @@ def init_db(where: Path | str) -> None:
         # Columns first: creating an index on a column not there yet would not fail but index a
         # constant (SQLite reads an unknown "name" as a string), and block the real one.
         _add_new_columns()
+        _drop_old_indexes()
         database.create_tables(MODELS)
     close_idle()
 
@@ -231,6 +255,29 @@ def _add_new_columns() -> None:
     if missing:
         migrator = SchemaMigrator.from_database(database.obj)
         migrate(*(migrator.add_column(table, field.column_name, field) for table, field in missing))
+
+
+def _drop_old_indexes() -> None:
+    # A content hash was unique in the whole catalog before there were libraries.
+    if database.table_exists("track") and any(
+            index.name == "track_content_hash" for index in database.get_indexes("track")):
+        migrate(SchemaMigrator.from_database(database.obj).drop_index("track", "track_content_hash"))
+
+
+def allocate_track_ids(n: int, at_least: int = 1) -> list[int]:
+    """`n` new track ids, never handed out before (the stores of every library share one
+    sequence, so that an id names one track wherever it is); committed at once, so that ids
+    a crash left unused are skipped, never reused. `at_least`: the first id the catalog's own
+    records allow (ids an older ear gave out), for the first call."""
+    with database.connection_context(), write_transaction():
+        if not is_sqlite():  # SQLite's IMMEDIATE transaction serialises this already
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_TRACK_IDS_LOCK,))
+        row = Setting.get_or_none(Setting.key == "next_track_id")
+        highest = Track.select(fn.MAX(Track.id)).scalar() or 0
+        first = max(int(row.value) if row else 1, highest + 1, at_least)
+        Setting.insert(key="next_track_id", value=str(first + n)).on_conflict(
+            conflict_target=[Setting.key], update={Setting.value: str(first + n)}).execute()
+    return list(range(first, first + n))
 
 
 def _missing_columns() -> list[tuple[str, Field]]:

@@ -42,7 +42,7 @@ class SegmentFiles:
 @dataclass
 class Manifest:
     generation: int = 0
-    next_track_id: int = 1
+    next_track_id: int = 1  # above every id an older ear handed out from here (db.allocate_track_ids)
     segments: list[SegmentFiles] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
 
@@ -200,17 +200,6 @@ class HashTable:
         for path in [*self.directory.glob("seg-*"), *self.directory.glob("*.tmp")]:
             if path.name not in named:
                 path.unlink(missing_ok=True)
-
-    def allocate_ids(self, n: int) -> list[int]:
-        """Track ids never handed out before (kept in the manifest, so a crash cannot reuse one).
-
-        Call inside `writing()`; the ids are taken when the next manifest is saved.
-        """
-        first = self._draft.next_track_id
-        if first + n - 1 > MAX_TRACK_ID:
-            raise RuntimeError("the fingerprint store has run out of track ids")
-        self._draft.next_track_id = first + n
-        return list(range(first, first + n))
 
     def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
         """Store tracks as one new segment (inside `writing()`).

@@ -1,4 +1,4 @@
-"""A query's answer: which catalog tracks the clip is, where in them, and how sure ear is.
+"""A query's answer: which of a library's tracks the clip is, where in them, and how sure ear is.
 
 The fingerprint chain goes first (`match.verified_candidates`). Only when it finds nothing
 beyond doubt are the clip's windows embedded, their nearest stored windows vote for (track,
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fusion
-from .catalog import Catalog
+from .libraries import Library
 from .db import Track
 from .embed import shared_model
 from .match import best_per_track, verified_candidates
@@ -46,7 +46,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Answer:
-    matches: list[Candidate]  # best first; empty: the clip is nothing in the catalog
+    matches: list[Candidate]  # best first; empty: the clip is nothing in the library
     candidates: list[Candidate]  # the first tracks of the whole ranking, matches first
 
 
@@ -62,44 +62,44 @@ class Identification:
         return [e for e in self.candidates if e.is_match]
 
 
-def identify(catalog: Catalog, samples: np.ndarray, candidates: int = 0) -> Answer:
+def identify(library: Library, samples: np.ndarray, candidates: int = 0) -> Answer:
     """The matches (at most EAR_TOP_K) and the first `candidates` tracks of the ranking."""
-    found = identification(catalog, samples)
-    return Answer(as_candidates(catalog, found.matches[: catalog.config.top_k]),
-                  as_candidates(catalog, found.candidates[:candidates]))
+    found = identification(library, samples)
+    return Answer(as_candidates(library, found.matches[: library.config.top_k]),
+                  as_candidates(library, found.candidates[:candidates]))
 
 
-def identification(catalog: Catalog, samples: np.ndarray) -> Identification:
+def identification(library: Library, samples: np.ndarray) -> Identification:
     """The evidence for every track the clip could be, ranked (see the module's docstring)."""
     votes: dict[int, fusion.Vote] = {}
     clip_style: list[np.ndarray] = []
 
     def embedding_proposals() -> list[tuple[int, float]]:
         # Asked for only when the landmarks found nothing beyond doubt: it costs ~30 ms.
-        found, style = embed_query(catalog, samples)
+        found, style = embed_query(library, samples)
         votes.update(found)
         clip_style.append(style)
         return fusion.proposals(votes)
 
-    fits = best_per_track(*verified_candidates(samples, catalog.table, embedding_proposals))
-    known = catalog.known_ids(set(fits) | set(votes))
+    fits = best_per_track(*verified_candidates(samples, library.table, embedding_proposals))
+    known = library.known_ids(set(fits) | set(votes))
     return Identification(
-        [e for e in fusion.combine(fits, votes, catalog.config.match_threshold) if e.track_id in known],
+        [e for e in fusion.combine(fits, votes, library.config.match_threshold) if e.track_id in known],
         clip_style[0] if clip_style else None)
 
 
-def embed_query(catalog: Catalog, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray]:
+def embed_query(library: Library, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray]:
     """(the embeddings' vote for each track near the clip's windows, the clip's style vector)."""
-    catalog.index.refresh()
+    library.index.refresh()
     vectors, starts, style = shared_model().analyse(samples, hop_s=fusion.QUERY_HOP_S)
     votes = fusion.embedding_votes(
-        catalog.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
+        library.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
     return votes, style
 
 
-def as_candidates(catalog: Catalog, found: list[fusion.Evidence]) -> list[Candidate]:
+def as_candidates(library: Library, found: list[fusion.Evidence]) -> list[Candidate]:
     """The evidence as the tracks it is about (those SQLite knows), in the same order."""
-    rows = catalog.rows(e.track_id for e in found)
+    rows = library.rows(e.track_id for e in found)
     return [Candidate(rows[e.track_id], e.offset_s, round(e.fused, 2), e.confidence,
                   e.other_offsets_s, tuple(e.kinds), e.is_match)
             for e in found if e.track_id in rows]

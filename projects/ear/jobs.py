@@ -14,7 +14,7 @@ import json
 
 from peewee import fn
 
-from .db import Job, database, now, write_transaction
+from .db import OWNER_LIBRARY, Job, database, now, write_transaction
 
 INGEST, REINDEX = "ingest", "reindex"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -27,19 +27,21 @@ MAX_ATTEMPTS = 3
 KEEP_FINISHED_DAYS = 30  # finished jobs are listed this long, then deleted
 
 
-def queue_ingest(original: str, source: str, metadata: dict[str, str]) -> Job:
-    """Queue adding a kept original as a track; durable when this returns."""
+def queue_ingest(original: str, source: str, metadata: dict[str, str],
+                 library: str = OWNER_LIBRARY) -> Job:
+    """Queue adding a kept original as a track of `library`; durable when this returns."""
     with database.connection_context():
-        return Job.create(kind=INGEST, original=original, source=source,
+        return Job.create(kind=INGEST, library=library, original=original, source=source,
                           metadata=json.dumps(metadata))
 
 
-def queue_reindex() -> None:
-    """Queue a rebuild of the embedding indexes, unless one is queued already (it will see
-    every change made before it starts)."""
+def queue_reindex(library: str = OWNER_LIBRARY) -> None:
+    """Queue a rebuild of a library's embedding indexes, unless one is queued already (it will
+    see every change made before it starts)."""
     with database.connection_context(), write_transaction():
-        if not Job.select().where(Job.kind == REINDEX, Job.status == QUEUED).exists():
-            Job.create(kind=REINDEX)
+        if not Job.select().where(Job.kind == REINDEX, Job.status == QUEUED,
+                                  Job.library == library).exists():
+            Job.create(kind=REINDEX, library=library)
 
 
 def claim(worker: str) -> Job | None:
@@ -124,15 +126,23 @@ def _mine(job: Job):
     return (Job.id == job.id) & (Job.worker == job.worker) & (Job.status == RUNNING)
 
 
-def get(job_id: int) -> Job | None:
+def get(job_id: int, library: str | None = None) -> Job | None:
+    """Job `job_id` if it is `library`'s (None: any library's); the same query whether it is
+    another's or no one's."""
+    if not 0 < job_id < 2 ** 63:
+        return None
     with database.connection_context():
-        return Job.get_or_none(Job.id == job_id) if 0 < job_id < 2 ** 63 else None
+        return Job.get_or_none((Job.id == job_id) & _of(library))
 
 
-def recent(limit: int = 100) -> list[Job]:
-    """The newest jobs first."""
+def recent(limit: int = 100, library: str | None = None) -> list[Job]:
+    """The newest jobs of `library` (None: of every library) first."""
     with database.connection_context():
-        return list(Job.select().order_by(Job.id.desc()).limit(limit))
+        return list(Job.select().where(_of(library)).order_by(Job.id.desc()).limit(limit))
+
+
+def _of(library: str | None):
+    return (Job.library == library) if library is not None else (Job.id > 0)
 
 
 def counts() -> dict[str, int]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalog import Catalog
+from .libraries import Library
 from .db import Track
 from .embed import shared_model, unit
 from .errors import NotFound
@@ -42,41 +42,41 @@ class Filters:
                 and (not self.exclude_artist or track.artist != self.exclude_artist))
 
 
-def similar_to_track(catalog: Catalog, track_id: int, k: int,
+def similar_to_track(library: Library, track_id: int, k: int,
                      filters: Filters = Filters()) -> list[Similar]:
-    catalog.get(track_id)  # 404 for an unknown track
-    catalog.index.refresh()
-    vector = catalog.index.track_vector(track_id)
+    library.get(track_id)  # 404 for an unknown track
+    library.index.refresh()
+    vector = library.index.track_vector(track_id)
     if vector is None:
         return []
-    return _nearest(catalog, vector, k, {track_id}, filters)
+    return _nearest(library, vector, k, {track_id}, filters)
 
 
-def similar_to_clip(catalog: Catalog, samples: np.ndarray, k: int,
+def similar_to_clip(library: Library, samples: np.ndarray, k: int,
                     filters: Filters = Filters()) -> tuple[Candidate | None, list[Similar]]:
     """(the track the clip was identified as, if confidently; tracks like it)."""
-    found = identification(catalog, samples)
-    matches = as_candidates(catalog, found.matches[:1])  # only the best one is used
+    found = identification(library, samples)
+    matches = as_candidates(library, found.matches[:1])  # only the best one is used
     if matches and matches[0].confidence >= SURE_ENOUGH:
-        return matches[0], similar_to_track(catalog, matches[0].track.id, k, filters)
-    catalog.index.refresh()
+        return matches[0], similar_to_track(library, matches[0].track.id, k, filters)
+    library.index.refresh()
     style = found.clip_style  # embedded already unless the landmarks were sure
     if style is None:
         style = shared_model().clip_vector(samples)
-    return None, _nearest(catalog, style, k, set(), filters)
+    return None, _nearest(library, style, k, set(), filters)
 
 
-def radio(catalog: Catalog, artist: str, k: int, rng: np.random.Generator) -> list[Similar]:
+def radio(library: Library, artist: str, k: int, rng: np.random.Generator) -> list[Similar]:
     """A playlist for fans of `artist`: tracks near theirs, by other artists, drawn at random
     from the nearest few times `k` (a different list each time, always relevant)."""
-    own = catalog.ids_by_artist(artist)
+    own = library.ids_by_artist(artist)
     if not own:
-        raise NotFound("artist_not_found", f"No track by {artist!r} in the catalog.")
-    catalog.index.refresh()
-    vectors = [v for v in (catalog.index.track_vector(t) for t in own) if v is not None]
+        raise NotFound("artist_not_found", f"No track by {artist!r} in the library.")
+    library.index.refresh()
+    vectors = [v for v in (library.index.track_vector(t) for t in own) if v is not None]
     if not vectors:
         return []
-    pool = _nearest(catalog, unit(np.mean(vectors, axis=0)), _RADIO_POOL * k, set(own),
+    pool = _nearest(library, unit(np.mean(vectors, axis=0)), _RADIO_POOL * k, set(own),
                     Filters(exclude_artist=artist))
     if len(pool) <= k:
         return pool
@@ -85,13 +85,13 @@ def radio(catalog: Catalog, artist: str, k: int, rng: np.random.Generator) -> li
     return [pool[i] for i in sorted(pick)]
 
 
-def _nearest(catalog: Catalog, vector: np.ndarray, k: int, exclude_ids: set[int],
+def _nearest(library: Library, vector: np.ndarray, k: int, exclude_ids: set[int],
              filters: Filters) -> list[Similar]:
     n = 4 * k + len(exclude_ids) + 10
     while True:  # filters may reject many: widen the search until k pass or all were seen
-        ids, sims = catalog.index.search_tracks(vector, n)
+        ids, sims = library.index.search_tracks(vector, n)
         found = [(int(i), float(sim)) for i, sim in zip(ids, sims) if int(i) not in exclude_ids]
-        rows = catalog.rows(tid for tid, _ in found)  # ids SQLite does not know are left out
+        rows = library.rows(tid for tid, _ in found)  # ids SQLite does not know are left out
         out = [Similar(rows[tid], round(sim, 4)) for tid, sim in found
                if tid in rows and filters.admit(rows[tid])]
         if len(out) >= k or len(ids) < n:

@@ -62,8 +62,10 @@ class Worker:
                 raise EarError("worker_running", f"An ear worker named {self.name} is running "
                                f"already (it holds {lock}); give another EAR_WORKER_NAME.", 409)
             jobs.requeue_own(self.name)
-            if self.catalog.index.needs_rebuild():  # a rebuild its last life did not get to
-                self.catalog.request_rebuild()
+            for shelf in self.catalog.every_library():
+                if shelf.index.needs_rebuild():  # a rebuild its last life did not get to
+                    self.catalog.request_rebuild(shelf.name)
+            trim_heap()  # what looking at every library took
             with self._beating():
                 return self._loop(poll_s, until_idle)
 
@@ -101,7 +103,7 @@ class Worker:
             if job.kind == jobs.INGEST:
                 self._ingest(job)
             else:
-                self.catalog.rebuild_index()
+                self.catalog.rebuild_index(job.library)
                 jobs.finish(job)
             return True
         except jobs.TakenOver:  # this worker was silent too long: another has the job now
@@ -138,12 +140,12 @@ class Worker:
             self._progress = seconds / total if total else None
 
         kept = self.catalog.prepare_original(job.original, job.source, json.loads(job.metadata),
-                                             self.model, progress)
-        if isinstance(kept, Track):  # these very bytes were added before
+                                             self.model, job.library, progress)
+        if isinstance(kept, Track):  # these very bytes were added to this library before
             _duplicate(job, kept)
             return
-        self.catalog.store([kept], then=lambda stored: _ended(job, *stored[0]))
-        self.catalog.request_rebuild()
+        self.catalog.store([kept], job.library, then=lambda stored: _ended(job, *stored[0]))
+        self.catalog.request_rebuild(job.library)
 
     @contextmanager
     def _beating(self) -> Iterator[None]:
@@ -175,5 +177,5 @@ def _ended(job: Job, track: Track, created: bool) -> None:
 
 
 def _duplicate(job: Job, track: Track) -> None:
-    jobs.fail(job, "duplicate", f"This audio is in the catalog already: track {track.id} "
+    jobs.fail(job, "duplicate", f"This audio is in the library already: track {track.id} "
               f"({track.title}).", track.id)

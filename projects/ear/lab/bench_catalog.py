@@ -32,7 +32,7 @@ _DISTRACTORS = "distractors.json"
 def ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | None:
     """Ingest the benchmark music once (stats of that run, or None if they were not kept):
     CPU seconds in all and of the embedding alone, audio seconds, wall seconds."""
-    if catalog.table.landmark_count:
+    if catalog.library().table.landmark_count:
         return json.loads(stats_path.read_text()) if stats_path.exists() else None
     files = list(audio_files(folders))
     started_wall, started_cpu = time.perf_counter(), _cpu_seconds()

@@ -124,7 +124,7 @@ def identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
                             "candidates": []})
             continue
         started = time.perf_counter()
-        found = identification(catalog, samples)
+        found = identification(catalog.library(), samples)
         elapsed_ms = (time.perf_counter() - started) * 1000
         results.append({**q, "elapsed_ms": elapsed_ms, **_by_method(catalog, samples, found)})
     return results
@@ -133,8 +133,8 @@ def identify_all(catalog: Catalog, queries: list[dict]) -> list[dict]:
 def _by_method(catalog: Catalog, samples: np.ndarray, found) -> dict:
     by_z = sorted((e for e in found.candidates if e.fingerprint_z > 0), key=lambda e: -e.fingerprint_z)
     dsp = [e for e in by_z if fingerprint_suffices(e.fingerprint_z, e.runner_up_z, e.threshold)]
-    votes, _ = embed_query(catalog, samples)  # the service skips it when the landmarks are sure
-    known = catalog.known_ids(votes)
+    votes, _ = embed_query(catalog.library(), samples)  # the service skips it when the landmarks are sure
+    known = catalog.library().known_ids(votes)
     ml = [(track, vote) for track, vote in fusion.ranked(votes) if track in known]
     return {
         "dsp": [{"track_id": e.track_id, "offset_s": e.offset_s, "score": e.fingerprint_z}
@@ -156,17 +156,17 @@ def _evidence_json(e: fusion.Evidence) -> dict:
 
 
 def _catalog_summary(catalog: Catalog, real_count: int) -> str:
-    catalog.table.refresh()
+    catalog.library().table.refresh()
     tracks = catalog.tracks()
     seconds = sum(t.duration for t in tracks)
-    index_bytes = catalog.table.landmark_count * KEY_BYTES
+    index_bytes = catalog.library().table.landmark_count * KEY_BYTES
     embedding_bytes = sum(p.stat().st_size for p in catalog.config.embedding_dir.iterdir()
                           if p.suffix in (".ann", ".npy", ".npz"))
     return (f"catalog: {real_count} tracks ({len(tracks) - real_count} distractors), "
-            f"{seconds / 3600:.1f} h, {catalog.table.landmark_count} landmarks, "
+            f"{seconds / 3600:.1f} h, {catalog.library().table.landmark_count} landmarks, "
             f"index {index_bytes / 1e6:.1f} MB = {index_bytes / seconds:.0f} bytes/s of audio; "
             f"embedding indexes {embedding_bytes / 1e6:.1f} MB = "
-            f"{embedding_bytes / seconds:.0f} bytes/s ({catalog.index.window_count} windows)")
+            f"{embedding_bytes / seconds:.0f} bytes/s ({catalog.library().index.window_count} windows)")
 
 
 def _ingest_summary(stats: dict) -> str:

@@ -1,4 +1,4 @@
-"""`ear eval`, `ear train`, `ear ingest-memory` and `ear busy`: their options, parsed here so
+"""`ear eval`, `ear train`, `ear ingest-memory`, `ear busy` and `ear libraries`: their options, parsed here so
 that the CLI needs none of the lab."""
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         from . import busy
         busy.add_arguments(parser)
         return busy.run(parser.parse_args(argv))
+    if command == "libraries":
+        from . import libraries
+        libraries.add_arguments(parser)
+        return libraries.run(parser.parse_args(argv))
     from . import train
     train.add_arguments(parser)
     return train.run(parser.parse_args(argv))

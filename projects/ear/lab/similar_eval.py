@@ -23,8 +23,8 @@ def similarity_report(catalog: Catalog, tracks: list[Track], labels_csv: str | N
     """Precision@10 over `tracks` (the benchmark music, without distractors)."""
     labels = _labels(tracks, labels_csv)
     tracks = [t for t in tracks if t.id in labels]
-    catalog.index.refresh()
-    model = [catalog.index.track_vector(t.id) for t in tracks]
+    catalog.library().index.refresh()
+    model = [catalog.library().index.track_vector(t.id) for t in tracks]
     tracks = [t for t, v in zip(tracks, model) if v is not None]
     model_vectors = np.stack([v for v in model if v is not None])
     mfcc_vectors = np.stack([mfcc_stats(whole_track(t.source, catalog.config)) for t in tracks])

@@ -1,22 +1,36 @@
 """What the routes share: the catalog, the recent answers and the feedback limit (one each per
-app), the request's audio and parameters, the admin check, and the JSON of tracks and matches
-with their links (all made by `link`)."""
+app), who the caller is and which library they reach, the request's audio and parameters, and
+the JSON of tracks and matches with their links (all made by `link`).
+
+Who calls (`caller`), from the request's `Authorization: Bearer ...`:
+- nobody said: a visitor (the site's widget); searches the public library (EAR_PUBLIC_LIBRARY)
+  and reads its tracks; changes nothing.
+- a user's key (users.py): searches, reads, adds to and removes from their own library only.
+- the owner's token (EAR_ADMIN_TOKEN): every library's tracks and jobs; searches and adds to the
+  owner's library, or to the one `?library=NAME` names (which then scopes everything).
+- any other Authorization (a wrong, revoked or malformed key): 401 `unauthorized`, never a
+  visitor's answer, so that a mistyped key is not mistaken for an empty library.
+"""
 from __future__ import annotations
 
 import hmac
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import wraps
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
-from flask import current_app, request
+from flask import current_app, g, request
 
+from .. import users
 from ..answers import Answers
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Job, Track
 from ..decode import decode_query
-from ..errors import EarError
+from ..errors import EarError, NotFound
 from ..identify import Candidate
+from ..libraries import OWNER, Library
 from ..params import parse_count
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
@@ -25,6 +39,7 @@ _READ_BYTES = 1 << 20  # of an upload at a time (its end is where the size limit
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
 ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
 FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter
+QUERIES = "ear.queries"  # app.extensions[QUERIES]: the lock a query holds (one_query_at_a_time)
 
 
 def catalog() -> Catalog:
@@ -65,6 +80,15 @@ def uploaded_audio() -> bytes:
     return b"".join(iter(lambda: stream.read(_READ_BYTES), b""))
 
 
+@contextmanager
+def one_query_at_a_time() -> Iterator[None]:
+    """Decode and match one clip at a time in this process. Gunicorn's worker has a second
+    thread so that quick requests (a job's state, a track) need not wait behind a query; two
+    queries at once would only share the cores and double the memory peak."""
+    with current_app.extensions[QUERIES]:
+        yield
+
+
 def query_samples() -> np.ndarray:
     """The request's audio, decoded with a query's limits."""
     return decode_query(uploaded_audio(), catalog().config)
@@ -89,6 +113,47 @@ def filters_arg() -> Filters:
                       for name in ("artist", "genre", "exclude_artist")})
 
 
+@dataclass(frozen=True)
+class Caller:
+    searches: str  # the library its queries search and its uploads go to
+    sees: str | None  # the library whose tracks and jobs it may read and remove; None: all
+    admin: bool = False
+    keyed: bool = False  # a key came (the admin's or a user's): it may add and remove
+
+
+def caller() -> Caller:
+    """Who sent this request (see the module's docstring); read once per request."""
+    if "ear_caller" not in g:
+        g.ear_caller = _caller()
+    return g.ear_caller
+
+
+def _caller() -> Caller:
+    config = catalog().config
+    given = request.headers.get("Authorization")
+    if given is None:
+        return Caller(config.public_library, config.public_library)
+    if is_admin():
+        named = request.args.get("library", "").strip()
+        if named and named != OWNER and not users.exists(named):
+            raise NotFound("library_not_found", f"No library {named!r}.")
+        return Caller(named or OWNER, named or None, admin=True, keyed=True)
+    scheme, _, key = given.partition(" ")
+    user = users.find(key.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        _refuse_if_no_keys()
+        raise EarError("unauthorized", "This key is wrong, revoked or malformed: send "
+                       "'Authorization: Bearer <your key>'.", 401)
+    return Caller(user.name, user.name, keyed=True)
+
+
+def _refuse_if_no_keys() -> None:
+    # A site with neither an admin token nor users says how to allow changes.
+    if not catalog().config.admin_token and not users.all_users():
+        raise EarError("admin_disabled", "Set EAR_ADMIN_TOKEN (or add users with `ear users add`) "
+                       "to allow changes over HTTP.", 403)
+
+
 def is_admin() -> bool:
     """Does the request carry the admin token (and is there one)?"""
     token = catalog().config.admin_token
@@ -96,15 +161,27 @@ def is_admin() -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
-def admin_required(view):
+def key_required(view):
+    """For changes: the admin's token or a user's key."""
     @wraps(view)
     def wrapper(*args, **kwargs):
-        if not catalog().config.admin_token:
-            raise EarError("admin_disabled", "Set EAR_ADMIN_TOKEN to allow changes over HTTP.", 403)
-        if not is_admin():
-            raise EarError("unauthorized", "A valid 'Authorization: Bearer <admin token>' is needed.", 401)
+        if not caller().keyed:
+            _refuse_if_no_keys()
+            raise EarError("unauthorized", "A key is needed: 'Authorization: Bearer <your key>'.", 401)
         return view(*args, **kwargs)
     return wrapper
+
+
+def library() -> Library:
+    """The library the caller searches."""
+    return catalog().library(caller().searches)
+
+
+def visible_track(track_id: int) -> Track:
+    """Track `track_id` if the caller may see it; else `track_not_found`, as for an id that no
+    library holds."""
+    sees = caller().sees
+    return catalog().get(track_id) if sees is None else catalog().library(sees).get(track_id)
 
 
 def link(endpoint: str, **values: object) -> str:
@@ -119,7 +196,7 @@ def link(endpoint: str, **values: object) -> str:
 # A track's source is a server path when the owner ingested a file: only the admin sees it whole;
 # everyone else gets its file name.
 def track_json(track: Track) -> dict:
-    return {**track.to_json(path=is_admin()), "url": link("tracks.get_track", track_id=track.id)}
+    return {**track.to_json(path=caller().admin), "url": link("tracks.get_track", track_id=track.id)}
 
 
 def jobs_json(jobs: list[Job]) -> list[dict]:
@@ -133,12 +210,12 @@ def jobs_json(jobs: list[Job]) -> list[dict]:
 
 def candidate_json(candidate: Candidate) -> dict:
     """A match or candidate as JSON, its track carrying the links the widget uses."""
-    data = candidate.to_json(path=is_admin())
+    data = candidate.to_json(path=caller().admin)
     return {**data, "track": {**data["track"], **media_links(candidate.track)}}
 
 
 def similar_json(similar: Similar) -> dict:
-    return similar.to_json(path=is_admin())
+    return similar.to_json(path=caller().admin)
 
 
 def media_links(track: Track) -> dict[str, str]:

@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from .helpers import answers, catalog, count_arg, candidate_json, query_samples
+from .helpers import (answers, caller, count_arg, candidate_json, library, one_query_at_a_time,
+                      query_samples)
 
 bp = Blueprint("identify", __name__)
 
@@ -17,10 +18,12 @@ bp = Blueprint("identify", __name__)
 def identify_upload():
     started = time.perf_counter()
     wanted = count_arg("candidates", default=0)
-    samples = query_samples()
-    answer = identify(catalog(), samples, candidates=wanted)
+    with one_query_at_a_time():
+        samples = query_samples()
+        answer = identify(library(), samples, candidates=wanted)
     extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}
-    query_id = answers().issue(c.track.id for c in answer.matches + answer.candidates)
+    query_id = answers().issue((c.track.id for c in answer.matches + answer.candidates),
+                               caller().searches)
     return jsonify(query_id=query_id, matches=[candidate_json(m) for m in answer.matches], **extra,
                    query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

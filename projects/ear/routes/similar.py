@@ -6,8 +6,8 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from .helpers import (answers, candidate_json, catalog, filters_arg, k_arg, query_samples, similar_json,
-                      track_json)
+from .helpers import (answers, candidate_json, catalog, caller, filters_arg, k_arg, library,
+                      one_query_at_a_time, query_samples, similar_json, track_json, visible_track)
 
 bp = Blueprint("similar", __name__)
 RADIO_LENGTH = 10  # tracks in a playlist unless `k` says otherwise
@@ -16,10 +16,11 @@ _SEED_DIGITS = 18
 
 @bp.post("/similar")
 def similar_to_upload():
-    identified, found = similar_to_clip(catalog(), query_samples(), k_arg(), filters_arg())
+    with one_query_at_a_time():
+        identified, found = similar_to_clip(library(), query_samples(), k_arg(), filters_arg())
     offered = [s.track.id for s in found] + ([identified.track.id] if identified else [])
     # The widget asks "right?" of the identified track here too: feedback needs the query id.
-    return jsonify(query_id=answers().issue(offered),
+    return jsonify(query_id=answers().issue(offered, caller().searches),
                    identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[similar_json(s) for s in found])
@@ -27,8 +28,9 @@ def similar_to_upload():
 
 @bp.get("/tracks/<int:track_id>/similar")
 def similar_to_stored(track_id: int):
-    found = similar_to_track(catalog(), track_id, k_arg(), filters_arg())
-    return jsonify(track=track_json(catalog().get(track_id)), matches=[similar_json(s) for s in found])
+    track = visible_track(track_id)  # the admin's may be any library's: searched in its own
+    found = similar_to_track(catalog().library(track.library), track_id, k_arg(), filters_arg())
+    return jsonify(track=track_json(track), matches=[similar_json(s) for s in found])
 
 
 @bp.get("/radio")
@@ -41,5 +43,5 @@ def artist_radio():
         raise EarError("bad_parameter", f"seed must be a whole number of up to {_SEED_DIGITS} "
                        "digits (it repeats a playlist).")
     rng = np.random.default_rng(int(seed) if seed else None)
-    found = radio(catalog(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)
+    found = radio(library(), artist, k_arg() if "k" in request.args else RADIO_LENGTH, rng)
     return jsonify(artist=artist, tracks=[similar_json(s) for s in found])

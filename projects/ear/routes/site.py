@@ -14,7 +14,7 @@ from .. import jobs
 from ..db import Feedback, database
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
-from .helpers import answers, catalog, feedback_limit, is_admin
+from .helpers import answers, caller, catalog, feedback_limit, library
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
@@ -36,18 +36,19 @@ def widget():
 
 @bp.get("/")
 def demo():
-    return render_template("demo.html", count=len(catalog().tracks()),
+    return render_template("demo.html", count=library().track_count(),
                            base=request.script_root + "/")
 
 
 @bp.get("/health")
 def health():
-    table, index = catalog().table, catalog().index
-    table.refresh()
-    index.refresh()
-    health = dict(status="ok", tracks=catalog().track_count(), landmarks=table.landmark_count,
-                  embedding_windows=index.window_count, torch_threads=torch.get_num_threads())
-    if is_admin():  # how busy the owner's uploads keep ear is the owner's business
+    shelf = library()  # the caller's: a visitor's is the public library
+    shelf.table.refresh()
+    shelf.index.refresh()
+    health = dict(status="ok", library=shelf.name, tracks=shelf.track_count(),
+                  landmarks=shelf.table.landmark_count, embedding_windows=shelf.index.window_count,
+                  torch_threads=torch.get_num_threads())
+    if caller().admin:  # how busy the owner's uploads keep ear is the owner's business
         health["jobs"] = jobs.counts()
     return jsonify(health)
 
@@ -64,8 +65,9 @@ def feedback():
     except (ValueError, RecursionError):
         data = None
     fields = _feedback_fields(data)
-    with answers().claim(fields["query_id"], fields["track_id"]), database.connection_context():
-        row = Feedback.create(**fields)
+    with answers().claim(fields["query_id"], fields["track_id"]) as searched, \
+            database.connection_context():
+        row = Feedback.create(**fields, library=searched)
     return jsonify(feedback=row.to_json()), 201
 
 

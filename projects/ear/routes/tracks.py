@@ -1,5 +1,5 @@
-"""The catalog's tracks: list, look up, add (queued as jobs) and remove (admin), and each track's
-audio and cover."""
+"""The caller's tracks (routes/helpers.py: a visitor's are the public library's): list, look up,
+add (queued as jobs) and remove (with a key), and each track's audio and cover."""
 from __future__ import annotations
 
 from pathlib import PurePath
@@ -10,7 +10,8 @@ from ..cover import cover_image, cover_type
 from ..originals import audio_type
 from ..db import METADATA_FIELDS
 from ..errors import EarError, NotFound
-from .helpers import admin_required, catalog, jobs_json, track_json, upload_fields, uploaded_files
+from .helpers import (caller, catalog, jobs_json, key_required, track_json, upload_fields,
+                      uploaded_files, visible_track)
 
 bp = Blueprint("tracks", __name__)
 _MEDIA_MAX_AGE_S = 3600
@@ -18,16 +19,18 @@ _MEDIA_MAX_AGE_S = 3600
 
 @bp.get("/tracks")
 def list_tracks():
-    return jsonify(tracks=[track_json(t) for t in catalog().tracks()])
+    sees = caller().sees
+    found = catalog().tracks() if sees is None else catalog().library(sees).tracks()
+    return jsonify(tracks=[track_json(t) for t in found])
 
 
 @bp.get("/tracks/<int:track_id>")
 def get_track(track_id: int):
-    return jsonify(track_json(catalog().get(track_id)))
+    return jsonify(track_json(visible_track(track_id)))
 
 
 @bp.post("/tracks")
-@admin_required
+@key_required
 def add_tracks():
     """Each `audio` file kept durably and queued for `ear worker`: 202 with a job per file
     (`job`: the first, the only one when one file was sent)."""
@@ -35,25 +38,26 @@ def add_tracks():
     metadata = {k: fields.get(k, "").strip() for k in METADATA_FIELDS}
     uploads = uploaded_files()
     queued = [catalog().queue_upload(stream, PurePath(filename).suffix,
-                                     (len(uploads) == 1 and fields.get("source")) or filename, metadata)
+                                     (len(uploads) == 1 and fields.get("source")) or filename, metadata,
+                                     caller().searches)
               for stream, filename in uploads]  # a source (a label, never opened) names one file
     answer = jobs_json(queued)
     return jsonify(job=answer[0], jobs=answer), 202, {"Location": answer[0]["url"]}
 
 
 @bp.delete("/tracks/<int:track_id>")
-@admin_required
+@key_required
 def delete_track(track_id: int):
-    track = catalog().remove(track_id)
-    catalog().request_rebuild()
-    return jsonify(removed=track.to_json(brief=True))  # to the admin: the whole source
+    track = catalog().remove(track_id, caller().sees)
+    catalog().request_rebuild(track.library)
+    return jsonify(removed=track.to_json(brief=True))  # to its owner: the whole source
 
 
 @bp.get("/tracks/<int:track_id>/audio")
 def track_audio(track_id: int):
     if not catalog().config.allow_playback:
         raise EarError("playback_disabled", "The owner has not allowed playback (EAR_ALLOW_PLAYBACK).", 403)
-    path = catalog().audio_path(catalog().get(track_id))
+    path = catalog().audio_path(visible_track(track_id))
     if path is None:
         raise NotFound("audio_not_found", "This track's audio file is not there.")
     # conditional=True: HTTP ranges, so the player can start at the matched offset.
@@ -65,7 +69,7 @@ def track_audio(track_id: int):
 
 @bp.get("/tracks/<int:track_id>/cover")
 def track_cover(track_id: int):
-    path = catalog().audio_path(catalog().get(track_id))
+    path = catalog().audio_path(visible_track(track_id))
     mimetype = cover_type(path) if path else None
     if mimetype is None:
         raise NotFound("cover_not_found", "This track has no cover image.")
