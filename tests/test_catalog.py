@@ -10,7 +10,8 @@ from helpers import room_clip
 from synth import RATE, song
 
 from ear.catalog import Catalog
-from ear.db import Track, allocate_track_ids, database
+from ear.db import Track, database
+from ear.ids import track_ids
 from ear.embed import shared_model
 from ear.segments import pack
 from ear.identify import identify
@@ -109,7 +110,7 @@ def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tm
     orphan_audio = resample(song(77)[:, 0], RATE / 16000)
     prints, vectors = fingerprint(orphan_audio), embedding([orphan_audio], shared_model())
     with table.writing():
-        (orphan_id,) = allocate_track_ids(1)
+        (orphan_id,) = track_ids(1)
         table.add({orphan_id: (pack(prints.hashes, orphan_id, prints.frames), prints.peaks)})
         filled_catalog.library().index.add({orphan_id: (vectors.vectors, vectors.starts, vectors.style)})
     # ...and a removal that marked the table but did not delete the row:

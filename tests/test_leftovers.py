@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, free_port
 
 from ear.app import create_app
-from ear.db import allocate_track_ids
+from ear.ids import track_ids
 from ear.segments import pack
 from ear.storage import locked
 
@@ -22,7 +22,7 @@ from ear.storage import locked
 def test_the_service_starts_by_sweeping_leftovers_and_orphans(filled_catalog, config):
     table, index = filled_catalog.library().table, filled_catalog.library().index
     with table.writing():  # a track whose row was never written: the process died first
-        (orphan,) = allocate_track_ids(1)
+        (orphan,) = track_ids(1)
         table.add({orphan: (pack(np.arange(50, dtype=np.uint32), orphan, np.arange(50)), np.zeros(5, np.uint16))})
     leftovers = [config.embedding_dir / "pending-0123456789ab.npz", config.embedding_dir / "windows-9.ann.tmp",
                  config.embedding_dir / "manifest.json.tmp", config.fingerprint_dir / "manifest.json.tmp",

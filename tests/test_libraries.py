@@ -16,7 +16,10 @@ from ear import users
 from ear.app import create_app
 from ear.catalog import Catalog
 from ear.config import load_config
-from ear.db import Feedback, Track, allocate_track_ids, database
+from ear.db import Feedback, IssuedTrackId, Track, database
+from ear.errors import EarError
+from ear.ids import track_ids
+from ear.segments import MAX_TRACK_ID
 from ear.embed import shared_model
 from ear.ingest import prepare
 
@@ -90,7 +93,7 @@ def test_each_user_finds_only_their_own_copy(shared, tmp_path):
 def test_another_users_ids_answer_as_ids_no_one_holds(shared):
     client, keys, ids, job_ids = shared
     ann = _key(keys["ann"])
-    nobody = max(ids.values()) + 1000
+    nobody = min(set(range(1, 10)) - set(ids.values()))  # an id no library holds
     for other in (ids["bob", 1], ids["bob", 2], ids["owner", 3]):
         for method, path in (("get", "/tracks/{}"), ("get", "/tracks/{}/audio"),
                              ("get", "/tracks/{}/cover"), ("get", "/tracks/{}/similar"),
@@ -100,7 +103,7 @@ def test_another_users_ids_answer_as_ids_no_one_holds(shared):
             assert theirs.status_code == no_ones.status_code == 404, (path, theirs.get_json())
             assert theirs.get_json() == _with_id(no_ones.get_json(), nobody, other)
     theirs = client.get(f"/jobs/{job_ids['bob', 1]}", headers=ann)
-    no_ones = client.get(f"/jobs/{max(job_ids.values()) + 1000}", headers=ann)
+    no_ones = client.get(f"/jobs/{2 ** 31 + 7}", headers=ann)  # beyond every id ear draws
     assert theirs.status_code == no_ones.status_code == 404
     assert theirs.get_json()["error"]["code"] == no_ones.get_json()["error"]["code"] == "job_not_found"
     # Nothing of bob's went: his copy is still his, with its audio (the same bytes as ann's).
@@ -153,8 +156,8 @@ def test_the_admin_reaches_a_library_by_name(shared, tmp_path):
     assert job["library"] == "bob" and job["track"]["library"] == "bob"
 
 
-@pytest.mark.parametrize("authorization", ["Bearer ear_not-a-key", "Bearer ", "Bearer",
-                                           "Basic YW5uOmFubg==", "ear_no-scheme", "Bearer test-token2"])
+@pytest.mark.parametrize("authorization", ["Bearer ear_not-a-key", "Bearer ", "Bearer", "bearer x",
+                                           "ear_no-scheme", "Bearer test-token2"])
 def test_wrong_and_malformed_keys_are_refused(shared, tmp_path, authorization):
     client, *_ = shared
     for method, path, body in (("post", "/identify", _query(tmp_path, 0)), ("get", "/tracks", None),
@@ -162,6 +165,14 @@ def test_wrong_and_malformed_keys_are_refused(shared, tmp_path, authorization):
         response = getattr(client, method)(path, data=body, headers={"Authorization": authorization})
         assert response.status_code == 401, (path, response.get_json())
         assert response.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_another_schemes_credentials_are_a_visitors(shared, tmp_path):
+    """Nginx's auth_basic in front of the site passes its Authorization on: not a key."""
+    client, keys, ids, _ = shared
+    basic = {"Authorization": "Basic YW5uOmFubg=="}
+    assert _identified(client, basic, _query(tmp_path, 3)) == [ids["owner", 3]]
+    assert client.post("/tracks", data=b"bytes", headers=basic).status_code == 401
 
 
 def test_a_revoked_key_is_refused_and_the_tracks_stay(shared, tmp_path):
@@ -211,16 +222,27 @@ def test_ear_users_add_list_revoke(tmp_path, database):
     assert "erin\trevoked" in run_ear(data, "users", "list", database_url=database).stdout
 
 
-def test_track_ids_are_unique_across_libraries_and_never_reused(catalog, songs_dir):
+def test_track_ids_are_random_unique_across_libraries_and_never_reused(catalog, songs_dir):
     prepared = prepare(songs_dir / "song0.flac", catalog.config, shared_model())
     [(first, _)] = catalog.store([prepared])
     catalog.remove(first.id)
     [(again, created)] = catalog.store([prepared], "zoe")
-    assert created and again.id > first.id
-    assert allocate_track_ids(2) == [again.id + 1, again.id + 2]
-    assert allocate_track_ids(1, at_least=1000) == [1000]  # ids an older ear gave out are skipped
+    assert created and again.id != first.id
+    drawn = track_ids(500)
+    assert len(set(drawn)) == 500 and not {first.id, again.id} & set(drawn)
+    assert max(drawn) - min(drawn) > MAX_TRACK_ID // 2  # spread out: nothing to count from them
     with database.connection_context():
+        assert IssuedTrackId.select().count() == 502
         assert Track.get_by_id(again.id).library == "zoe"
+
+
+def test_track_ids_start_above_an_older_ears_and_run_out_with_a_clear_error(catalog):
+    with database.connection_context():  # a track an older ear numbered in sequence
+        Track.create(id=MAX_TRACK_ID - 5, title="old", duration=1.0, source="old.wav", content_hash="h")
+    assert sorted(track_ids(5)) == list(range(MAX_TRACK_ID - 4, MAX_TRACK_ID + 1))
+    with pytest.raises(EarError) as caught:
+        track_ids(1)
+    assert caught.value.code == "track_ids_exhausted" and caught.value.status == 507
 
 
 def test_a_catalog_from_before_libraries_is_the_owners(tmp_path, songs_dir):

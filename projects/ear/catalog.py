@@ -22,8 +22,8 @@ from typing import BinaryIO, Callable, Iterable
 
 from .config import Config
 from . import jobs
-from .db import (METADATA_FIELDS, Job, Track, allocate_track_ids, database, init_db,
-                 pair_with_folder)
+from .db import METADATA_FIELDS, Job, Track, database, init_db, pair_with_folder
+from .ids import track_ids
 from .embed import Model
 from .errors import BadAudio, EarError, NotFound
 from .libraries import OWNER, Library, OpenLibraries, names_on_disk
@@ -84,7 +84,7 @@ class Catalog:
             if gone:  # its track was removed meanwhile, and the same bytes' original with it
                 raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
                                "was being added (its track was removed): send it again.", 409)
-            ids = allocate_track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
+            ids = track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
             if new:
                 shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
                                        p.fingerprint.peaks) for tid, p in zip(ids, new)})
@@ -269,7 +269,7 @@ class Catalog:
     # ---- reading: every library's tracks (a library's own: libraries.Library) ----------------
     def tracks(self) -> list[Track]:
         with database.connection_context():
-            return list(Track.select().order_by(Track.id))
+            return list(Track.select().order_by(Track.added_at, Track.id))
 
     def get(self, track_id: int) -> Track:
         with database.connection_context():

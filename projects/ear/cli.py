@@ -37,8 +37,8 @@ _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalo
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ear", description=__doc__)
     parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
-    parser.add_argument("--library", metavar="NAME", help="a user's library (`ear users`), not the "
-                        "owner's; for tracks, remove, jobs: only its (default: every library's)")
+    parser.add_argument("--library", metavar="NAME", help="a user's library (`ear users`), not the owner's; "
+                        "for tracks, remove, jobs, reindex: only it (default: every library)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")
@@ -215,19 +215,20 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 
 
 def cmd_reindex(config: Config, args) -> int:
-    catalog = Catalog(config)
-    library = catalog.library(chosen_library(catalog, args.library))
-    if args.reembed:
-        embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in library.tracks()),
-                                          config, shared_model())
-        catalog.replace_vectors(embeddings, library.name)
-        print(f"embedded {len(embeddings)} tracks again" + (
-            f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
-            f"files again to give them one): {missing}" if missing else ""))
-    started = time.perf_counter()
-    catalog.rebuild_index(library.name, force=True)
-    print(f"embedding indexes of library {library.name} rebuilt: {library.index.window_count} windows "
-          f"in {time.perf_counter() - started:.1f} s")
+    catalog = Catalog(config)  # without --library: every library (a new model is everyone's)
+    for library in ([catalog.library(chosen_library(catalog, args.library))] if args.library
+                    else catalog.every_library()):
+        if args.reembed:
+            embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in library.tracks()),
+                                              config, shared_model())
+            catalog.replace_vectors(embeddings, library.name)
+            print(f"{library.name}: embedded {len(embeddings)} tracks again" + (
+                f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
+                f"files again to give them one): {missing}" if missing else ""))
+        started = time.perf_counter()
+        catalog.rebuild_index(library.name, force=True)
+        print(f"{library.name}: embedding indexes rebuilt, {library.index.window_count} windows "
+              f"in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -259,9 +260,8 @@ def cmd_compact(config: Config, args) -> int:
     catalog = Catalog(config)
     catalog.tidy()
     catalog.compact()
-    for library in catalog.every_library():
-        print(f"{library.name}: {library.table.landmark_count} landmarks in "
-              f"{len(library.table.manifest.segments)} segment(s)")
+    for name, table in ((shelf.name, shelf.table) for shelf in catalog.every_library()):
+        print(f"{name}: {table.landmark_count} landmarks in {len(table.manifest.segments)} segment(s)")
     return 0
 
 
@@ -272,7 +272,6 @@ def cmd_worker(config: Config, args) -> int:
     (catalog := Catalog(config)).tidy()
     worker = Worker(catalog, shared_model(), config.worker_name)
     worker.stop_on_signals()
-    logging.info("ear worker %s: waiting for jobs", worker.name)
     logging.info("ear worker %s stops after %d jobs", worker.name, worker.run(until_idle=args.until_idle))
     return 0
 

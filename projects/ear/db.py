@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path, PurePath
 
 from peewee import (AutoField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
-                    IntegerField, Model, SQL, SqliteDatabase, TextField, fn)
+                    IntegerField, Model, SQL, SqliteDatabase, TextField)
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -35,7 +35,7 @@ _SQLITE_PRAGMAS = {
 _POOL = {"max_connections": 4, "stale_timeout": 300}
 _COPY_ROWS = 500  # rows inserted at a time by copy_database (SQLite's limit on parameters)
 _SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
-_TRACK_IDS_LOCK = 0x6561_7201  # ...and the one held while track ids are handed out
+TRACK_IDS_LOCK = 0x6561_7201  # ...and the one held while track ids are handed out (ids.py)
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
 OWNER_LIBRARY = "owner"  # the site owner's library: every row made before there were users
 _IN_LIBRARY = {"default": OWNER_LIBRARY, "constraints": [SQL(f"DEFAULT '{OWNER_LIBRARY}'")]}
@@ -52,7 +52,7 @@ class BaseModel(Model):
 
 
 class Track(BaseModel):
-    # Ids come from `allocate_track_ids` (never reused, unique across libraries), not from SQLite.
+    # Ids come from ids.py (random, never reused, unique across libraries), not from SQLite.
     id = AutoField()
     library = CharField(**_IN_LIBRARY)  # whose: libraries.py
     title = TextField()
@@ -149,14 +149,20 @@ class User(BaseModel):
                 "revoked_at": _iso(self.revoked_at)}
 
 
+class IssuedTrackId(BaseModel):
+    """Every track id ever handed out (ids.py): a row is never deleted, so an id is never reused."""
+
+    id = IntegerField(primary_key=True)
+
+
 class Setting(BaseModel):
-    """What the database says of itself: `catalog_id`, the catalog it holds; `next_track_id`."""
+    """What the database says of itself: `catalog_id`, the catalog it holds; `track_id_floor`."""
 
     key = CharField(primary_key=True)
     value = TextField()
 
 
-MODELS = [Track, Feedback, Job, User, Setting]
+MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting]
 
 
 
@@ -262,22 +268,6 @@ def _drop_old_indexes() -> None:
     if database.table_exists("track") and any(
             index.name == "track_content_hash" for index in database.get_indexes("track")):
         migrate(SchemaMigrator.from_database(database.obj).drop_index("track", "track_content_hash"))
-
-
-def allocate_track_ids(n: int, at_least: int = 1) -> list[int]:
-    """`n` new track ids, never handed out before (the stores of every library share one
-    sequence, so that an id names one track wherever it is); committed at once, so that ids
-    a crash left unused are skipped, never reused. `at_least`: the first id the catalog's own
-    records allow (ids an older ear gave out), for the first call."""
-    with database.connection_context(), write_transaction():
-        if not is_sqlite():  # SQLite's IMMEDIATE transaction serialises this already
-            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_TRACK_IDS_LOCK,))
-        row = Setting.get_or_none(Setting.key == "next_track_id")
-        highest = Track.select(fn.MAX(Track.id)).scalar() or 0
-        first = max(int(row.value) if row else 1, highest + 1, at_least)
-        Setting.insert(key="next_track_id", value=str(first + n)).on_conflict(
-            conflict_target=[Setting.key], update={Setting.value: str(first + n)}).execute()
-    return list(range(first, first + n))
 
 
 def _missing_columns() -> list[tuple[str, Field]]:

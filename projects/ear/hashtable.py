@@ -12,8 +12,8 @@ readers see either the old set of files or the new one. Writers serialise on an 
 """
 from __future__ import annotations
 
-import copy
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ class SegmentFiles:
 @dataclass
 class Manifest:
     generation: int = 0
-    next_track_id: int = 1  # above every id an older ear handed out from here (db.allocate_track_ids)
+    next_track_id: int = 1  # above every id an older ear handed out from here (ids.py)
     segments: list[SegmentFiles] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
 
@@ -64,6 +64,7 @@ class _View:
     manifest with another manifest's files."""
 
     manifest: Manifest
+    stamp: tuple | None  # of the manifest file read
     key_files: list[KeyFile]
     peak_files: list[Mapped]
     peaks: dict[int, np.ndarray]  # track → its encoded peaks (a slice of a mapped file)
@@ -77,8 +78,8 @@ class HashTable:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._manifest_path = self.directory / "manifest.json"
-        self._loaded_stamp = None
-        self._view = _View(Manifest(), [], [], {}, np.zeros(0, np.int64))
+        self._view = _View(Manifest(), None, [], [], {}, np.zeros(0, np.int64))
+        self._refreshing = threading.Lock()  # one thread at a time reads a new manifest
         self._draft = Manifest()  # what a writer is changing, saved by _save
         self._obsolete: list[str] = []
         self.refresh()
@@ -86,9 +87,12 @@ class HashTable:
     # ---- reading -------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up changes another process made (cheap when nothing changed: one stat)."""
-        now = stamp(self._manifest_path)
-        if now is None or now == self._loaded_stamp:
-            return
+        with self._refreshing:
+            now = stamp(self._manifest_path)
+            if now is not None and now != self._view.stamp:
+                self._view = self._read_view(now)
+
+    def _read_view(self, now: tuple) -> _View:
         manifest = Manifest.from_json(read_json(self._manifest_path))
         # Segments are immutable: the ones this process has already opened are reused.
         opened = {key_file.name: key_file for key_file in self._view.key_files}
@@ -99,9 +103,8 @@ class HashTable:
             peak_files.append(peak_file)
             for j, track in enumerate(seg.tracks):
                 peaks[track] = peak_file.array[seg.peak_offsets[j]:seg.peak_offsets[j + 1]]
-        self._view = _View(manifest, key_files, peak_files, peaks,
-                           np.array(sorted(manifest.removed), np.int64))
-        self._loaded_stamp = now
+        return _View(manifest, now, key_files, peak_files, peaks,
+                     np.array(sorted(manifest.removed), np.int64))
 
     @property
     def manifest(self) -> Manifest:
@@ -190,7 +193,8 @@ class HashTable:
                 yield None
                 return
             self.refresh()
-            self._draft = copy.deepcopy(self._view.manifest)
+            # From the file, not from the view: the draft must be what is on disk now.
+            self._draft = Manifest.from_json(read_json(self._manifest_path) or {})
             self._sweep()
             yield self
 

@@ -8,7 +8,7 @@ names, then swaps the manifest by atomic rename: queries keep using the old mmap
 """
 from __future__ import annotations
 
-import logging
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,31 +18,23 @@ from typing import Iterator
 import numpy as np
 from annoy import AnnoyIndex
 
-from .embed import unit
+from .index_files import (NO_BUILT, Built, Pending, empty_pending, open_built, open_pending,
+                          pending_arrays, track_column)
 from .storage import commit, locked, read_json, replacing, stamp, write_json
-
-log = logging.getLogger(__name__)
 
 WINDOW_TREES = 10
 TRACK_TREES = 20
 
 
 @dataclass(frozen=True)
-class _Built:
-    """One generation of Annoy files, opened read-only (mmap)."""
+class _State:
+    """What one manifest names, swapped whole: a search never mixes two generations."""
 
-    windows: AnnoyIndex | None
-    window_items: np.ndarray  # (n, 2) int32: track id, start in ms
-    tracks: AnnoyIndex | None
-    track_ids: np.ndarray  # (m,) int32
-
-
-@dataclass(frozen=True)
-class _Pending:
-    window_vectors: np.ndarray  # (n, dim) float32
-    window_items: np.ndarray  # (n, 2) int32
-    track_vectors: np.ndarray  # (m, dim) float32
-    track_ids: np.ndarray  # (m,) int32
+    manifest: dict
+    stamp: tuple | None
+    built: Built
+    pending: Pending
+    removed: np.ndarray  # int64 track ids
 
 
 class EmbeddingIndex:
@@ -51,40 +43,40 @@ class EmbeddingIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim = dim  # of window vectors
         self.track_dim = track_dim
-        self._stamp = None
-        self._manifest: dict = {}
-        self._built = _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
-        self._pending = _empty_pending(dim, track_dim)
-        self._removed = np.zeros(0, np.int64)
+        self._state = _State({}, None, NO_BUILT, empty_pending(dim, track_dim), np.zeros(0, np.int64))
+        self._refreshing = threading.Lock()  # one thread at a time reads a new manifest
         self.refresh()
 
     # ---- reading ---------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up a new generation if a writer swapped the manifest (cheap when nothing did)."""
-        now = stamp(self.folder / "manifest.json")
-        if now is None or now == self._stamp:
-            return
-        manifest = self._read_manifest()
-        if manifest.get("built") != self._manifest.get("built"):
-            self._built = self._open_built(manifest.get("built"))
-        self._pending = self._open_pending(manifest.get("pending", []))
-        self._removed = np.asarray(manifest.get("removed", []), np.int64)
-        self._manifest, self._stamp = manifest, now
+        with self._refreshing:
+            old, now = self._state, stamp(self.folder / "manifest.json")
+            if now is None or now == old.stamp:
+                return
+            manifest = self._read_manifest()
+            built = (old.built if manifest.get("built") == old.manifest.get("built")
+                     else open_built(self.folder, manifest.get("built"), self.track_dim))
+            pending = open_pending(self.folder, manifest.get("pending", []), self.dim, self.track_dim)
+            self._state = _State(manifest, now, built, pending,
+                                 np.asarray(manifest.get("removed", []), np.int64))
 
     @property
     def removed(self) -> set[int]:
-        return set(self._removed.tolist())
+        return set(self._state.removed.tolist())
 
     @property
     def window_count(self) -> int:
-        return len(self._built.window_items) + len(self._pending.window_items)
+        state = self._state
+        return len(state.built.window_items) + len(state.pending.window_items)
 
     def search_windows(self, vectors: np.ndarray, n: int, search_k: int = -1
                        ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """For each query vector: (track ids, window starts in s, cosine similarities) of its
         `n` nearest stored windows."""
         out = []
-        built, pending = self._built, self._pending
+        state = self._state
+        built, pending = state.built, state.pending
         for v in vectors:
             ids, dist = ([], [])
             if built.windows is not None:
@@ -96,13 +88,14 @@ class EmbeddingIndex:
                 best = np.argsort(-extra)[:n]
                 items = np.concatenate([items, pending.window_items[best]])
                 sims = np.concatenate([sims, extra[best]])
-            keep = ~np.isin(items[:, 0], self._removed)
+            keep = ~np.isin(items[:, 0], state.removed)
             out.append((items[keep, 0], items[keep, 1] / 1000.0, sims[keep]))
         return out
 
     def search_tracks(self, vector: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(track ids, cosine similarities) of the `n` nearest tracks, best first."""
-        built, pending = self._built, self._pending
+        state = self._state
+        built, pending = state.built, state.pending
         ids, sims = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if built.tracks is not None:
             found, dist = built.tracks.get_nns_by_vector(vector.tolist(), n, -1, True)
@@ -111,13 +104,13 @@ class EmbeddingIndex:
         if len(pending.track_ids):
             ids = np.concatenate([ids, pending.track_ids])
             sims = np.concatenate([sims, pending.track_vectors @ vector])
-        keep = ~np.isin(ids, self._removed)
+        keep = ~np.isin(ids, state.removed)
         ids, sims = ids[keep], sims[keep]
         order = np.argsort(-sims, kind="stable")[:n]
         return ids[order], sims[order]
 
     def track_vector(self, track_id: int) -> np.ndarray | None:
-        built, pending = self._built, self._pending
+        built, pending = self._state.built, self._state.pending
         hit = np.nonzero(pending.track_ids == track_id)[0]
         if hit.size:
             return pending.track_vectors[hit[0]]
@@ -137,7 +130,7 @@ class EmbeddingIndex:
         once (pending)."""
         if not tracks:
             return
-        arrays = _pending_arrays(tracks, self.dim, self.track_dim)
+        arrays = pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
         with self._locked(".write.lock") as manifest:  # written under the lock: see `sweep`
             with replacing(self.folder / name) as fh:
@@ -186,13 +179,13 @@ class EmbeddingIndex:
                 return False
             generation = start.get("generation", 0) + 1
             removed = set(start.get("removed", []))
-            old = self._open_built(start.get("built"))
-            pending = self._open_pending(start.get("pending", []))
+            old = open_built(self.folder, start.get("built"), self.track_dim)
+            pending = open_pending(self.folder, start.get("pending", []), self.dim, self.track_dim)
             if replace:
-                extra = _pending_arrays({t: v for t, v in replace.items() if t not in removed},
+                extra = pending_arrays({t: v for t, v in replace.items() if t not in removed},
                                         self.dim, self.track_dim)
-                pending = _Pending(*(np.concatenate([
-                    getattr(pending, name)[~np.isin(_track_column(getattr(pending, ids)),
+                pending = Pending(*(np.concatenate([
+                    getattr(pending, name)[~np.isin(track_column(getattr(pending, ids)),
                                                     list(replace))], getattr(extra, name)])
                     for name, ids in (("window_vectors", "window_items"),
                                       ("window_items", "window_items"),
@@ -214,7 +207,7 @@ class EmbeddingIndex:
         self.refresh()
         return True
 
-    def _build(self, generation: int, old: _Built, pending: _Pending, removed: set[int],
+    def _build(self, generation: int, old: Built, pending: Pending, removed: set[int],
                removed_old: set[int]) -> dict:
         names = {"windows": f"windows-{generation}.ann", "window_items": f"windows-{generation}.npy",
                  "tracks": f"tracks-{generation}.ann", "track_ids": f"tracks-{generation}.npy",
@@ -224,8 +217,8 @@ class EmbeddingIndex:
                  pending.window_vectors, pending.window_items),
                 ("tracks", "track_ids", TRACK_TREES, self.track_dim, old.tracks, old.track_ids,
                  pending.track_vectors, pending.track_ids)):
-            keep_old = np.nonzero(~np.isin(_track_column(old_items), list(removed_old)))[0]
-            keep_new = np.nonzero(~np.isin(_track_column(new_items), list(removed)))[0]
+            keep_old = np.nonzero(~np.isin(track_column(old_items), list(removed_old)))[0]
+            keep_new = np.nonzero(~np.isin(track_column(new_items), list(removed)))[0]
             tmp = self.folder / (names[kind] + ".tmp")
             tmp.unlink(missing_ok=True)
             index = AnnoyIndex(dim, "angular")
@@ -251,49 +244,3 @@ class EmbeddingIndex:
 
     def _write_manifest(self, manifest: dict) -> None:
         write_json(self.folder / "manifest.json", manifest)
-
-    def _open_built(self, names: dict | None) -> _Built:
-        if not names:
-            return _Built(None, np.zeros((0, 2), np.int32), None, np.zeros(0, np.int32))
-        windows = AnnoyIndex(names["dim"], "angular")
-        windows.load(str(self.folder / names["windows"]), prefault=False)  # mmap, paged in on use
-        window_items = np.load(self.folder / names["window_items"], mmap_mode="r")
-        if names.get("track_dim", names["dim"]) != self.track_dim:
-            # Built by an older ear whose track vectors were of another kind: until `ear
-            # reindex --reembed` replaces them, similar-track searches see only newly added tracks.
-            log.warning("%s: track vectors out of date, run `ear reindex --reembed`", self.folder)
-            return _Built(windows, window_items, None, np.zeros(0, np.int32))
-        tracks = AnnoyIndex(self.track_dim, "angular")
-        tracks.load(str(self.folder / names["tracks"]), prefault=False)
-        return _Built(windows, window_items, tracks,
-                      np.load(self.folder / names["track_ids"], mmap_mode="r"))
-
-    def _open_pending(self, names: list[str]) -> _Pending:
-        if not names:
-            return _empty_pending(self.dim, self.track_dim)
-        parts = [np.load(self.folder / name) for name in names]
-        return _Pending(*(np.concatenate([p[key] for p in parts]).astype(
-            np.float32 if "vectors" in key else np.int32)
-            for key in ("window_vectors", "window_items", "track_vectors", "track_ids")))
-
-
-def _empty_pending(dim: int, track_dim: int) -> _Pending:
-    return _Pending(np.zeros((0, dim), np.float32), np.zeros((0, 2), np.int32),
-                    np.zeros((0, track_dim), np.float32), np.zeros(0, np.int32))
-
-
-def _pending_arrays(tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], dim: int,
-                    track_dim: int) -> _Pending:
-    """{track: (window vectors, starts in s, track vector)} → arrays."""
-    if not tracks:
-        return _empty_pending(dim, track_dim)
-    return _Pending(
-        np.concatenate([v for v, _, _ in tracks.values()]).astype(np.float32),
-        np.concatenate([np.stack([np.full(len(t), tid), np.round(np.asarray(t) * 1000)], axis=1)
-                        for tid, (_, t, _) in tracks.items()]).astype(np.int32),
-        np.stack([unit(np.asarray(s, np.float32)) for _, _, s in tracks.values()]),
-        np.fromiter(tracks, np.int32, len(tracks)))
-
-
-def _track_column(items: np.ndarray) -> np.ndarray:
-    return items[:, 0] if items.ndim == 2 else items

@@ -1,7 +1,7 @@
 """The queue: work for `ear worker`, kept in the catalog database.
 
 A job is an original ear keeps (originals.py) plus what to do with it (`ingest`), or a rebuild
-of the embedding indexes (`reindex`). It goes queued → running → done | failed. A worker claims
+of a library's embedding indexes (`reindex`); its id is random (ids.py). It goes queued → running → done | failed. A worker claims
 the oldest queued job in one transaction (with PostgreSQL, `FOR UPDATE SKIP LOCKED`, so that
 several workers never take the same one) and beats while it works. A job whose worker stopped
 beating (killed, or its machine stopped) is queued again; one that was started MAX_ATTEMPTS
@@ -15,6 +15,7 @@ import json
 from peewee import fn
 
 from .db import OWNER_LIBRARY, Job, database, now, write_transaction
+from .ids import new_job
 
 INGEST, REINDEX = "ingest", "reindex"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -31,8 +32,8 @@ def queue_ingest(original: str, source: str, metadata: dict[str, str],
                  library: str = OWNER_LIBRARY) -> Job:
     """Queue adding a kept original as a track of `library`; durable when this returns."""
     with database.connection_context():
-        return Job.create(kind=INGEST, library=library, original=original, source=source,
-                          metadata=json.dumps(metadata))
+        return new_job(kind=INGEST, library=library, original=original, source=source,
+                       metadata=json.dumps(metadata))
 
 
 def queue_reindex(library: str = OWNER_LIBRARY) -> None:
@@ -41,14 +42,15 @@ def queue_reindex(library: str = OWNER_LIBRARY) -> None:
     with database.connection_context(), write_transaction():
         if not Job.select().where(Job.kind == REINDEX, Job.status == QUEUED,
                                   Job.library == library).exists():
-            Job.create(kind=REINDEX, library=library)
+            new_job(kind=REINDEX, library=library)
 
 
 def claim(worker: str) -> Job | None:
-    """The oldest queued job, now running for `worker`; None when there is none."""
+    """The oldest queued job (first queued, first done), now running for `worker`; None when
+    there is none."""
     with database.connection_context(), write_transaction():
         _requeue_stale()
-        query = Job.select().where(Job.status == QUEUED).order_by(Job.id).limit(1)
+        query = Job.select().where(Job.status == QUEUED).order_by(Job.created_at, Job.id).limit(1)
         if database.for_update:
             query = query.for_update(skip_locked=True)
         job = query.first()
@@ -138,7 +140,8 @@ def get(job_id: int, library: str | None = None) -> Job | None:
 def recent(limit: int = 100, library: str | None = None) -> list[Job]:
     """The newest jobs of `library` (None: of every library) first."""
     with database.connection_context():
-        return list(Job.select().where(_of(library)).order_by(Job.id.desc()).limit(limit))
+        return list(Job.select().where(_of(library))
+                    .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
 
 
 def _of(library: str | None):

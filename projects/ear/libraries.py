@@ -4,8 +4,8 @@ A library is a name (the site owner's is `owner`, a user's is the user's name: u
 own stores in its own folder (landmarks: hashtable.py; vectors: index.py), and the rows of its
 tracks, which carry its name. A query searches one library's stores only, so what it costs
 and what it answers depend on that library alone: another library's tracks can neither take
-a candidate's place nor slow it down. Track ids are unique across libraries, so an id names
-one track; a lookup by id in a library that does not hold it answers exactly as one for an
+a candidate's place nor slow it down. Track ids are unique across libraries (and random:
+ids.py), so an id names one track; a lookup by id in a library that does not hold it answers exactly as one for an
 id that no library holds (`track_not_found`, 404).
 
 The owner's stores are where ear kept them before there were users (EAR_DATA_DIR/fingerprints
@@ -69,7 +69,7 @@ class Library:
 
     def tracks(self) -> list[Track]:
         with database.connection_context():
-            return list(Track.select().where(self._mine()).order_by(Track.id))
+            return list(Track.select().where(self._mine()).order_by(Track.added_at, Track.id))
 
     def track_count(self) -> int:
         with database.connection_context():

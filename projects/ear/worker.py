@@ -13,6 +13,7 @@ its job done; a half-stored track is never searchable (the catalog reconciles it
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -65,7 +66,9 @@ class Worker:
             for shelf in self.catalog.every_library():
                 if shelf.index.needs_rebuild():  # a rebuild its last life did not get to
                     self.catalog.request_rebuild(shelf.name)
-            trim_heap()  # what looking at every library took
+            gc.collect()  # what looking at every library took, cycles included, handed back
+            trim_heap()
+            log.info("ear worker %s: waiting for jobs", self.name)
             with self._beating():
                 return self._loop(poll_s, until_idle)
 

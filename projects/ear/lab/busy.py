@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work).resolve()
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
-    env = {"EAR_DATA_DIR": str(data), "EAR_ADMIN_TOKEN": TOKEN}
+    env = {"EAR_DATA_DIR": str(data), "EAR_ADMIN_TOKEN": TOKEN, "EAR_DATABASE_URL": ""}  # not .env's
     results = Results(uploads=len(uploads), queued=args.queued)
     _ingest_catalog(Path(args.catalog), env, results)
     with serving(conf, env) as (url, master, web), ear_worker(env, work / "worker.log") as worker:

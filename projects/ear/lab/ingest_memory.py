@@ -65,7 +65,8 @@ def _service_upload(path: Path, data_dir: Path, conf: Path
     """(idle, peak) RSS in MB of the web worker while it takes `path` as an upload and of
     `ear worker` while it adds it; and how the job ended (done, or its error's code)."""
     # An upload limit above the default 50 MB: a 3-hour Opus at 48 kbit/s is 73 MB.
-    env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200"}
+    env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200",
+           "EAR_DATABASE_URL": ""}  # SQLite in the work folder, whatever .env says
     with serving(conf, env) as (url, _, web), ear_worker(env, data_dir / "worker.log") as proc:
         worker = proc.pid
         idle = {pid: _status(pid, "VmRSS") for pid in (web, worker)}

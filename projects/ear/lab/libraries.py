@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             if int(name[4:]) < args.libraries}
     clip = _cut(args.track, _CLIP_AT_S, work / "clip.webm")
     upload = _cut(args.track, _UPLOAD_AT_S, work / "upload.webm")
-    env = {"EAR_DATA_DIR": str(data)}
+    env = {"EAR_DATA_DIR": str(data), "EAR_DATABASE_URL": ""}  # SQLite in --work, whatever .env says
     with serving(Path(args.gunicorn_conf), env) as (url, master, web), \
             ear_worker(env, work / "worker.log") as worker:
         pids = {"master": master, "web worker": web, "ear worker": worker.pid}

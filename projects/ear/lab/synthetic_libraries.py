@@ -24,7 +24,8 @@ import numpy as np
 from .. import users
 from ..catalog import Catalog
 from ..config import load_config
-from ..db import Track, User, allocate_track_ids, database
+from ..db import Track, User, database
+from ..ids import track_ids
 from ..embed import DIM, STYLE_DIM, shared_model
 from ..features import F_MAX_BIN, FRAME_SECONDS
 from ..ingest import prepare
@@ -41,7 +42,7 @@ _ROWS_AT_ONCE = 500
 
 def build(data_dir: Path, keys_json: Path, libraries: int, tracks: int, seconds: float,
           real_track: Path) -> None:
-    config = load_config(data_dir=data_dir)
+    config = load_config(data_dir=data_dir, database_url="")  # never the .env's database
     catalog = Catalog(config)
     real = prepare(real_track, config, shared_model(), name=real_track.name)
     keys = read_json(keys_json) or {}
@@ -70,7 +71,7 @@ def build(data_dir: Path, keys_json: Path, libraries: int, tracks: int, seconds:
 def _add_synthetic(catalog: Catalog, name: str, count: int, seconds: float,
                    rng: np.random.Generator) -> None:
     library = catalog.library(name)
-    ids = allocate_track_ids(count)
+    ids = track_ids(count)
     frames = int(seconds / FRAME_SECONDS)
     landmarks, peaks, vectors = {}, {}, {}
     starts = np.arange(int(seconds * WINDOWS_PER_S) - 1, dtype=np.float32) / WINDOWS_PER_S

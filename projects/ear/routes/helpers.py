@@ -3,8 +3,9 @@ app), who the caller is and which library they reach, the request's audio and pa
 the JSON of tracks and matches with their links (all made by `link`).
 
 Who calls (`caller`), from the request's `Authorization: Bearer ...`:
-- nobody said: a visitor (the site's widget); searches the public library (EAR_PUBLIC_LIBRARY)
-  and reads its tracks; changes nothing.
+- no key (no Authorization, or another scheme's: Nginx's auth_basic in front): a visitor (the
+  site's widget); searches the public library (EAR_PUBLIC_LIBRARY), reads its tracks, changes
+  nothing.
 - a user's key (users.py): searches, reads, adds to and removes from their own library only.
 - the owner's token (EAR_ADMIN_TOKEN): every library's tracks and jobs; searches and adds to the
   owner's library, or to the one `?library=NAME` names (which then scopes everything).
@@ -130,15 +131,16 @@ def caller() -> Caller:
 
 def _caller() -> Caller:
     config = catalog().config
-    given = request.headers.get("Authorization")
-    if given is None:
+    given = request.headers.get("Authorization", "")
+    scheme, _, key = given.partition(" ")
+    if scheme.lower() != "bearer" and not given.startswith(users.KEY_PREFIX):
+        # No key at all, or another scheme's credentials (Nginx's auth_basic in front): a visitor.
         return Caller(config.public_library, config.public_library)
     if is_admin():
         named = request.args.get("library", "").strip()
         if named and named != OWNER and not users.exists(named):
             raise NotFound("library_not_found", f"No library {named!r}.")
         return Caller(named or OWNER, named or None, admin=True, keyed=True)
-    scheme, _, key = given.partition(" ")
     user = users.find(key.strip()) if scheme.lower() == "bearer" else None
     if user is None:
         _refuse_if_no_keys()

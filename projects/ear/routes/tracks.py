@@ -50,21 +50,25 @@ def add_tracks():
 def delete_track(track_id: int):
     track = catalog().remove(track_id, caller().sees)
     catalog().request_rebuild(track.library)
-    return jsonify(removed=track.to_json(brief=True))  # to its owner: the whole source
+    return jsonify(removed=track.to_json(brief=True, path=caller().admin))
 
 
 @bp.get("/tracks/<int:track_id>/audio")
 def track_audio(track_id: int):
     if not catalog().config.allow_playback:
         raise EarError("playback_disabled", "The owner has not allowed playback (EAR_ALLOW_PLAYBACK).", 403)
-    path = catalog().audio_path(visible_track(track_id))
+    track = visible_track(track_id)
+    path = catalog().audio_path(track)
     if path is None:
         raise NotFound("audio_not_found", "This track's audio file is not there.")
-    # conditional=True: HTTP ranges, so the player can start at the matched offset.
+    # conditional=True: HTTP ranges, so the player can start at the matched offset. A kept
+    # original is named by its content: that name is its ETag, and the track's date its date
+    # (the file's own would change when another user uploads the same bytes).
     response = send_file(path, conditional=True, max_age=_MEDIA_MAX_AGE_S,
-                         mimetype=audio_type(path.suffix))
+                         mimetype=audio_type(path.suffix), etag=track.original or True,
+                         last_modified=track.added_at if track.original else None)
     response.headers["X-Content-Type-Options"] = "nosniff"  # audio, never read as a page
-    return response
+    return _cached_for_the_caller(response)
 
 
 @bp.get("/tracks/<int:track_id>/cover")
@@ -79,4 +83,13 @@ def track_cover(track_id: int):
     response = Response(image, mimetype=mimetype)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.cache_control.max_age = 24 * _MEDIA_MAX_AGE_S
+    return _cached_for_the_caller(response)
+
+
+def _cached_for_the_caller(response: Response) -> Response:
+    """A keyed caller's media is theirs: cached by their own browser only, never by a proxy."""
+    if caller().keyed:
+        response.cache_control.public = False
+        response.cache_control.private = True
+        response.vary.add("Authorization")
     return response
