@@ -23,7 +23,10 @@ def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
     assert "CLEAN  Fusion     6 100.0% 100.0%   100.0%" in first
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert len(results) == 6 * 2 + 2 * 2
-    assert {r["track_id"] for r in results} == set(range(1, 7)) | {None}  # never a distractor
+    listed = run_ear(tmp_path / "work" / "catalog", "tracks").stdout.splitlines()
+    distractors = set(json.loads((tmp_path / "work" / "catalog" / "distractors.json").read_text())["ids"])
+    real = {int(line.split("\t")[0]) for line in listed} - distractors
+    assert len(real) == 6 and {r["track_id"] for r in results} == real | {None}  # never a distractor
 
     again = run_ear(tmp_path / "data", *args).stdout
     assert "catalog: 6 tracks (3 distractors)" in again and "rendered" not in again

@@ -44,7 +44,7 @@ def test_the_service_starts_by_sweeping_leftovers_and_orphans(filled_catalog, co
     assert not [path for path in leftovers if path.exists()]
     table.refresh()
     assert orphan not in table.track_ids()
-    assert [t.id for t in filled_catalog.tracks()] == [1, 2, 3, 4, 5, 6]
+    assert len(filled_catalog.tracks()) == 6
 
 
 def test_a_data_folder_restored_without_its_fingerprints_is_not_emptied(filled_catalog, config, caplog):

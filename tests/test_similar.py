@@ -137,7 +137,7 @@ def test_http_similar_radio_and_their_errors(client, songs_dir, tmp_path):
     assert playlist["tracks"] and all(t["track"]["artist"] != "Bob" for t in playlist["tracks"])
     assert client.get("/radio?artist=Nobody").status_code == 404
     assert client.get("/radio").get_json()["error"]["code"] == "missing_artist"
-    assert client.get("/tracks/1/similar?k=0").status_code == 400
+    assert client.get(f"/tracks/{ids[0]}/similar?k=0").status_code == 400
     bad_seed = client.get("/radio?artist=Bob&seed=x")
     assert bad_seed.status_code == 400 and bad_seed.get_json()["error"]["code"] == "bad_parameter"
     same = [client.get("/radio?artist=Ann&k=2&seed=7").get_json() for _ in range(2)]
