@@ -30,7 +30,7 @@ import requests
 from ..originals import AUDIO_SUFFIXES
 from .busy_phases import AUTH, TOKEN, measure
 from .busy_tables import Results, report
-from .service_memory import ear_worker, serving
+from .service_memory import add_gunicorn_conf_argument, ear_worker, exec_without_torch, serving
 
 _CLIP_S = 10.0  # the widget's longest recording
 _OPUS_KBPS = 32  # what the widget's MediaRecorder asks for
@@ -50,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=100,
                         help="/identify queries per idle or queued phase, at least (default 100)")
     parser.add_argument("--work", default="busy-work", help="folder for the data dir and clips")
-    parser.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
-                        help="Gunicorn settings the service runs with (default: %(default)s)")
+    add_gunicorn_conf_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not uploads:
         print(f"{args.uploads}: no audio files to upload.", file=sys.stderr)
         return 2
-    if "torch" in sys.modules or "numpy" in sys.modules:
-        _exec_clean(args)
+    exec_without_torch("ear.lab.busy", args)
     started = time.perf_counter()
     work = Path(args.work).resolve()
     data = work / "data"
@@ -80,14 +78,6 @@ def run(args: argparse.Namespace) -> int:
     results.wall_s = time.perf_counter() - started
     print(report(results), flush=True)
     return 0
-
-
-def _exec_clean(args: argparse.Namespace) -> None:
-    """Become `python -m ear.lab.busy` with the same options: a process without torch."""
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "ear.lab.busy", *argv])
 
 
 def _audio(folder: Path) -> list[Path]:

@@ -30,6 +30,7 @@ from ..identify import embed_query, identification
 from ..match import fingerprint_suffices
 from . import bench_catalog, clips
 from .degrade import LEVELS, noise_bank
+from .service_memory import add_gunicorn_conf_argument
 from .tables import fusion_table, methods_table
 
 _RANKED = 5  # top-5: the right track among the first five of the ranking
@@ -51,8 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("--rebuild", action="store_true", help="ingest the catalog again")
     p.add_argument("--service-queries", type=int, default=100,
                    help="queries sent to a real Gunicorn for its memory (0: skip)")
-    p.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
-                   help="the Gunicorn settings the service runs with (for its memory)")
+    add_gunicorn_conf_argument(p)
     p.add_argument("--similar", action="store_true",
                    help="also measure similar-track precision@10 against an MFCC baseline")
     p.add_argument("--labels", metavar="CSV",

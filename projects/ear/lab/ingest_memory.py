@@ -19,15 +19,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .service_memory import ear_worker, serving
+from .service_memory import add_gunicorn_conf_argument, ear_worker, serving
 
 _TOKEN = "ingest-memory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", help="audio files, each ingested into an empty catalog")
-    parser.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
-                        help="Gunicorn settings the service runs with (default: %(default)s)")
+    add_gunicorn_conf_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import requests
 
 from .busy_tables import MEMORY_TARGET_MB, Status, percentile
-from .service_memory import _smaps, ear_worker, serving
+from .service_memory import _smaps, add_gunicorn_conf_argument, ear_worker, exec_without_torch, serving
 
 _CLIP_AT_S, _UPLOAD_AT_S, _CLIP_S = 30.0, 60.0, 10.0  # the query, and the upload (other music)
 _TIMING_ROUNDS = 300  # GET /tracks/<id> of each kind
@@ -37,15 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--track-seconds", type=float, default=150.0,
                         help="length of a synthetic track (default 150: a beat)")
     parser.add_argument("--work", default="libraries-work", help="folder for the data dir and keys")
-    parser.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
-                        help="Gunicorn settings the service runs with (default: %(default)s)")
+    add_gunicorn_conf_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if "torch" in sys.modules or "numpy" in sys.modules:
-        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "ear.lab.libraries", *argv])
+    exec_without_torch("ear.lab.libraries", args)
     work = Path(args.work).resolve()
     data, keys_json = work / "data", work / "keys.json"
     data.mkdir(parents=True, exist_ok=True)
@@ -56,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     keys = {name: v for name, v in json.loads(keys_json.read_text()).items()
             if int(name[4:]) < args.libraries}
     clip = _cut(args.track, _CLIP_AT_S, work / "clip.webm")
-    upload = _cut(args.track, _UPLOAD_AT_S, work / "upload.webm")
+    runs = len(list(work.glob("upload-*.webm")))  # new music each run: not a duplicate to skip
+    upload = _cut(args.track, _UPLOAD_AT_S + _CLIP_S * runs, work / f"upload-{runs}.webm")
     env = {"EAR_DATA_DIR": str(data), "EAR_DATABASE_URL": ""}  # SQLite in --work, whatever .env says
     with serving(Path(args.gunicorn_conf), env) as (url, master, web), \
             ear_worker(env, work / "worker.log") as worker:

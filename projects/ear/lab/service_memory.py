@@ -5,6 +5,7 @@ measuring process also mapped would count as shared, not as the service's own.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -64,6 +65,22 @@ def ear_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def add_gunicorn_conf_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gunicorn-conf", default="deploy/gunicorn.conf.py",
+                        help="Gunicorn settings the service runs with (default: %(default)s)")
+
+
+def exec_without_torch(module: str, args: argparse.Namespace) -> None:
+    """Become `python -m MODULE` with the same options, unless this process has never imported
+    torch or numpy: pages of their libraries that the measuring process also mapped would count
+    as shared, not as the service's own."""
+    if "torch" in sys.modules or "numpy" in sys.modules:
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", module, *argv])
 
 
 def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> str:

@@ -14,7 +14,6 @@ written to KEYS_JSON with each library's real track's id.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path

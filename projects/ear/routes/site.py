@@ -14,7 +14,7 @@ from .. import jobs
 from ..db import Feedback, database
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
-from .helpers import answers, caller, catalog, feedback_limit, library
+from .helpers import answers, caller, feedback_limit, library
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
