@@ -46,8 +46,10 @@ def pre_fork(server, worker) -> None:
 def post_fork(server, worker) -> None:
     # If the master is killed (SIGKILL), the worker must go too: an orphan would hold the port
     # for up to a minute and the master Supervisor restarts could not bind it.
-    from ear.runtime import configure_threads, die_with_parent
+    from ear.runtime import configure_threads, die_with_parent, one_heap
     die_with_parent()
+    # Before the worker's threads start: one malloc arena for both, not a query's heap in each.
+    one_heap()
     # torch's thread pools do not survive a fork (a pool started in the master deadlocks the
     # worker), so the master never starts one: the limits are set here, in the worker.
     configure_threads(_config.torch_threads, _config.torch_interop_threads)

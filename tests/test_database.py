@@ -13,6 +13,7 @@ from ear import jobs
 from ear.catalog import Catalog
 from ear.errors import EarError
 from ear.identify import identify
+from ear.ids import track_ids
 
 
 def test_an_empty_database_beside_a_folder_with_tracks_is_refused(filled_catalog, postgres_server):
@@ -43,5 +44,6 @@ def test_copy_database_moves_the_catalog_to_postgresql(filled_catalog, postgres_
     assert [(t.id, t.title, t.content_hash) for t in moved.tracks()] == before
     found = identify(moved.library(), room_clip(song(4), 8, 6, "CLEAN", tmp_path)).matches[0]
     assert found.track.title == "song4"
-    assert jobs.queue_ingest("d" * 64, "next.flac", {}).id == queued.id + 1  # ids go on after the copied
+    assert jobs.queue_ingest("d" * 64, "next.flac", {}).id != queued.id  # a job beside the copied one
+    assert not set(track_ids(50)) & {t[0] for t in before}  # the copied ids are never drawn again
     assert run_ear(config.data_dir, "copy-database", url, check=False).returncode == 1  # not empty now

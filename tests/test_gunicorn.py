@@ -69,6 +69,33 @@ def test_a_job_is_answered_while_a_query_computes(gunicorn_server, songs_dir, tm
     assert during
 
 
+def test_the_workers_threads_share_one_heap(gunicorn_server, songs_dir, tmp_path):
+    """deploy/gunicorn.conf.py's post_fork (runtime.one_heap): glibc gives each thread that
+    allocates an arena of its own, a 64 MB reservation whose unused part shows in the worker's
+    maps as an anonymous ---p region of megabytes; with one arena there is none."""
+    _upload(gunicorn_server, songs_dir / "song2.flac")
+    query = write(tmp_path / "q.wav", song(2)[9 * 44100: 17 * 44100]).read_bytes()
+
+    def ask(n: int) -> None:
+        for _ in range(n):
+            requests.post(gunicorn_server.url + "/identify", data=query, timeout=60).raise_for_status()
+
+    threads = [threading.Thread(target=ask, args=(4,)) for _ in range(2)]  # both threads busy
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    master = gunicorn_server.proc.pid
+    worker = int(open(f"/proc/{master}/task/{master}/children").read().split()[0])
+    reserved = []
+    for line in open(f"/proc/{worker}/maps"):
+        fields = line.split()
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if fields[1] == "---p" and len(fields) == 5 and end - start >= 1 << 20:
+            reserved.append((end - start) >> 20)
+    assert reserved == [], reserved  # MB reserved by arenas of their own
+
+
 def _chunked_wav(seconds: float, multipart: bool):
     """A WAV file sent in chunks (no Content-Length), as a client streaming it would."""
     audio = (song(3, seconds=10.0)[:, 0] * 32767).astype("<i2").tobytes()

@@ -14,7 +14,7 @@ from .errors import EarError
 from .routes import identify, jobs, similar, site, tracks
 from .ratelimit import RateLimiter
 from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT, QUERIES
-from .runtime import load_model_before_fork
+from .runtime import in_a_child, load_model_before_fork
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -24,7 +24,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
     catalog = app.extensions[EXTENSION] = Catalog(config)
-    catalog.tidy()
+    in_a_child(catalog.tidy)
     app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
     app.extensions[QUERIES] = threading.Lock()

@@ -21,7 +21,7 @@ from .identify import identify
 from .ingest import PreparedTrack, audio_files, embed_again
 from .params import count_argument
 from .progress import Progress
-from .runtime import configure_threads
+from .runtime import configure_threads, in_a_child
 from .similar import Filters, similar_to_clip, similar_to_track
 from .worker import Worker
 
@@ -269,7 +269,7 @@ def cmd_worker(config: Config, args) -> int:
     os.nice(max(0, config.worker_nice))
     configure_threads(config.worker_torch_threads, config.torch_interop_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    (catalog := Catalog(config)).tidy()
+    in_a_child((catalog := Catalog(config)).tidy)
     worker = Worker(catalog, shared_model(), config.worker_name)
     worker.stop_on_signals()
     logging.info("ear worker %s stops after %d jobs", worker.name, worker.run(until_idle=args.until_idle))

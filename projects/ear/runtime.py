@@ -5,13 +5,20 @@ says the operational reason it exists.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import sys
+import traceback
+from typing import Callable
 
 import torch
 
+from .db import close_idle
 from .embed import Model, shared_model
+from .errors import EarError
 
 _MADV_PAGEOUT = 21  # Linux ≥ 5.4
+_M_ARENA_MAX = -8  # mallopt's parameter
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -51,6 +58,41 @@ def trim_heap() -> None:
     """Give the heap that glibc kept after a request back to the kernel: a query's arrays are
     freed by then, and the worker's memory should be what it holds, not its peak."""
     _libc.malloc_trim(0)
+
+
+def in_a_child(work: Callable[[], None]) -> None:
+    """Run `work` in a forked child and wait for it. For a long-lived process's start (Gunicorn's
+    master, `ear worker`): a look at every library (tidying, finding unfinished rebuilds) opens
+    each in turn, and what that allocates would stay in this process's heap as holes (tens of
+    MB with 100 libraries, docs/libraries.md); in a child it goes when the child ends. The
+    database pool's idle connections are closed first: a child must not share them."""
+    close_idle()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        except BaseException:  # noqa: BLE001 - told, then the parent says it failed
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise EarError("start_failed", f"{getattr(work, '__name__', 'starting')} failed in a child "
+                       "process: its traceback is above.", 500)
+
+
+def one_heap() -> None:
+    """One malloc arena for all of this process's threads (mallopt M_ARENA_MAX), set before any
+    thread starts. Gunicorn's worker has two threads, either of which may run a query, and `ear
+    worker` its heartbeat and FFmpeg's timers: with an arena each (glibc's default), the heap
+    each grew at its peak is kept apart, 20-50 MB more in all (docs/scaling.md)."""
+    _libc.mallopt(_M_ARENA_MAX, 1)
 
 
 def die_with_parent() -> None:

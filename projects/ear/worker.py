@@ -13,7 +13,6 @@ its job done; a half-stored track is never searchable (the catalog reconciles it
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
@@ -31,7 +30,7 @@ from .db import Job, Track
 from .embed import Model
 from .errors import EarError
 from .ingest import expected_seconds
-from .runtime import trim_heap
+from .runtime import in_a_child, one_heap, trim_heap
 from .storage import locked
 
 log = logging.getLogger(__name__)
@@ -57,20 +56,22 @@ class Worker:
     def run(self, poll_s: float = 1.0, until_idle: bool = False) -> int:
         """Work through the queue (waiting `poll_s` between looks when it is empty) until
         stopped, or with `until_idle` until it is empty. Returns how many jobs it ended."""
+        one_heap()  # before its threads (the heartbeat, FFmpeg's timers) each grow a heap of their own
         lock = self.catalog.config.data_dir / f"worker-{self.name}.lock"
         with locked(lock, wait=False) as mine:
             if not mine:
                 raise EarError("worker_running", f"An ear worker named {self.name} is running "
                                f"already (it holds {lock}); give another EAR_WORKER_NAME.", 409)
             jobs.requeue_own(self.name)
-            for shelf in self.catalog.every_library():
-                if shelf.index.needs_rebuild():  # a rebuild its last life did not get to
-                    self.catalog.request_rebuild(shelf.name)
-            gc.collect()  # what looking at every library took, cycles included, handed back
-            trim_heap()
+            in_a_child(self._queue_unfinished_rebuilds)
             log.info("ear worker %s: waiting for jobs", self.name)
             with self._beating():
                 return self._loop(poll_s, until_idle)
+
+    def _queue_unfinished_rebuilds(self) -> None:
+        for shelf in self.catalog.every_library():
+            if shelf.index.needs_rebuild():  # a rebuild its last life did not get to
+                self.catalog.request_rebuild(shelf.name)
 
     def stop(self, *_) -> None:
         """Stop soon: the job in hand is given back at its next progress."""
