@@ -202,6 +202,12 @@ def test_the_public_library_is_the_one_the_owner_names(tmp_path, database):
     assert [t["id"] for t in client.get("/tracks").get_json()["tracks"]] == [job["track"]["id"]]
 
 
+def test_a_public_library_that_cannot_be_one_stops_the_start(tmp_path):
+    with pytest.raises(EarError) as refused:
+        create_app(load_config(data_dir=tmp_path / "data", public_library="../owner"))
+    assert refused.value.code == "bad_name"
+
+
 def test_ear_users_add_list_revoke(tmp_path, database):
     data = tmp_path / "data"
     made = run_ear(data, "users", "add", "erin", database_url=database).stdout

@@ -24,6 +24,7 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
     catalog = app.extensions[EXTENSION] = Catalog(config)
+    catalog.library(config.public_library)  # a name that cannot be one stops the start, not a visitor
     in_a_child(catalog.tidy)
     app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
