@@ -156,15 +156,15 @@ def test_the_admin_reaches_a_library_by_name(shared, tmp_path):
     assert job["library"] == "bob" and job["track"]["library"] == "bob"
 
 
-@pytest.mark.parametrize("authorization", ["Bearer ear_not-a-key", "Bearer ", "Bearer", "bearer x",
-                                           "ear_no-scheme", "Bearer test-token2"])
-def test_wrong_and_malformed_keys_are_refused(shared, tmp_path, authorization):
-    client, *_ = shared
-    for method, path, body in (("post", "/identify", _query(tmp_path, 0)), ("get", "/tracks", None),
-                               ("get", "/jobs", None), ("post", "/tracks", b"bytes")):
-        response = getattr(client, method)(path, data=body, headers={"Authorization": authorization})
-        assert response.status_code == 401, (path, response.get_json())
-        assert response.get_json()["error"]["code"] == "unauthorized"
+def test_wrong_and_malformed_keys_are_refused(client, tmp_path):
+    users.add("gil")  # a site with users and an admin token: these are keys gone wrong
+    for authorization in ("Bearer ear_not-a-key", "Bearer ", "Bearer", "bearer x", "ear_no-scheme",
+                          "Bearer test-token2"):
+        for method, path, body in (("post", "/identify", _query(tmp_path, 0)), ("get", "/tracks", None),
+                                   ("get", "/jobs", None), ("post", "/tracks", b"bytes")):
+            response = getattr(client, method)(path, data=body, headers={"Authorization": authorization})
+            assert response.status_code == 401, (authorization, path, response.get_json())
+            assert response.get_json()["error"]["code"] == "unauthorized"
 
 
 def test_another_schemes_credentials_are_a_visitors(shared, tmp_path):
