@@ -14,6 +14,8 @@ import pytest
 from helpers import REPO, free_port
 
 from ear.app import create_app
+from ear.errors import EarError
+from ear.runtime import in_a_child
 from ear.ids import track_ids
 from ear.segments import pack
 from ear.storage import locked
@@ -86,3 +88,14 @@ def test_a_data_folder_the_service_may_not_write_is_one_line():
     assert served.returncode != 0 and "Traceback" not in served.stderr + served.stdout
     assert f"ear: {data} cannot be written as user nobody" in served.stderr + served.stdout
     data.rmdir()
+
+
+def test_a_start_up_step_that_fails_in_its_child_stops_the_start(capfd):
+    """runtime.in_a_child (the start's look at every library): the parent says it failed."""
+    def tidy() -> None:
+        raise OSError("the disk went away")
+
+    with pytest.raises(EarError) as stopped:
+        in_a_child(tidy)
+    assert stopped.value.code == "start_failed" and "tidy failed" in stopped.value.message
+    assert "the disk went away" in capfd.readouterr().err  # the child's traceback, for the log

@@ -26,8 +26,8 @@ from .db import METADATA_FIELDS, Job, Track, database, init_db, pair_with_folder
 from .ids import track_ids
 from .embed import Model
 from .errors import BadAudio, EarError, NotFound
-from .libraries import OWNER, Library, OpenLibraries, names_on_disk
-from .segments import MAX_TRACK_ID, pack
+from .libraries import OWNER, Library, OpenLibraries, Rows, names_on_disk
+from .segments import pack
 from .storage import ensure_writable
 from .originals import Originals
 from .ingest import Embedding, OnProgress, PreparedTrack, prepare
@@ -266,25 +266,15 @@ class Catalog:
         of new tracks are searched exactly, and removed tracks are skipped)."""
         jobs.queue_reindex(library)
 
-    # ---- reading: every library's tracks (a library's own: libraries.Library) ----------------
+    # ---- reading: every library's tracks (a library's own: `library(name)`) ------------------
     def tracks(self) -> list[Track]:
-        with database.connection_context():
-            return list(Track.select().order_by(Track.added_at, Track.id))
+        return Rows(None).tracks()
 
     def get(self, track_id: int) -> Track:
-        with database.connection_context():
-            track = Track.get_or_none(Track.id == track_id) if 0 < track_id <= MAX_TRACK_ID else None
-        if track is None:
-            raise NotFound("track_not_found", f"No track with id {track_id}.")
-        return track
+        return Rows(None).get(track_id)
 
     def rows(self, ids: Iterable[int]) -> dict[int, Track]:
-        """{id: track} of those of `ids` that SQLite knows, in any library."""
-        ids = sorted(set(ids))
-        if not ids:
-            return {}
-        with database.connection_context():
-            return {t.id: t for t in Track.select().where(Track.id.in_(ids))}
+        return Rows(None).rows(ids)
 
 
 def _vectors(e: Embedding) -> tuple:

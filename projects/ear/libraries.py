@@ -53,19 +53,15 @@ def names_on_disk(config: Config) -> list[str]:
     return [OWNER, *(n for n in found if n != OWNER)]
 
 
-class Library:
-    """One library's stores, and its rows in the database (only those are ever read here)."""
+class Rows:
+    """The database's rows of one library's tracks (`library`), or of every library's (None: the
+    admin's view). Only these rows are trusted: see catalog.py."""
 
-    def __init__(self, config: Config, name: str) -> None:
-        self.config, self.name = config, name
-        home = folder(config, name)
-        fingerprints = config.fingerprint_dir if name == OWNER else home / "fingerprints"
-        embeddings = config.embedding_dir if name == OWNER else home / "embeddings"
-        self.table = HashTable(fingerprints)
-        self.index = EmbeddingIndex(embeddings, DIM, STYLE_DIM)
+    def __init__(self, library: str | None) -> None:
+        self.name = library
 
     def _mine(self):
-        return Track.library == self.name
+        return (Track.library == self.name) if self.name is not None else (Track.id > 0)
 
     def tracks(self) -> list[Track]:
         with database.connection_context():
@@ -76,8 +72,8 @@ class Library:
             return Track.select().where(self._mine()).count()
 
     def get(self, track_id: int) -> Track:
-        """The track, or `track_not_found` (404) if this library does not hold it, whether or
-        not another does: the same query and the same answer either way."""
+        """The track, or `track_not_found` (404) if these rows do not hold it, whether or not
+        another library does: the same query and the same answer either way."""
         with database.connection_context():
             track = (Track.get_or_none((Track.id == track_id) & self._mine())
                      if 0 < track_id <= MAX_TRACK_ID else None)
@@ -86,8 +82,7 @@ class Library:
         return track
 
     def rows(self, ids: Iterable[int]) -> dict[int, Track]:
-        """{id: track} of those of `ids` that the database knows in this library (only they are
-        trusted: see catalog.py)."""
+        """{id: track} of those of `ids` that are here."""
         ids = sorted(set(ids))
         if not ids:
             return {}
@@ -95,8 +90,8 @@ class Library:
             return {t.id: t for t in Track.select().where(Track.id.in_(ids) & self._mine())}
 
     def known_ids(self, ids: Iterable[int]) -> set[int]:
-        """Those of `ids` that the database knows in this library; asks about these ids only,
-        since asking for every id costs tens of ms a query in a large library."""
+        """Those of `ids` that are here; asks about these ids only, since asking for every id
+        costs tens of ms a query in a large library."""
         ids = sorted(set(ids))
         if not ids:
             return set()
@@ -106,6 +101,19 @@ class Library:
     def ids_by_artist(self, artist: str) -> list[int]:
         with database.connection_context():
             return [t.id for t in Track.select(Track.id).where((Track.artist == artist) & self._mine())]
+
+
+class Library(Rows):
+    """One library's stores, and its rows in the database."""
+
+    def __init__(self, config: Config, name: str) -> None:
+        super().__init__(name)
+        self.config = config
+        home = folder(config, name)
+        fingerprints = config.fingerprint_dir if name == OWNER else home / "fingerprints"
+        embeddings = config.embedding_dir if name == OWNER else home / "embeddings"
+        self.table = HashTable(fingerprints)
+        self.index = EmbeddingIndex(embeddings, DIM, STYLE_DIM)
 
 
 class OpenLibraries:
