@@ -6,7 +6,7 @@ import numpy as np
 
 from ear import fusion
 from ear.match import STANDOUT_GAP, Fit, TrackFit, best_per_track, fingerprint_suffices, runner_ups
-from ear.verify import QueryGrid
+from ear.verify import _MIN_OVERLAP_FRAMES, SHIFTS, QueryGrid
 
 THRESHOLD = 7.5
 
@@ -43,11 +43,47 @@ def test_a_fit_on_a_sliver_of_the_track_does_not_count():
     t = np.sort(rng.integers(0, 625, 300))
     f = rng.integers(4, 150, 300)
     grid = QueryGrid(t, f)
-    whole, _ = grid.verify(t, f, 0)
+    (whole, sliver), _ = grid.verify(t, f, [0, -560])
     assert whole > 10
     # The same track laid 9 s early: only its first second would be under the clip.
-    sliver, _ = grid.verify(t, f, -560)
     assert sliver == 0.0
+
+
+def _verified_one_by_one(grid: QueryGrid, ref_t: np.ndarray, ref_f: np.ndarray, offset: int
+                         ) -> tuple[float, int]:
+    """The verification of one offset spelled out: the oracle of `QueryGrid.verify`."""
+    inside = (ref_t >= offset) & (ref_t < offset + grid.frames)
+    rt, rf = ref_t[inside] - offset, ref_f[inside] + 1
+    if rt.size == 0 or min(offset + grid.frames, ref_t[-1] + 1) - max(offset, 0) < min(grid.frames, _MIN_OVERLAP_FRAMES):
+        return 0.0, 0
+    frames = np.unique(rt)
+    q = np.array([1 - np.prod(1 - grid.chance[rf[rt == fr]]) for fr in frames])
+    counts = []
+    for shift in SHIFTS:
+        rows = rt + shift + 1
+        ok = (rows >= 0) & (rows < grid.grid.shape[0])
+        landed = np.zeros(rt.size, bool)
+        landed[ok] = grid.grid[rows[ok], rf[ok]]
+        counts.append(len(np.unique(rt[landed])))
+    best = int(np.argmax(counts))
+    return (counts[best] - q.sum()) / np.sqrt(max((q * (1 - q)).sum(), 1e-9)), SHIFTS[best]
+
+
+def test_verifying_many_offsets_at_once_is_verifying_each():
+    rng = np.random.default_rng(2)
+    track_t = np.sort(rng.integers(0, 3000, 1500))
+    track_f = rng.integers(4, 150, 1500)
+    # A clip of frames 1200-1825 of the track, half its peaks kept and moved by up to a frame.
+    part = (track_t >= 1200) & (track_t < 1825) & (rng.random(1500) < 0.5)
+    query_t = np.clip(track_t[part] - 1200 + rng.integers(-1, 2, part.sum()), 0, None)
+    order = np.argsort(query_t, kind="stable")
+    grid = QueryGrid(query_t[order], track_f[part][order])
+    offsets = [1200, 1203, -500, -200, 2800, 5000, *range(1100, 1300, 5)]
+    z, shifts = grid.verify(track_t, track_f, offsets)
+    for offset, one_z, one_shift in zip(offsets, z, shifts):
+        expected_z, expected_shift = _verified_one_by_one(grid, track_t, track_f, offset)
+        assert abs(one_z - expected_z) < 1e-9 and one_shift == expected_shift, offset
+    assert z[0] > 10 and z[1] > 10 and shifts[1] == 2 and z[2] == z[5] == 0.0
 
 
 def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():

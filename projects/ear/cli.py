@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
-users, copy-database, serve, eval, train, ingest-memory, busy, libraries."""
+users, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +31,8 @@ _LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalo
                  "train": "train the embedding model (resumable)",
                  "ingest-memory": "measure the memory of adding tracks (command and service)",
                  "busy": "identify latency while ear worker adds a bulk upload",
-                 "libraries": "memory and latency with many users' libraries"}
+                 "libraries": "memory and latency with many users' libraries",
+                 "speed": "CPU of ingest and queries by stage, beside FFmpeg's decode"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -40,14 +41,20 @@ DENSE_QUERY_PEAKS = PeakDensity(per_second=40.0, freq_radius=4, time_radius=3)  
 LANDMARK_PEAKS = 10
 
 
-def spectrogram(samples: np.ndarray) -> np.ndarray:
-    """Log-magnitude STFT, shape (frames, F_MAX_BIN), float32."""
-    if samples.size < N_FFT:
-        samples = np.pad(samples, (0, N_FFT - samples.size))
-    # torch's FFT: float32 and 3-4x faster than numpy's here (torch is loaded anyway).
-    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), N_FFT,
-                      HOP, window=_WINDOW, center=False, return_complex=True)[:F_MAX_BIN]
-    return torch.log(spec.abs() + 1e-6).T.contiguous().numpy()
+def power_spectrum(samples: torch.Tensor) -> torch.Tensor:
+    """|STFT|² of samples (..., n): shape (..., N_FFT // 2 + 1, frames), float32. The one STFT
+    of a block, shared by its peaks (`spectrogram`) and the embedder's log-mel (embed.LogMel)."""
+    # torch's FFT: float32 and 3-4x faster than numpy's here (torch is loaded anyway). The
+    # squares of the real and imaginary parts: a complex abs() costs more than the FFT itself.
+    spec = torch.view_as_real(torch.stft(samples, N_FFT, HOP, window=_WINDOW, center=False,
+                                         return_complex=True))
+    return spec[..., 0].square() + spec[..., 1].square()
+
+
+def spectrogram(power: torch.Tensor) -> np.ndarray:
+    """Log-magnitude spectrum of the bins up to F_MAX_BIN from `power_spectrum`, shape
+    (frames, F_MAX_BIN), float32."""
+    return (0.5 * torch.log(power[:F_MAX_BIN] + 1e-12)).T.contiguous().numpy()
 
 
 def running_max(x: np.ndarray, radius: int, axis: int = 0) -> np.ndarray:
@@ -89,20 +96,32 @@ class Block:
     first: int
     stop: int
 
+    @cached_property
+    def power(self) -> torch.Tensor:
+        """`power_spectrum` of the samples: frame `begin` on, computed once for every chain."""
+        return power_spectrum(torch.from_numpy(np.ascontiguousarray(self.samples, dtype=np.float32)))
+
 
 def blocks(parts: Iterable[np.ndarray]) -> Iterator[Block]:
     """Cut audio arriving in parts of any size into Blocks of BLOCK_FRAMES frames (60 s), held
     one at a time: what an hours-long track costs in memory is one block."""
-    held = np.zeros(0, np.float32)  # samples from frame `first - MARGIN_FRAMES` (or 0) on
-    held_from = 0  # the frame of held[0]
+    waiting: list[np.ndarray] = []  # samples from frame `held_from` on, joined once per block
+    waiting_size = 0
+    held_from = 0  # the frame of the first waiting sample: `first - MARGIN_FRAMES` (or 0)
     first = 0
     for part in parts:
-        held = np.concatenate([held, part])
+        waiting.append(part)
+        waiting_size += part.size
+        if _frames_in(waiting_size) < first + BLOCK_FRAMES + MARGIN_FRAMES - held_from:
+            continue
+        held = np.concatenate(waiting)
         while _frames_in(held.size) >= first + BLOCK_FRAMES + MARGIN_FRAMES - held_from:
             yield _cut(held, held_from, first, first + BLOCK_FRAMES)
             first += BLOCK_FRAMES
             keep_from = first - MARGIN_FRAMES
             held, held_from = held[(keep_from - held_from) * HOP:], keep_from
+        waiting, waiting_size = [held], held.size
+    held = np.concatenate(waiting) if waiting else np.zeros(0, np.float32)
     total = held_from + _frames_in(held.size)
     if held.size < N_FFT:  # a clip shorter than one frame still makes one (zero-padded)
         held = np.pad(held, (0, N_FFT - held.size))
@@ -131,13 +150,13 @@ def peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.nda
 
 def block_peaks(block: Block, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`peaks` of the block's own frames (the margins make them those of the whole)."""
-    t, f, r = _block_peaks(block.samples, density)
+    t, f, r = _block_peaks(block.power, density)
     t += block.begin
     own = (t >= block.first) & (t < block.stop)
     return t[own], f[own], r[own]
 
 
-def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block_peaks(power: torch.Tensor, density: PeakDensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spectral peaks as (frame, bin) int32 arrays, sorted by frame.
 
     Everything here is local in time, so a clip yields the same peaks as the same stretch of
@@ -147,7 +166,7 @@ def _block_peaks(samples: np.ndarray, density: PeakDensity) -> tuple[np.ndarray,
     drown, and whitened they would offer as many (noise) peaks as the loud bins where the
     music still stands out.
     """
-    spec = spectrogram(samples)
+    spec = spectrogram(power)
     audible = spec > _FLOOR
     spec -= _running_mean(spec.mean(axis=1, keepdims=True), _LEVEL_RADIUS)
     local_max = running_max(running_max(spec, density.freq_radius, 1), density.time_radius, 0)

@@ -93,9 +93,8 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
                     proposed = proposals()
                 for track, offset_s in proposed:
                     centre = int(round(offset_s / FRAME_SECONDS))
-                    verified.append(max(
-                        _fit(grid, stored_peaks, table, track, offset) for offset in
-                        range(centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(SHIFTS))))
+                    verified.append(max(_fits(grid, stored_peaks, table, track, range(
+                        centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(SHIFTS)))))
             here_z, here_track, _ = max(verified[first_here:], default=(0.0, -1, 0))
             if here_z > best_z:
                 best_z, best_at = here_z, (here_track, grid, tried)
@@ -140,11 +139,18 @@ def _verify_votes(grid: QueryGrid, stored_peaks: dict, table: HashTable,
 
 
 def _fit(grid: QueryGrid, stored_peaks: dict, table: HashTable, track: int, offset: int) -> Fit:
-    """One candidate verified at its best shift; each track's peaks are read once per query."""
+    """One candidate verified at its best shift."""
+    return _fits(grid, stored_peaks, table, track, [offset])[0]
+
+
+def _fits(grid: QueryGrid, stored_peaks: dict, table: HashTable, track: int,
+          offsets: Sequence[int]) -> list[Fit]:
+    """A track verified at each of `offsets`, at its best shift; each track's peaks are read
+    once per query."""
     if track not in stored_peaks:
         stored_peaks[track] = table.peaks_of(track)
-    z, shift = grid.verify(*stored_peaks[track], offset)
-    return Fit(z, track, offset - shift)
+    z, shifts = grid.verify(*stored_peaks[track], np.asarray(offsets))
+    return [Fit(float(a), track, int(o - s)) for a, o, s in zip(z, offsets, shifts)]
 
 
 def vote(hits: Hits, query_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -74,30 +74,42 @@ class QueryGrid:
                 kept.append(offset)
         return kept
 
-    def verify(self, ref_t: np.ndarray, ref_f: np.ndarray, offset: int) -> tuple[float, int]:
-        """(z-score, best shift) of the stored peaks laid over the query at `offset` (stored
-        frame − query frame); the best fit is at offset − shift."""
-        lo = np.searchsorted(ref_t, offset)
-        hi = np.searchsorted(ref_t, offset + self.frames)
-        rt, rf = ref_t[lo:hi] - offset, ref_f[lo:hi] + 1
+    def verify(self, ref_t: np.ndarray, ref_f: np.ndarray, offsets: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(z-scores, best shifts) of the stored peaks laid over the query at each of `offsets`
+        (stored frame − query frame): the best fit at an offset is at offset − shift. All the
+        offsets at once: the embeddings' proposals are verified at a span of them."""
+        offsets = np.asarray(offsets, np.int64)
+        z, shifts = np.zeros(offsets.size), np.zeros(offsets.size, np.int64)
+        lo = np.searchsorted(ref_t, offsets.min())
+        hi = np.searchsorted(ref_t, offsets.max() + self.frames)
+        rt, rf = ref_t[lo:hi].astype(np.int64), ref_f[lo:hi] + 1
         # A clip hanging mostly off either end of the track is judged on a sliver of it, where
         # chance fits look like matches (an unknown clip once did, laid mostly before a track).
-        overlap = min(offset + self.frames, int(ref_t[-1]) + 1 if ref_t.size else 0) - max(offset, 0)
-        if rt.size == 0 or overlap < min(self.frames, _MIN_OVERLAP_FRAMES):
-            return 0.0, 0
+        track_end = int(ref_t[-1]) + 1 if ref_t.size else 0
+        overlap = np.minimum(offsets + self.frames, track_end) - np.maximum(offsets, 0)
+        judged = overlap >= min(self.frames, _MIN_OVERLAP_FRAMES)
+        if rt.size == 0 or not judged.any():
+            return z, shifts
         # Evidence is counted per stored frame (did any of its peaks land?), so that one
         # broadband onset, which fills a whole column with peaks, counts once and not tenfold.
-        frame_ids = np.unique(rt, return_inverse=True)[1]
-        miss_all = np.exp(np.bincount(frame_ids, weights=np.log1p(-self.chance[rf])))
-        q = 1.0 - miss_all
-        expected, spread = q.sum(), np.sqrt(max(float((q * (1 - q)).sum()), 1e-9))
-        rows = rt[None, :] + np.array(SHIFTS)[:, None] + 1  # one row per shift tried
-        inside = (rows >= 0) & (rows < self.grid.shape[0])
-        landed = self.grid[np.clip(rows, 0, self.grid.shape[0] - 1), rf[None, :]] & inside
-        n_frames = frame_ids[-1] + 1 if frame_ids.size else 0
-        per_frame = np.zeros((len(SHIFTS), n_frames), bool)
-        per_frame[np.nonzero(landed)[0], frame_ids[np.nonzero(landed)[1]]] = True
-        counts = per_frame.sum(axis=1)
-        i = int(np.argmax(counts))
-        best, best_shift = int(counts[i]), SHIFTS[i]
-        return (best - expected) / spread, best_shift
+        frames, frame_ids = np.unique(rt, return_inverse=True)
+        q = 1.0 - np.exp(np.bincount(frame_ids, weights=np.log1p(-self.chance[rf])))
+        in_window = ((frames[None, :] >= offsets[:, None])
+                     & (frames[None, :] < offsets[:, None] + self.frames))  # (offset, frame)
+        expected = (q * in_window).sum(axis=1)
+        spread = np.sqrt(np.maximum((q * (1 - q) * in_window).sum(axis=1), 1e-9))
+        # rows[offset, shift, peak]: the grid row each stored peak lands on
+        rows = (rt[None, None, :] - offsets[:, None, None] + np.array(SHIFTS)[None, :, None] + 1)
+        inside = (rows >= 0) & (rows < self.grid.shape[0]) & in_window[:, None, frame_ids]
+        landed = self.grid[np.clip(rows, 0, self.grid.shape[0] - 1), rf[None, None, :]] & inside
+        per_frame = np.zeros((offsets.size, len(SHIFTS), frames.size), bool)
+        k, s, peak = np.nonzero(landed)
+        per_frame[k, s, frame_ids[peak]] = True
+        counts = per_frame.sum(axis=2)
+        best = np.argmax(counts, axis=1)  # on a tie the first of SHIFTS
+        found = (counts[np.arange(offsets.size), best] - expected) / spread
+        judged &= in_window.any(axis=1)
+        z[judged] = found[judged]
+        shifts[judged] = np.array(SHIFTS)[best[judged]]
+        return z, shifts

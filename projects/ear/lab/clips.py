@@ -24,7 +24,10 @@ _MIN_UNKNOWN_S = 12  # music shorter than this gives no unknown clips
 def catalog_clips(folder: Path, tracks: list[Track], levels: list[Level], lengths: list[float],
                   clips_per_track: int, seed: int, noise: dict[str, np.ndarray]) -> list[dict]:
     """Clips of catalog tracks at random offsets; every other one off speed where the level
-    says so, half of those faster."""
+    says so, half of those faster. Planned by the tracks' files, not their ids (drawn at random
+    when a catalog is built), so that a rebuilt catalog is asked the same clips."""
+    tracks = sorted(tracks, key=lambda t: t.source)
+
     def plan() -> list[dict]:
         rng = np.random.default_rng(seed)
         jobs, clip_no = [], 0
@@ -43,9 +46,10 @@ def catalog_clips(folder: Path, tracks: list[Track], levels: list[Level], length
                                      "seed": int(rng.integers(1 << 31))})
         return jobs
 
-    spec = {"plan": 2, "seed": seed, "tracks": [t.id for t in tracks], "lengths": lengths,
+    spec = {"plan": 3, "seed": seed, "tracks": [t.source for t in tracks], "lengths": lengths,
             "levels": [lv.name for lv in levels], "per": clips_per_track}
-    return _cached(folder, spec, plan, noise)
+    ids = {t.source: t.id for t in tracks}
+    return [{**job, "track_id": ids[job["source"]]} for job in _cached(folder, spec, plan, noise)]
 
 
 def unknown_clips(folder: Path, dirs: list[str], levels: list[Level], count: int, seed: int,

@@ -1,5 +1,5 @@
-"""`ear eval`, `ear train`, `ear ingest-memory`, `ear busy` and `ear libraries`: their options, parsed here so
-that the CLI needs none of the lab."""
+"""`ear eval`, `ear train`, `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
+options, parsed here so that the CLI needs none of the lab."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +26,10 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         from . import busy
         busy.add_arguments(parser)
         return busy.run(parser.parse_args(argv))
+    if command == "speed":
+        from . import speed
+        speed.add_arguments(parser)
+        return speed.run(parser.parse_args(argv))
     if command == "libraries":
         from . import libraries
         libraries.add_arguments(parser)
