@@ -139,12 +139,30 @@ def test_an_older_ear_rolled_back_to_can_still_add_tracks(client, data, songs_di
                           ).fetchone() == ("", "", "owner")
 
 
-def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir):
-    """Its original deleted between keeping and storing (the track that had the same bytes was
-    removed meanwhile): storing it would make a track without audio."""
-    prepared = catalog.prepare_file(songs_dir / "song4.flac", {}, shared_model())
+def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir, tmp_path):
+    """Its original deleted between keeping and storing, and the file it was copied from gone
+    too: storing it would make a track without audio."""
+    copy = tmp_path / "song4.flac"
+    copy.write_bytes((songs_dir / "song4.flac").read_bytes())
+    prepared = catalog.prepare_file(copy, {}, shared_model())
     catalog.originals.delete(prepared.original)
+    copy.write_bytes(b"other bytes now")
     with pytest.raises(EarError) as caught:
         catalog.store([prepared])
     assert caught.value.code == "original_gone" and caught.value.status == 409
     assert catalog.tracks() == []
+    assert not any(catalog.originals.folder.glob("??/*"))  # the other bytes were not kept
+
+
+def test_another_librarys_removal_of_the_same_bytes_does_not_lose_an_ingest(catalog, songs_dir):
+    """`ear ingest` keeps a file, and before its batch is stored another library removes its
+    track of the very same bytes, whose original was that file: the original is kept again."""
+    song = songs_dir / "song4.flac"
+    [(theirs, _)] = catalog.store([catalog.prepare_file(song, {}, shared_model(), "zoe")], "zoe")
+    prepared = catalog.prepare_file(song, {}, shared_model())
+    assert prepared.original == theirs.original
+    catalog.remove(theirs.id)
+    assert not catalog.originals.path(prepared.original).is_file()
+    [(mine, created)] = catalog.store([prepared])
+    assert created and catalog.audio_path(mine) == catalog.originals.path(prepared.original)
+    assert catalog.audio_path(mine).read_bytes() == song.read_bytes()

@@ -2,11 +2,10 @@
 embedding index, kept in agreement, one library at a time (libraries.py: each has stores of its
 own; the database, the originals and the track ids are shared).
 
-Storing writes the landmarks first (new segment, manifest renamed into place), then the vectors,
-then records the tracks in SQLite, all under the library's table's writer lock. Removing marks the track
-removed in the stores first, then deletes the row. After a crash between the steps, `reconcile`
-(run before every store, when the service starts, and by `ear compact`) finishes the job, and
-readers only ever trust ids that SQLite knows.
+Storing writes the landmarks (new segment, manifest renamed into place), then the vectors, then
+the tracks in SQLite, under the library's table's writer lock. Removing marks the track removed in
+the stores, then deletes the row. After a crash between the steps, `reconcile` (run before every
+store, at the service's start, by `ear compact`) finishes the job; readers trust only ids SQLite knows.
 
 A track's audio is an original the catalog keeps (originals.py: an upload, or a file `ear ingest`
 copied) or a file the owner linked; an original is deleted with the last track that names it, or
@@ -80,25 +79,29 @@ class Catalog:
                     position[item.content_hash] = len(new)
                     plan.append((None, len(new), True))
                     new.append(item)
-            gone = [p.source for p in new if p.original and not self.originals.path(p.original).is_file()]
-            if gone:  # its track was removed meanwhile, and the same bytes' original with it
-                raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
-                               "was being added (its track was removed): send it again.", 409)
-            ids = track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
-            if new:
-                shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
-                                       p.fingerprint.peaks) for tid, p in zip(ids, new)})
-                shelf.index.add({tid: _vectors(p.embedding)
-                                 for tid, p in zip(ids, new) if p.embedding is not None})
-            with database.atomic():
-                created = [Track.create(id=tid, library=library, source=p.source, duration=p.duration,
-                                        content_hash=p.content_hash, original=p.original,
-                                        linked_path=p.linked_path,
-                                        **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
-                           for tid, p in zip(ids, new)]
-                result = [(existing or created[j], is_new) for existing, j, is_new in plan]
-                if then is not None:
-                    then(result)
+            # Under the originals' lock until the tracks name their originals: a removal of the
+            # same bytes from another library either went before (the file is gone) or waits.
+            with self.originals.lock():
+                gone = [p.source for p in new if p.original and not self.originals.path(p.original).is_file()
+                        and not self._keep_again(p)]
+                if gone:  # its track was removed meanwhile, and the same bytes' original with it
+                    raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
+                                   "was being added (its track was removed): send it again.", 409)
+                ids = track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
+                if new:
+                    shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
+                                           p.fingerprint.peaks) for tid, p in zip(ids, new)})
+                    shelf.index.add({tid: _vectors(p.embedding)
+                                     for tid, p in zip(ids, new) if p.embedding is not None})
+                with database.atomic():
+                    created = [Track.create(id=tid, library=library, source=p.source, duration=p.duration,
+                                            content_hash=p.content_hash, original=p.original,
+                                            linked_path=p.linked_path,
+                                            **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
+                               for tid, p in zip(ids, new)]
+                    result = [(existing or created[j], is_new) for existing, j, is_new in plan]
+                    if then is not None:
+                        then(result)
             for item, (existing, j, is_new) in zip(prepared, plan):
                 if not is_new:
                     self._forget_original(item.original)
@@ -148,10 +151,11 @@ class Catalog:
         except OSError as exc:
             raise BadAudio("unreadable", f"Cannot read {path}: {exc.strerror}.", 404) from exc
         try:
-            return self.prepare_original(name, str(path), metadata, model, library)
+            prepared = self.prepare_original(name, str(path), metadata, model, library)
         except BaseException:
             self.forget_original(name)
             raise
+        return replace(prepared, copied_from=str(path)) if isinstance(prepared, PreparedTrack) else prepared
 
     def audio_path(self, track: Track) -> Path | None:
         """The file of the track's audio that may be opened (played, re-embedded): its kept
@@ -176,6 +180,21 @@ class Catalog:
         with nullcontext() if locked else self.originals.lock():
             if name not in self._originals_in_use(name):
                 self.originals.delete(name)
+
+    def _keep_again(self, item: PreparedTrack) -> bool:
+        """Keep again an original deleted while its track was being prepared (another library
+        removed the same bytes), from the file `ear ingest` copied it from, if that file still
+        holds those bytes. Under the originals' lock."""
+        if not item.copied_from:  # an upload: its job kept the original from removals
+            return False
+        try:
+            with open(item.copied_from, "rb") as fh:
+                name = self.originals.keep(fh, Path(item.copied_from).suffix)
+        except OSError:
+            return False
+        if name != item.original:
+            self._forget_original(name, locked=True)
+        return name == item.original
 
     def _originals_in_use(self, name: str | None = None) -> set[str]:
         # Those that a track names or an unfinished job still needs (all, or just `name`).

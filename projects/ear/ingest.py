@@ -65,6 +65,7 @@ class PreparedTrack:
     embedding: Embedding | None  # None: stored for identification by fingerprint only
     original: str = ""  # the original ear keeps of it (originals.py), if any
     linked_path: str = ""  # the file the owner's shell linked instead, if any
+    copied_from: str = ""  # the file the owner's shell had the original copied from, if any
 
 
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
