@@ -3,6 +3,7 @@ speech that is in no catalog, the tables; a second run reuses the work folder.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from helpers import run_ear
@@ -33,6 +34,17 @@ def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
     answers = json.loads((tmp_path / "work" / "results.json").read_text())
     assert _without_times(answers) == _without_times(results)  # the same clips, the same answers
 
+    rebuilt = run_ear(tmp_path / "data", *args, "--rebuild").stdout  # new track ids, the same clips
+    assert "catalog: 6 tracks (3 distractors)" in rebuilt and "rendered" not in rebuilt
+    assert _answers(json.loads((tmp_path / "work" / "results.json").read_text())) == _answers(results)
+
+    speed = run_ear(tmp_path / "data", "speed", "--catalog", str(songs_dir), "--eval-work",
+                    str(tmp_path / "work"), "--runs", "1", "--clips", "3", "--length", "5",
+                    "--levels", "CLEAN").stdout
+    assert "ingest of 6 files" in speed and "CLEAN: 3 clips of 5 s" in speed
+    network = re.search(r"embedding network +([0-9.]+) +([0-9]+)%", speed)
+    assert network and float(network.group(1)) > 0, speed
+
     short = tmp_path / "short"
     short.mkdir()
     subprocess.run(["espeak-ng", "-w", str(short / "hi.wav"), "Hello."], check=True)
@@ -43,6 +55,12 @@ def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
     no_conf = run_ear(tmp_path / "data", *args[:-2], "--gunicorn-conf", str(tmp_path / "none.py"),
                       check=False)
     assert no_conf.returncode == 1 and "No Gunicorn settings at" in no_conf.stderr
+
+
+def _answers(results: list[dict]) -> list[tuple]:
+    """What each clip was and was answered, by file: a rebuilt catalog's ids are new."""
+    names = {r["track_id"]: r["source"] for r in results}
+    return [(r["file"], r["source"], [names.get(m["track_id"]) for m in r["matches"]]) for r in results]
 
 
 def _without_times(results: list[dict]) -> list[dict]:

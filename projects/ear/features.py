@@ -54,7 +54,7 @@ def power_spectrum(samples: torch.Tensor) -> torch.Tensor:
 def spectrogram(power: torch.Tensor) -> np.ndarray:
     """Log-magnitude spectrum of the bins up to F_MAX_BIN from `power_spectrum`, shape
     (frames, F_MAX_BIN), float32."""
-    return (0.5 * torch.log(power[:F_MAX_BIN] + 1e-12)).T.contiguous().numpy()
+    return torch.log(power[:F_MAX_BIN].sqrt() + 1e-6).T.contiguous().numpy()
 
 
 def running_max(x: np.ndarray, radius: int, axis: int = 0) -> np.ndarray:

@@ -3,7 +3,7 @@ audio in the same run.
 
 Ingest: every file of `--catalog` is analysed as `ear ingest` analyses it (ingest.prepare, not
 stored); FFmpeg's CPU is that of its processes (the floor: ear must decode), ear's is this
-process's. Queries: the 10 s clips of an `ear eval` work folder, identified against its catalog
+process's. Queries: the clips (10 s by default) of an `ear eval` work folder, identified against its catalog
 as /identify does, per degradation level; FFmpeg's decode of each clip beside the rest. CPU is
 user + system time, one thread; stages are measured by cProfile with a CPU clock (its own
 overhead lands in "the rest"). Each figure is the median of `--runs` runs, with the min and max.
@@ -36,7 +36,7 @@ INGEST_STAGES = (
     ("STFT (shared)", ("features.py", "power_spectrum")),
     ("peaks", ("features.py", "_block_peaks")),
     ("landmarks", ("hashes.py", "add"), ("hashes.py", "result")),
-    ("log-mel", ("embed.py", "from_power")),
+    ("log-mel", ("embed.py", "from_power"), ("embed.py", "forward")),  # forward: its own STFT
     ("embedding network", ("embed.py", "forward_with_texture")),
     ("heap trim", ("runtime.py", "trim_heap")),
 )
@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an `ear eval` work folder: its catalog and 10 s clips for the queries")
     parser.add_argument("--levels", default="CLEAN,SOFT,HARD,ULTRA")
     parser.add_argument("--clips", type=int, default=50, help="clips per level")
+    parser.add_argument("--length", type=float, default=10.0, help="of the clips, in seconds")
     parser.add_argument("--runs", type=int, default=3)
 
 
@@ -77,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
         catalog = Catalog(replace(config, data_dir=work / "catalog"))
         queries = json.loads((work / "queries" / "queries.json").read_text())["queries"]
         for level in args.levels.split(","):
-            chosen = [q for q in queries if q["level"] == level and q["length_s"] == 10][:args.clips]
+            chosen = [q for q in queries if q["level"] == level and q["length_s"] == args.length][:args.clips]
             files = [str(work / "queries" / Path(q["file"]).name) for q in chosen]
             runs = [_query_run(files, catalog) for _ in range(args.runs)]
-            print(f"\n{level}: {len(files)} clips of 10 s, {args.runs} runs (ms of CPU per clip)")
+            print(f"\n{level}: {len(files)} clips of {args.length:g} s, {args.runs} runs (ms of CPU per clip)")
             print(_table(runs, _query_run(files, catalog, profiled=True),
                          [("FFmpeg decode", "ffmpeg"), ("ear beyond FFmpeg", "beyond")],
                          QUERY_STAGES, scale=lambda r: 1000.0 / r["n"], speed=False))
