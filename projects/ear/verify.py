@@ -93,8 +93,9 @@ class QueryGrid:
             return z, shifts
         # Evidence is counted per stored frame (did any of its peaks land?), so that one
         # broadband onset, which fills a whole column with peaks, counts once and not tenfold.
-        frames, frame_ids = np.unique(rt, return_inverse=True)
-        q = 1.0 - np.exp(np.bincount(frame_ids, weights=np.log1p(-self.chance[rf])))
+        starts = np.flatnonzero(np.diff(rt, prepend=-1))  # of each stored frame's peaks (sorted)
+        frames, frame_ids = rt[starts], np.cumsum(np.diff(rt, prepend=rt[0]) != 0)
+        q = 1.0 - np.exp(np.add.reduceat(np.log1p(-self.chance[rf]), starts))
         in_window = ((frames[None, :] >= offsets[:, None])
                      & (frames[None, :] < offsets[:, None] + self.frames))  # (offset, frame)
         expected = (q * in_window).sum(axis=1)
@@ -103,10 +104,7 @@ class QueryGrid:
         rows = (rt[None, None, :] - offsets[:, None, None] + np.array(SHIFTS)[None, :, None] + 1)
         inside = (rows >= 0) & (rows < self.grid.shape[0]) & in_window[:, None, frame_ids]
         landed = self.grid[np.clip(rows, 0, self.grid.shape[0] - 1), rf[None, None, :]] & inside
-        per_frame = np.zeros((offsets.size, len(SHIFTS), frames.size), bool)
-        k, s, peak = np.nonzero(landed)
-        per_frame[k, s, frame_ids[peak]] = True
-        counts = per_frame.sum(axis=2)
+        counts = np.logical_or.reduceat(landed, starts, axis=2).sum(axis=2)  # frames with a landing
         best = np.argmax(counts, axis=1)  # on a tie the first of SHIFTS
         found = (counts[np.arange(offsets.size), best] - expected) / spread
         judged &= in_window.any(axis=1)
