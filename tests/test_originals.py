@@ -15,6 +15,7 @@ from ear.app import create_app
 from ear.config import load_config
 from ear.embed import shared_model
 from ear.errors import EarError
+from ear.ingest import prepare
 
 
 @pytest.fixture
@@ -140,29 +141,35 @@ def test_an_older_ear_rolled_back_to_can_still_add_tracks(client, data, songs_di
 
 
 def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir, tmp_path):
-    """Its original deleted between keeping and storing, and the file it was copied from gone
-    too: storing it would make a track without audio."""
+    """Its original deleted between keeping and storing, and the file it was copied from now
+    other bytes: storing it would make a track without audio. The other bytes are not kept,
+    and another ingest's original of them is not touched."""
     copy = tmp_path / "song4.flac"
     copy.write_bytes((songs_dir / "song4.flac").read_bytes())
     prepared = catalog.prepare_file(copy, {}, shared_model())
+    other = catalog.prepare_file(songs_dir / "song5.flac", {}, shared_model())  # not yet stored
     catalog.originals.delete(prepared.original)
-    copy.write_bytes(b"other bytes now")
+    copy.write_bytes((songs_dir / "song5.flac").read_bytes())
     with pytest.raises(EarError) as caught:
         catalog.store([prepared])
     assert caught.value.code == "original_gone" and caught.value.status == 409
     assert catalog.tracks() == []
-    assert not any(catalog.originals.folder.glob("??/*"))  # the other bytes were not kept
+    assert [p.name for p in catalog.originals.folder.glob("??/*")] == [other.original]
 
 
 def test_another_librarys_removal_of_the_same_bytes_does_not_lose_an_ingest(catalog, songs_dir):
     """`ear ingest` keeps a file, and before its batch is stored another library removes its
-    track of the very same bytes, whose original was that file: the original is kept again."""
-    song = songs_dir / "song4.flac"
-    [(theirs, _)] = catalog.store([catalog.prepare_file(song, {}, shared_model(), "zoe")], "zoe")
-    prepared = catalog.prepare_file(song, {}, shared_model())
-    assert prepared.original == theirs.original
-    catalog.remove(theirs.id)
-    assert not catalog.originals.path(prepared.original).is_file()
-    [(mine, created)] = catalog.store([prepared])
-    assert created and catalog.audio_path(mine) == catalog.originals.path(prepared.original)
-    assert catalog.audio_path(mine).read_bytes() == song.read_bytes()
+    track of the very same bytes, whose original was that file: the original is kept again,
+    for a new track and for a track of these bytes that had no audio to play."""
+    song, older = songs_dir / "song4.flac", songs_dir / "song5.flac"
+    [(without_audio, _)] = catalog.store([prepare(older, catalog.config, shared_model())])
+    for path in (song, older):
+        [(theirs, _)] = catalog.store([catalog.prepare_file(path, {}, shared_model(), "zoe")], "zoe")
+        prepared = catalog.prepare_file(path, {}, shared_model())
+        assert prepared.original == theirs.original
+        catalog.remove(theirs.id)
+        assert not catalog.originals.path(prepared.original).is_file()
+        [(mine, created)] = catalog.store([prepared])
+        assert created == (path == song) and (path == song or mine.id == without_audio.id)
+        assert catalog.audio_path(mine) == catalog.originals.path(prepared.original)
+        assert catalog.audio_path(mine).read_bytes() == path.read_bytes()

@@ -71,7 +71,6 @@ class Catalog:
                 existing = Track.get_or_none((Track.content_hash == item.content_hash)
                                              & (Track.library == library))
                 if existing is not None:
-                    self._give_audio(existing, item)
                     plan.append((existing, -1, False))
                 elif item.content_hash in position:  # the same audio twice in one batch
                     plan.append((None, position[item.content_hash], False))
@@ -79,21 +78,25 @@ class Catalog:
                     position[item.content_hash] = len(new)
                     plan.append((None, len(new), True))
                     new.append(item)
-            # Under the originals' lock until the tracks name their originals: a removal of the
-            # same bytes from another library either went before (the file is gone) or waits.
+            ids = track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
+            if new:
+                shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
+                                       p.fingerprint.peaks) for tid, p in zip(ids, new)})
+                shelf.index.add({tid: _vectors(p.embedding)
+                                 for tid, p in zip(ids, new) if p.embedding is not None})
+            # From the check to the rows that name the originals, under their lock: a removal of
+            # the same bytes from another library went before (the file is gone) or waits. After
+            # the slow writes, which uploads must not wait for: a refused batch's ids are
+            # orphans that the next reconcile drops.
             with self.originals.lock():
-                gone = [p.source for p in new if p.original and not self.originals.path(p.original).is_file()
-                        and not self._keep_again(p)]
+                gone = [p.source for p in new if not self._still_kept(p)]
                 if gone:  # its track was removed meanwhile, and the same bytes' original with it
                     raise EarError("original_gone", f"The file kept of {gone[0]} was deleted while it "
                                    "was being added (its track was removed): send it again.", 409)
-                ids = track_ids(len(new), self.library(OWNER).table.manifest.next_track_id) if new else []
-                if new:
-                    shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
-                                           p.fingerprint.peaks) for tid, p in zip(ids, new)})
-                    shelf.index.add({tid: _vectors(p.embedding)
-                                     for tid, p in zip(ids, new) if p.embedding is not None})
                 with database.atomic():
+                    for item, (existing, _, _) in zip(prepared, plan):
+                        if existing is not None and self._still_kept(item):
+                            self._give_audio(existing, item)
                     created = [Track.create(id=tid, library=library, source=p.source, duration=p.duration,
                                             content_hash=p.content_hash, original=p.original,
                                             linked_path=p.linked_path,
@@ -160,13 +163,9 @@ class Catalog:
     def audio_path(self, track: Track) -> Path | None:
         """The file of the track's audio that may be opened (played, re-embedded): its kept
         original, or the file the owner linked; None if it has neither or the file is gone."""
-        if track.original:
-            path = self.originals.path(track.original)
-        elif track.linked_path:
-            path = Path(track.linked_path)
-        else:
-            return None
-        return path if path.is_file() else None
+        path = (self.originals.path(track.original) if track.original
+                else Path(track.linked_path) if track.linked_path else None)
+        return path if path is not None and path.is_file() else None
 
     def forget_original(self, name: str) -> None:
         """An original kept for a track that was then not stored (bad audio): delete it,
@@ -181,20 +180,19 @@ class Catalog:
             if name not in self._originals_in_use(name):
                 self.originals.delete(name)
 
-    def _keep_again(self, item: PreparedTrack) -> bool:
-        """Keep again an original deleted while its track was being prepared (another library
-        removed the same bytes), from the file `ear ingest` copied it from, if that file still
-        holds those bytes. Under the originals' lock."""
+    def _still_kept(self, item: PreparedTrack) -> bool:
+        """Is the item's original (if any) there? One that another library's removal of the same
+        bytes deleted meanwhile is kept again from the file `ear ingest` copied it from, if that
+        file still holds those bytes. Under the originals' lock."""
+        if not item.original or self.originals.path(item.original).is_file():
+            return True
         if not item.copied_from:  # an upload: its job kept the original from removals
             return False
         try:
             with open(item.copied_from, "rb") as fh:
-                name = self.originals.keep(fh, Path(item.copied_from).suffix)
+                return bool(self.originals.keep(fh, Path(item.copied_from).suffix, only_as=item.original))
         except OSError:
             return False
-        if name != item.original:
-            self._forget_original(name, locked=True)
-        return name == item.original
 
     def _originals_in_use(self, name: str | None = None) -> set[str]:
         # Those that a track names or an unfinished job still needs (all, or just `name`).

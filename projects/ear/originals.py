@@ -45,9 +45,10 @@ class Originals:
         self.folder = folder
         ensure_writable(folder)
 
-    def keep(self, stream: BinaryIO, suffix: str = "") -> str:
+    def keep(self, stream: BinaryIO, suffix: str = "", only_as: str = "") -> str:
         """Copy `stream` to its place and return its name (`<sha256><suffix>`). Whatever the
-        stream raises (an upload over the size limit, a client gone) leaves nothing behind."""
+        stream raises (an upload over the size limit, a client gone) leaves nothing behind;
+        with `only_as`, neither do bytes of another name ("" is returned)."""
         # The suffix is kept for the type a browser is sent (FFmpeg reads the content whatever
         # the name): an audio one only, so that no upload is ever served as a page.
         suffix = suffix.lower() if suffix.lower() in AUDIO_SUFFIXES else ""
@@ -61,6 +62,9 @@ class Originals:
                     digest.update(block)
                     out.write(block)
             name = digest.hexdigest() + suffix
+            if only_as and name != only_as:
+                tmp.unlink()
+                return ""
             final = self.path(name)
             if not final.parent.is_dir():
                 final.parent.mkdir(mode=0o755, exist_ok=True)  # another upload may make it too

@@ -85,7 +85,7 @@ def add_distractors(catalog: Catalog, wanted: int, seed: int) -> None:
     not embedded (the large-catalog targets are the fingerprinter's, and embedding 10,000 tracks
     would take hours here), on every core."""
     done = distractor_ids(catalog)
-    originals = real_tracks(catalog)
+    originals = sorted(real_tracks(catalog), key=lambda t: t.source)  # not by id: drawn at random
     if len(done) >= wanted or not originals:
         return
     rng = np.random.default_rng(seed + 7)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import json
 import pstats
 import resource
@@ -30,24 +31,26 @@ from ..identify import identification
 from ..ingest import audio_files, prepare
 from ..runtime import configure_threads
 
-# (stage, the functions whose CPU it is): each function's time includes what it calls, so no
-# stage's function calls another's.
+# (stage, the functions whose CPU it is, as module.qualified_name): each function's time includes
+# what it calls, so no stage's function calls another's. "a|b": a, or b where this checkout has
+# no a; a function it lacks is skipped, so that the same file measures an older ear. The STFT is
+# counted where it is made: its own stage once it is shared, inside the peaks and log-mel before.
 INGEST_STAGES = (
-    ("STFT (shared)", ("features.py", "power_spectrum")),
-    ("peaks", ("features.py", "_block_peaks")),
-    ("landmarks", ("hashes.py", "add"), ("hashes.py", "result")),
-    ("log-mel", ("embed.py", "from_power"), ("embed.py", "forward")),  # forward: its own STFT
-    ("embedding network", ("embed.py", "forward_with_texture")),
-    ("heap trim", ("runtime.py", "trim_heap")),
+    ("STFT (shared)", "features.power_spectrum"),
+    ("peaks", "features._block_peaks"),
+    ("landmarks", "hashes.TrackLandmarks.add", "hashes.TrackLandmarks.result"),
+    ("log-mel", "embed.LogMel.from_power|embed.LogMel.forward"),
+    ("embedding network", "embed.Embedder.forward_with_texture"),
+    ("heap trim", "runtime.trim_heap"),
 )
 QUERY_STAGES = (
-    ("STFT", ("features.py", "power_spectrum")),
-    ("peaks", ("features.py", "_block_peaks")),
-    ("landmarks + lookup + vote", ("hashes.py", "landmarks"), ("hashtable.py", "lookup"),
-     ("match.py", "vote")),
-    ("verify + scan", ("verify.py", "verify"), ("verify.py", "scan")),
-    ("embedding network", ("embed.py", "forward_with_texture")),
-    ("Annoy search", ("index.py", "search_windows")),
+    ("STFT", "features.power_spectrum"),
+    ("peaks", "features._block_peaks"),
+    ("landmarks + lookup + vote", "hashes.landmarks", "hashtable.HashTable.lookup", "match.vote"),
+    ("verify + scan", "verify.QueryGrid.verify", "verify.QueryGrid.scan"),
+    ("log-mel", "embed.LogMel.from_power|embed.LogMel.forward"),
+    ("embedding network", "embed.Embedder.forward_with_texture"),
+    ("Annoy search", "index.EmbeddingIndex.search_windows"),
 )
 
 
@@ -80,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
         for level in args.levels.split(","):
             chosen = [q for q in queries if q["level"] == level and q["length_s"] == args.length][:args.clips]
             files = [str(work / "queries" / Path(q["file"]).name) for q in chosen]
+            if not files:
+                print(f"\n{level}: no clips of {args.length:g} s in {work / 'queries'}")
+                continue
             runs = [_query_run(files, catalog) for _ in range(args.runs)]
             print(f"\n{level}: {len(files)} clips of {args.length:g} s, {args.runs} runs (ms of CPU per clip)")
             print(_table(runs, _query_run(files, catalog, profiled=True),
@@ -125,9 +131,19 @@ def _query_run(files: list[str], catalog: Catalog, profiled: bool = False) -> di
     return {**result, "n": len(files), "beyond": result["own"]}
 
 
-def _stage_seconds(stats: dict, functions: tuple[tuple[str, str], ...]) -> float:
-    return sum(cumulative for (path, _, name), (_, _, _, cumulative, _) in stats.items()
-               if any(path.endswith("/ear/" + file) and name == function for file, function in functions))
+def _stage_seconds(stats: dict, functions: tuple[str, ...]) -> float:
+    keys = set()
+    for choices in functions:
+        for dotted in choices.split("|"):
+            module, *path = dotted.split(".")
+            found = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.{module}")
+            for name in path:
+                found = getattr(found, name, None)
+            if found is not None:
+                code = found.__code__
+                keys.add((code.co_filename, code.co_firstlineno, code.co_name))
+                break
+    return sum(stats[key][3] for key in keys if key in stats)  # cumulative time
 
 
 def _table(runs: list[dict], profiled: dict, rows: list[tuple[str, str]], stages: tuple,
