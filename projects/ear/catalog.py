@@ -95,7 +95,7 @@ class Catalog:
                                    "was being added (its track was removed): send it again.", 409)
                 with database.atomic():
                     for item, (existing, _, _) in zip(prepared, plan):
-                        if existing is not None and self._still_kept(item):
+                        if existing is not None:
                             self._give_audio(existing, item)
                     created = [Track.create(id=tid, library=library, source=p.source, duration=p.duration,
                                             content_hash=p.content_hash, original=p.original,
@@ -204,8 +204,9 @@ class Catalog:
 
     def _give_audio(self, track: Track, item: PreparedTrack) -> None:
         # The same music again: a track that had no audio to open (added before originals were
-        # kept) takes this one's.
-        if not track.original and not track.linked_path and (item.original or item.linked_path):
+        # kept) takes this one's, if it is there (under the originals' lock).
+        if (not track.original and not track.linked_path and (item.original or item.linked_path)
+                and self._still_kept(item)):
             track.original, track.linked_path = item.original, item.linked_path
             track.save(only=[Track.original, Track.linked_path])
 

@@ -96,7 +96,7 @@ class Embedder(nn.Module):
 
 
 def _for_inference(net: Embedder) -> Embedder:
-    """The same function, a quarter faster on a CPU (docs/speed.md): each batch norm, a fixed
+    """The same function in 30 % less CPU (docs/speed.md): each batch norm, a fixed
     affine map once trained, folded into the convolution before it, and the weights laid out
     channels-last, oneDNN's own layout."""
     for block in net.convs:

@@ -78,7 +78,8 @@ class QueryGrid:
                ) -> tuple[np.ndarray, np.ndarray]:
         """(z-scores, best shifts) of the stored peaks laid over the query at each of `offsets`
         (stored frame − query frame): the best fit at an offset is at offset − shift. All the
-        offsets at once: the embeddings' proposals are verified at a span of them."""
+        offsets at once, for offsets close together (the embeddings' proposals are verified at
+        a span of them): one call costs every stored frame from the first to the last."""
         offsets = np.asarray(offsets, np.int64)
         z, shifts = np.zeros(offsets.size), np.zeros(offsets.size, np.int64)
         lo = np.searchsorted(ref_t, offsets.min())
