@@ -3,10 +3,11 @@ audio in the same run.
 
 Ingest: every file of `--catalog` is analysed as `ear ingest` analyses it (ingest.prepare, not
 stored); FFmpeg's CPU is that of its processes (the floor: ear must decode), ear's is this
-process's. Queries: the clips (10 s by default) of an `ear eval` work folder, identified against its catalog
-as /identify does, per degradation level; FFmpeg's decode of each clip beside the rest. CPU is
-user + system time, one thread; stages are measured by cProfile with a CPU clock (its own
-overhead lands in "the rest"). Each figure is the median of `--runs` runs, with the min and max.
+process's. Queries: the clips (10 s by default) of an `ear eval` work folder, identified against
+its catalog as /identify does, per degradation level; FFmpeg's decode of each clip beside the
+rest. CPU is user + system time, one thread; stages are measured by cProfile with a CPU clock
+(its own overhead lands in "the rest"). Each figure is the median of `--runs` runs, with the min
+and max.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", action="append", default=[], metavar="DIR",
                         help="folder of audio to analyse as ingest does (repeatable)")
     parser.add_argument("--eval-work", metavar="DIR",
-                        help="an `ear eval` work folder: its catalog and 10 s clips for the queries")
+                        help="an `ear eval` work folder: its catalog and clips for the queries")
     parser.add_argument("--levels", default="CLEAN,SOFT,HARD,ULTRA")
     parser.add_argument("--clips", type=int, default=50, help="clips per level")
     parser.add_argument("--length", type=float, default=10.0, help="of the clips, in seconds")
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"\n{level}: no clips of {args.length:g} s in {work / 'queries'}")
                 continue
             runs = [_query_run(files, catalog) for _ in range(args.runs)]
-            print(f"\n{level}: {len(files)} clips of {args.length:g} s, {args.runs} runs (ms of CPU per clip)")
+            print(f"\n{level}: {len(files)} clips of {args.length:g} s, {args.runs} runs "
+                  "(ms of CPU per clip)")
             print(_table(runs, _query_run(files, catalog, profiled=True),
                          [("FFmpeg decode", "ffmpeg"), ("ear beyond FFmpeg", "beyond")],
                          QUERY_STAGES, scale=lambda r: 1000.0 / r["n"], speed=False))
@@ -104,7 +106,10 @@ def _measured(work: Callable[[], None], profiled: bool) -> dict:
     stats too (its overhead, large on many small calls, then inflates `own`)."""
     profile = cProfile.Profile(time.process_time) if profiled else None
     own0, children0 = _cpu()
-    profile.runcall(work) if profile else work()
+    if profile is not None:
+        profile.runcall(work)
+    else:
+        work()
     own1, children1 = _cpu()
     return {"own": own1 - own0, "ffmpeg": children1 - children0,
             "stats": pstats.Stats(profile).stats if profile else {}}
