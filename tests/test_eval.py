@@ -44,6 +44,8 @@ def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
     assert "ingest of 6 files" in speed and "CLEAN: 3 clips of 5 s" in speed
     network = re.search(r"embedding network +([0-9.]+) +([0-9]+)%", speed)
     assert network and float(network.group(1)) > 0, speed
+    none = run_ear(tmp_path / "data", "speed", "--eval-work", str(tmp_path / "work"), "--levels", "HARD").stdout
+    assert f"HARD: no clips of 10 s in {tmp_path / 'work' / 'queries'}" in none
 
     short = tmp_path / "short"
     short.mkdir()
