@@ -66,3 +66,69 @@ def encode(src: Path, dst: Path, *args: str) -> Path:
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), *args, str(dst)],
                    check=True)
     return dst
+
+
+def tune(seed: int, notes: int = 48) -> list[tuple[float, float, int]]:
+    """A melody for query by humming: (start, length) in beats and a MIDI pitch per note, steps
+    and small leaps on a major scale, different for every seed."""
+    rng = np.random.default_rng(1000 + seed)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    degree, at, out = 7, 0.0, []
+    for _ in range(notes):
+        degree = int(np.clip(degree + rng.choice([-3, -2, -1, 1, 1, 2, 3]), 0, 16))
+        length = float(rng.choice([0.5, 1.0, 1.0, 1.5, 2.0]))
+        out.append((at, length, 60 + 12 * (degree // 7) + int(scale[degree % 7])))
+        at += length
+    return out
+
+
+def _voice(midi: np.ndarray, rng: np.random.Generator, harmonics: int, vibrato: float) -> np.ndarray:
+    """A harmonic sound following a pitch curve given per sample (NaN: silence)."""
+    t = np.arange(midi.size) / RATE
+    hz = 440 * 2 ** ((np.nan_to_num(midi, nan=60.0) - 69) / 12) * (1 + vibrato * np.sin(2 * np.pi * 5.5 * t))
+    phase = 2 * np.pi * np.cumsum(hz) / RATE
+    sound = sum(0.7 ** k * np.sin((k + 1) * phase + rng.uniform(0, 6.28)) for k in range(harmonics))
+    on = (~np.isnan(midi)).astype(float)
+    return sound * np.convolve(on, np.ones(441) / 441, mode="same")  # 10 ms attack and release
+
+
+def beat(melody: list[tuple[float, float, int]], bpm: float, seed: int) -> np.ndarray:
+    """A mono float32 beat at RATE: the melody's lead over held triads and a kick and snare,
+    after a bar of intro."""
+    rng = np.random.default_rng(seed)
+    spb = 60.0 / bpm
+    n = int((melody[-1][0] + melody[-1][1] + 8) * spb * RATE)
+    lead = np.full(n, np.nan)
+    for start, length, pitch in melody:
+        a = int((start + 4) * spb * RATE)
+        lead[a:a + int(length * spb * RATE * 0.9)] = pitch
+    out = _voice(lead, rng, 6, 0.0) * 0.3
+    for bar in range(int(n / RATE / spb / 4) + 1):
+        at = int(bar * 4 * spb * RATE)
+        root = 48 + int(rng.choice([0, 5, 7, 9]))
+        for interval in (0, 4, 7):
+            note = _tone(440 * 2 ** ((root + interval - 69) / 12), 4 * spb, rng) * 0.12
+            out[at:at + note.size] += note[: n - at]
+        for step in range(4):
+            hit = int(at + step * spb * RATE)
+            length = min(int(0.1 * RATE), n - hit)
+            if length > 0:
+                out[hit:hit + length] += rng.standard_normal(length) * np.exp(-np.arange(length) / 800) * 0.2
+    return (out / np.max(np.abs(out)) * 0.8).astype(np.float32)
+
+
+def hummed(melody: list[tuple[float, float, int]], first: int, count: int, bpm: float,
+           transpose: int, seed: int) -> np.ndarray:
+    """A mono float32 hum at RATE of `count` notes from note `first`, transposed, at `bpm`:
+    a voice with vibrato, notes a little off pitch, breaths between notes, some breath noise."""
+    rng = np.random.default_rng(seed)
+    spb = 60.0 / bpm
+    notes = melody[first:first + count]
+    offset = notes[0][0]
+    n = int((notes[-1][0] + notes[-1][1] - offset + 0.5) * spb * RATE)
+    curve = np.full(n, np.nan)
+    for start, length, pitch in notes:
+        a = int((start - offset) * spb * RATE)
+        curve[a:a + int(length * spb * RATE * 0.85)] = pitch + transpose + rng.uniform(-0.3, 0.3)
+    out = _voice(curve, rng, 4, 0.006) * 0.5 + rng.standard_normal(n) * 0.01
+    return out.astype(np.float32)

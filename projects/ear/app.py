@@ -11,7 +11,7 @@ from .answers import Answers
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
-from .routes import identify, jobs, similar, site, tracks
+from .routes import hum, identify, jobs, similar, site, tracks
 from .ratelimit import RateLimiter
 from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT, QUERIES
 from .runtime import in_a_child, load_model_before_fork
@@ -32,7 +32,7 @@ def create_app(config: Config | None = None) -> Flask:
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
-    for module in (identify, similar, tracks, jobs, site):
+    for module in (identify, similar, hum, tracks, jobs, site):
         app.register_blueprint(module.bp)
     allowed_origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
     app.after_request(lambda response: _cors(response, allowed_origins))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from .config import Config
-from . import jobs
+from . import jobs, melody_index
 from .db import METADATA_FIELDS, Job, Track, database, init_db, pair_with_folder
 from .ids import track_ids
 from .embed import Model
@@ -102,6 +102,7 @@ class Catalog:
                                             linked_path=p.linked_path,
                                             **{k: p.metadata.get(k, "") for k in METADATA_FIELDS})
                                for tid, p in zip(ids, new)]
+                    melody_index.store({t: p.melody for t, p in zip(ids, new) if p.melody is not None}, library)
                     result = [(existing or created[j], is_new) for existing, j, is_new in plan]
                     if then is not None:
                         then(result)

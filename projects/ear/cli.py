@@ -1,4 +1,4 @@
-"""The `ear` command: ingest, identify, similar, tracks, remove, compact, reindex, worker, jobs,
+"""The `ear` command: ingest, identify, similar, hum, tracks, remove, compact, reindex, worker, jobs,
 users, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed."""
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ import os
 import sys
 import time
 
-from . import jobs
+from . import jobs, melody_index
 from .catalog import Catalog
 from .cli_owner import add_owner_commands, chosen_library, cmd_copy_database, cmd_users  # noqa: F401
+from .cli_queries import add_query_commands, cmd_hum, cmd_identify, cmd_similar  # noqa: F401
 from .config import Config, load_config
-from .db import METADATA_FIELDS, Track
-from .decode import decode_query
+from .db import METADATA_FIELDS, Track, database
 from .embed import shared_model
 from .errors import EarError
-from .identify import identify
-from .ingest import PreparedTrack, audio_files, embed_again
+from .ingest import PreparedTrack, audio_files, embed_again, melodies_again
 from .params import count_argument
 from .progress import Progress
 from .runtime import configure_threads, in_a_child
-from .similar import Filters, similar_to_clip, similar_to_track
 from .worker import Worker
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 # Measuring and training tools: options their own, imported only when run (never by the service).
-_LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog",
+_LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog (--hum: humming)",
                  "train": "train the embedding model (resumable)",
                  "ingest-memory": "measure the memory of adding tracks (command and service)",
                  "busy": "identify latency while ear worker adds a bulk upload",
@@ -50,24 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     for name in METADATA_FIELDS:
         p.add_argument(f"--{name}", help=f"{name} for every file (default: from its tags)")
 
-    p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
-                   help="also list the first N tracks of the ranking, matches or not")
-
-    p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
-    p.add_argument("files", nargs="*")
-    p.add_argument("--track", type=int, help="tracks like this catalog track instead")
-    p.add_argument("-k", type=int, default=None, help="how many (default: EAR_TOP_K)")
-    p.add_argument("--artist", default="", help="only tracks by this artist")
-    p.add_argument("--genre", default="", help="only tracks of this genre")
-    p.add_argument("--exclude-artist", default="", help="no tracks by this artist")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_query_commands(sub)
 
     p = sub.add_parser("reindex", help="rebuild the embedding indexes")
     p.add_argument("--reembed", action="store_true",
                    help="embed every track again from its audio file (after a model change)")
+    p.add_argument("--melodies", action="store_true",
+                   help="find every track's melody again from its audio file (after a change of method)")
 
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")
@@ -144,77 +131,6 @@ def cmd_ingest(config: Config, args) -> int:
     return 1 if failures and failures == len(files) else 0
 
 
-def cmd_identify(config: Config, args) -> int:
-    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
-
-    def answer(file: str) -> dict:
-        found = identify(library, decode_query(file, config), candidates=args.candidates)
-        result = {"matches": [m.to_json() for m in found.matches]}
-        if args.candidates:
-            result["candidates"] = [m.to_json() for m in found.candidates]
-        return result
-
-    def describe(file: str, result: dict) -> None:
-        if not result["matches"]:
-            maybe = ", ".join(f"{c['track']['title']} (#{c['track']['id']}, {c['confidence']:.2f})"
-                              for c in result.get("candidates", []))
-            print(f"{file}: no match" + (f"; could it be: {maybe}" if maybe else ""))
-            return
-        best = result["matches"][0]
-        t = best["track"]
-        print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
-              f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
-
-    _answer_each([(f, lambda f=f: answer(f)) for f in args.files], args.json, describe)
-    return 0
-
-
-def cmd_similar(config: Config, args) -> int:
-    if bool(args.files) == (args.track is not None):
-        print("ear similar: give FILE(s) or --track ID", file=sys.stderr)
-        return 2
-    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
-    k = args.k or config.top_k
-    filters = Filters(args.artist, args.genre, args.exclude_artist)
-
-    def like_track() -> dict:
-        return {"matches": [s.to_json() for s in similar_to_track(library, args.track, k, filters)]}
-
-    def like_clip(file: str) -> dict:
-        identified, found = similar_to_clip(library, decode_query(file, config), k, filters)
-        return {"identified": identified.to_json() if identified else None,
-                "matches": [s.to_json() for s in found]}
-
-    def describe(label: str, result: dict) -> None:
-        basis = result.get("identified")
-        print(f"{label}: like {basis['track']['title']!r}" if basis else f"{label}:")
-        for m in result["matches"]:
-            t = m["track"]
-            print(f"  {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']})")
-
-    queries = ([(f"track:{args.track}", like_track)] if args.track is not None
-               else [(f, lambda f=f: like_clip(f)) for f in args.files])
-    _answer_each(queries, args.json, describe)
-    return 0
-
-
-def _answer_each(queries, as_json: bool, describe) -> None:
-    """Answer each (label, compute) in turn; a failing query reports its error, the rest go on.
-    With `as_json`, one object per line: {"query": label, ...compute()} or {"query", "error"}."""
-    for label, compute in queries:
-        result: dict = {"query": label}
-        try:
-            result.update(compute())
-        except EarError as exc:
-            result["error"] = exc.to_json()["error"]
-        if as_json:
-            print(json.dumps(result), flush=True)
-        elif "error" in result:
-            print(f"{label}: error: {result['error']['message']}")
-        else:
-            describe(label, result)
-
-
 def cmd_reindex(config: Config, args) -> int:
     catalog = Catalog(config)  # without --library: every library (a new model is everyone's)
     for library in ([catalog.library(chosen_library(catalog, args.library))] if args.library
@@ -226,6 +142,13 @@ def cmd_reindex(config: Config, args) -> int:
             print(f"{library.name}: embedded {len(embeddings)} tracks again" + (
                 f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
                 f"files again to give them one): {missing}" if missing else ""))
+        if args.melodies:
+            contours, missing = melodies_again(((t.id, catalog.audio_path(t)) for t in library.tracks()), config)
+            with database.connection_context(), database.atomic():
+                melody_index.store(contours, library.name)
+            print(f"{library.name}: found {len(contours)} melodies again" + (
+                f"; {len(missing)} tracks have no audio file (their old melodies kept): {missing}"
+                if missing else ""))
         started = time.perf_counter()
         catalog.rebuild_index(library.name, force=True)
         print(f"{library.name}: embedding indexes rebuilt, {library.index.window_count} windows "

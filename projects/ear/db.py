@@ -13,8 +13,8 @@ import datetime as dt
 import uuid
 from pathlib import Path, PurePath
 
-from peewee import (AutoField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
-                    IntegerField, Model, SQL, SqliteDatabase, TextField)
+from peewee import (AutoField, BlobField, CharField, DatabaseProxy, DateTimeField, Field, FloatField,
+                    ForeignKeyField, IntegerField, Model, SQL, SqliteDatabase, TextField)
 from playhouse import db_url
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -162,8 +162,17 @@ class Setting(BaseModel):
     value = TextField()
 
 
-MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting]
+class Melody(BaseModel):
+    """A track's pitch contour (pitch.py: float16 MIDI numbers, NaN unvoiced), for query by
+    humming: a few KB a track, written in the transaction that adds the track, gone with it."""
 
+    track = ForeignKeyField(Track, primary_key=True, on_delete="CASCADE")
+    library = CharField(index=True)  # the track's, so that a library's melodies load alone
+    contour = BlobField()
+    stamp = IntegerField()  # random, new at every write: a reader's sum over a library sees a change
+
+
+MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting, Melody]
 
 
 def init_db(where: Path | str) -> None:

@@ -1,4 +1,5 @@
-"""A track in: decode it once, read its tags, and compute what every chain stores of it.
+"""A track in: decode it once, read its tags, and compute what every chain stores of it
+(landmarks and peaks, embedding vectors, the melody's pitch contour).
 
 `prepare` is the slow part of adding a track (decode, landmarks, peaks, vectors) and holds no
 lock; `Catalog.store` then writes what it prepared. Metadata given by the owner wins over the
@@ -24,6 +25,7 @@ from .errors import BadAudio
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
 from .originals import AUDIO_SUFFIXES
+from .pitch import BlockContour
 from .runtime import trim_heap
 from .segments import encode_peaks
 
@@ -68,6 +70,7 @@ class PreparedTrack:
     content_hash: str  # of the decoded audio: the same music in another file is the same track
     fingerprint: Fingerprint
     embedding: Embedding | None  # None: stored for identification by fingerprint only
+    melody: np.ndarray | None = None  # its pitch contour (pitch.py); None: not found by humming
     original: str = ""  # the original ear keeps of it (originals.py), if any
     linked_path: str = ""  # the file the owner's shell linked instead, if any
     copied_from: str = ""  # the file the owner's shell had the original copied from, if any
@@ -81,19 +84,21 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
     so an hours-long track costs the memory of a minute's analysis plus what is kept of it.
     `progress` is called after each block (what it raises stops the analysis)."""
     source_name = name or str(source)
-    prints, windows = Fingerprinting(), Windows(model, _VECTOR_HOP_S)
+    prints, windows, melody = Fingerprinting(), Windows(model, _VECTOR_HOP_S), BlockContour()
     # closing: FFmpeg is stopped as soon as the analysis stops, even while its error is held.
     with closing(decode_track(source, config)) as parts:
         audio = HashedAudio(parts)
         for count, block in enumerate(blocks(audio), 1):
             prints.add(block)
             windows.add(block)
+            melody.add(block)
             if count % _TRIM_EVERY_BLOCKS == 0:
                 trim_heap()
             if progress is not None:
                 progress(audio.seconds)
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
-                         audio.seconds, audio.content_hash, prints.result(), _embedding(windows))
+                         audio.seconds, audio.content_hash, prints.result(), _embedding(windows),
+                         melody.result())
 
 
 class HashedAudio:
@@ -189,11 +194,31 @@ def embed_again(audio: Iterable[tuple[int, Path | None]], config: Config, model:
     """Tracks embedded again from their audio files (after a change of model), given as
     (id, file or None): ({id: its new embedding}, ids without a file, which keep their old
     vectors)."""
+    return _again(audio, config, lambda parts: embedding(parts, model))
+
+
+def melodies_again(audio: Iterable[tuple[int, Path | None]], config: Config
+                   ) -> tuple[dict[int, np.ndarray], list[int]]:
+    """Tracks' melody contours found again from their audio files (after a change of pitch.py),
+    as `embed_again`."""
+    return _again(audio, config, melody)
+
+
+def melody(parts: Iterable[np.ndarray]) -> np.ndarray:
+    """What the melody chain stores of a track (its pitch contour), from its audio in parts."""
+    contour = BlockContour()
+    for block in blocks(parts):
+        contour.add(block)
+    return contour.result()
+
+
+def _again(audio: Iterable[tuple[int, Path | None]], config: Config, analyse: Callable
+           ) -> tuple[dict, list[int]]:
     done, missing = {}, []
     for track_id, path in audio:
         if path is not None:
             with closing(decode_track(path, config)) as parts:
-                done[track_id] = embedding(parts, model)
+                done[track_id] = analyse(parts)
         else:
             missing.append(track_id)
     return done, missing

@@ -2,7 +2,7 @@
 
 A library is a name (the site owner's is `owner`, a user's is the user's name: users.py), its
 own stores in its own folder (landmarks: hashtable.py; vectors: index.py), and the rows of its
-tracks, which carry its name. A query searches one library's stores only, so what it costs
+tracks and of their melodies (melody_index.py), which carry its name. A query searches one library's stores only, so what it costs
 and what it answers depend on that library alone: another library's tracks can neither take
 a candidate's place nor slow it down. Track ids are unique across libraries (and random:
 ids.py), so an id names one track; a lookup by id in a library that does not hold it answers exactly as one for an
@@ -26,6 +26,7 @@ from .errors import EarError, NotFound
 from .hashtable import HashTable
 from .embed import DIM, STYLE_DIM
 from .index import EmbeddingIndex
+from .melody_index import MelodyIndex
 from .segments import MAX_TRACK_ID
 
 OWNER = OWNER_LIBRARY
@@ -114,6 +115,7 @@ class Library(Rows):
         embeddings = config.embedding_dir if name == OWNER else home / "embeddings"
         self.table = HashTable(fingerprints)
         self.index = EmbeddingIndex(embeddings, DIM, STYLE_DIM)
+        self.melodies = MelodyIndex(name)  # loaded at its first hum
 
 
 class OpenLibraries:

@@ -1,4 +1,4 @@
-"""`ear eval`, `ear train`, `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
+"""`ear eval` (`--hum`: query by humming), `ear train`, `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
 options, parsed here so that the CLI needs none of the lab."""
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from ..runtime import configure_threads
 def run(command: str, argv: list[str], data_dir: str | None) -> int:
     """Run a lab command with its own arguments (errors: the CLI's)."""
     parser = argparse.ArgumentParser(prog=f"ear {command}")
+    if command == "eval" and "--hum" in argv:
+        from . import hum_eval
+        hum_eval.add_arguments(parser)
+        args = parser.parse_args(argv)
+        config = load_config(data_dir=data_dir)
+        configure_threads(config.torch_threads, config.torch_interop_threads)
+        return hum_eval.run(config, args)
     if command == "eval":
         from . import eval as lab_eval
         lab_eval.add_arguments(parser)

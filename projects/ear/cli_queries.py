@@ -1,0 +1,131 @@
+"""The `ear` commands that ask a library about recordings: identify, similar, hum. Each answers
+every FILE in turn, as text or one JSON object per line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .catalog import Catalog
+from .cli_owner import chosen_library
+from .config import Config
+from .decode import decode_query
+from .errors import EarError
+from .identify import identify
+from .params import count_argument
+from .similar import Filters, similar_to_clip, similar_to_track
+
+
+def add_query_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
+                   help="also list the first N tracks of the ranking, matches or not")
+
+    p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
+    p.add_argument("files", nargs="*")
+    p.add_argument("--track", type=int, help="tracks like this catalog track instead")
+    p.add_argument("-k", type=int, default=None, help="how many (default: EAR_TOP_K)")
+    p.add_argument("--artist", default="", help="only tracks by this artist")
+    p.add_argument("--genre", default="", help="only tracks of this genre")
+    p.add_argument("--exclude-artist", default="", help="no tracks by this artist")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = sub.add_parser("hum", help="which catalog tracks carry the melody hummed or sung in each FILE")
+    p.add_argument("files", nargs="+")
+    p.add_argument("-k", type=count_argument, default=5, help="how many tracks at most (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def cmd_identify(config: Config, args) -> int:
+    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
+
+    def answer(file: str) -> dict:
+        found = identify(library, decode_query(file, config), candidates=args.candidates)
+        result = {"matches": [m.to_json() for m in found.matches]}
+        if args.candidates:
+            result["candidates"] = [m.to_json() for m in found.candidates]
+        return result
+
+    def describe(file: str, result: dict) -> None:
+        if not result["matches"]:
+            maybe = ", ".join(f"{c['track']['title']} (#{c['track']['id']}, {c['confidence']:.2f})"
+                              for c in result.get("candidates", []))
+            print(f"{file}: no match" + (f"; could it be: {maybe}" if maybe else ""))
+            return
+        best = result["matches"][0]
+        t = best["track"]
+        print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
+              f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
+
+    _answer_each([(f, lambda f=f: answer(f)) for f in args.files], args.json, describe)
+    return 0
+
+
+def cmd_similar(config: Config, args) -> int:
+    if bool(args.files) == (args.track is not None):
+        print("ear similar: give FILE(s) or --track ID", file=sys.stderr)
+        return 2
+    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
+    k = args.k or config.top_k
+    filters = Filters(args.artist, args.genre, args.exclude_artist)
+
+    def like_track() -> dict:
+        return {"matches": [s.to_json() for s in similar_to_track(library, args.track, k, filters)]}
+
+    def like_clip(file: str) -> dict:
+        identified, found = similar_to_clip(library, decode_query(file, config), k, filters)
+        return {"identified": identified.to_json() if identified else None,
+                "matches": [s.to_json() for s in found]}
+
+    def describe(label: str, result: dict) -> None:
+        basis = result.get("identified")
+        print(f"{label}: like {basis['track']['title']!r}" if basis else f"{label}:")
+        for m in result["matches"]:
+            t = m["track"]
+            print(f"  {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']})")
+
+    queries = ([(f"track:{args.track}", like_track)] if args.track is not None
+               else [(f, lambda f=f: like_clip(f)) for f in args.files])
+    _answer_each(queries, args.json, describe)
+    return 0
+
+
+def _answer_each(queries, as_json: bool, describe) -> None:
+    """Answer each (label, compute) in turn; a failing query reports its error, the rest go on.
+    With `as_json`, one object per line: {"query": label, ...compute()} or {"query", "error"}."""
+    for label, compute in queries:
+        result: dict = {"query": label}
+        try:
+            result.update(compute())
+        except EarError as exc:
+            result["error"] = exc.to_json()["error"]
+        if as_json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"{label}: error: {result['error']['message']}")
+        else:
+            describe(label, result)
+
+
+def cmd_hum(config: Config, args) -> int:
+    from .hum import search  # not for the other commands: it loads nothing heavy, but need not
+
+    library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
+
+    def answer(file: str) -> dict:
+        found = [m for m in search(library.melodies, decode_query(file, config), k=args.k) if m.is_match]
+        rows = library.rows(m.track_id for m in found)
+        return {"matches": [m.to_json(rows[m.track_id]) for m in found if m.track_id in rows]}
+
+    def describe(file: str, result: dict) -> None:
+        if not result["matches"]:
+            print(f"{file}: no match")
+        for m in result["matches"]:
+            t = m["track"]
+            print(f"{file}: {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']}) "
+                  f"{m['start_s']:.1f}–{m['end_s']:.1f} s")
+
+    _answer_each([(f, lambda f=f: answer(f)) for f in args.files], args.json, describe)
+    return 0

@@ -1,0 +1,196 @@
+"""A hum → the tracks of a library that carry its melody, and where in them.
+
+1. The hum's pitch contour (pitch.py), smoothed and cut into notes (melody.py). With less than
+   MIN_VOICED_S of pitched sound or fewer than MIN_NOTES notes there is no melody to look for:
+   `no_melody` (422).
+2. Votes: each gram of the hum, and its variants with one interval a semitone off (a wrong
+   note), is looked up among the library's grams (melody_index.py). A hit votes for (track,
+   diagonal: the track's note number − the hum's, in bins of DIAGONAL_NOTES, transposition: the
+   track's pitch − the hum's, modulo 12): the notes of one hummed passage agree on both. The
+   best-voted cells name up to CANDIDATES tracks.
+3. Alignment: the hum's contour is aligned with each candidate's contour around its cell by
+   subsequence DTW with steps (1,1), (1,2), (2,1) (the hum at 0.5–2× the track's tempo),
+   transposed by the cell's shift. The cost of a frame is its pitch distance folded into one
+   octave (a track's melody line may jump octaves where another instrument takes over) and
+   capped at COST_CAP (a wrong note costs what a missing one does). Similarity = 1 − mean
+   cost / COST_CAP; a match has at least MATCH_SIMILARITY.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .db import Track
+from .errors import BadAudio
+from .melody import GRAM, MAX_INTERVAL, Notes, grams, notes, smooth
+from .melody_index import Generation, MelodyIndex
+from .pitch import FRAME_SECONDS, contour
+
+MIN_VOICED_S = 2.0  # less pitched sound than that is a cough or a word, not a melody
+MIN_NOTES = GRAM + 3  # enough notes for a few grams
+DIAGONAL_NOTES = 4  # hits within a few notes of one diagonal agree (missing and extra notes)
+_VARIANT_VOTE = 0.5  # a hit of a gram with one interval changed counts half
+CANDIDATES = 20  # tracks aligned exactly: the right one is among the first 20 cells
+DECIMATE = 2  # contours aligned at every other frame (96 ms): notes last longer
+COST_CAP = 2.0  # semitones
+UNVOICED_COST = 1.0  # a track frame with no melody: a rest, or the lead lost under the mix
+MARGIN_FRAMES = 20  # around the region a cell implies, for the alignment to settle
+MATCH_SIMILARITY = 0.7  # calibrated on unknown melodies (docs/hum.md)
+
+
+@dataclass(frozen=True)
+class HumMatch:
+    track_id: int
+    score: float  # similarity, 0..1
+    start_s: float  # the matched span in the track
+    end_s: float
+    is_match: bool
+
+    def to_json(self, track: Track, path: bool = True) -> dict:
+        """`path`: as `Track.to_json`."""
+        return {"track": track.to_json(brief=True, path=path), "score": self.score,
+                "start_s": self.start_s, "end_s": self.end_s}
+
+
+@dataclass(frozen=True)
+class _Hum:
+    contour: np.ndarray  # every DECIMATE-th voiced frame, smoothed
+    notes: Notes
+
+
+def read_hum(samples: np.ndarray) -> _Hum:
+    smoothed = smooth(contour(samples))
+    voiced = np.flatnonzero(~np.isnan(smoothed))
+    found = notes(smoothed)
+    if voiced.size * FRAME_SECONDS < MIN_VOICED_S or len(found) < MIN_NOTES:
+        raise BadAudio("no_melody", f"No melody heard: {voiced.size * FRAME_SECONDS:.1f} s of pitched "
+                       f"sound in {len(found)} notes (at least {MIN_VOICED_S:g} s and {MIN_NOTES} "
+                       "notes needed). Hum or sing the tune, a few seconds of it.", 422)
+    return _Hum(smoothed[voiced[::DECIMATE]], found)
+
+
+def search(index: MelodyIndex, samples: np.ndarray, k: int = 5) -> list[HumMatch]:
+    """The `k` best-aligned tracks of the library, matches (`is_match`) first. Raises
+    BadAudio('no_melody') when the recording holds no melody."""
+    hum = read_hum(samples)
+    generation = index.refresh()
+    cells = _cells(generation, hum.notes)
+    found = _align(generation, hum, cells)
+    found.sort(key=lambda m: -m.score)
+    return found[:k]
+
+
+def _variants(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each key, and each with one of its intervals a semitone wider or narrower: (keys,
+    position of the gram they come from, vote weight)."""
+    base = 2 * MAX_INTERVAL + 1
+    out, where, weight = [keys], [np.arange(keys.size)], [np.ones(keys.size)]
+    digits = [(keys // base ** p) % base for p in range(GRAM)]
+    for p, digit in enumerate(digits):
+        for step in (-1, 1):
+            ok = (digit + step >= 0) & (digit + step < base)
+            out.append((keys + step * base ** p)[ok])
+            where.append(np.flatnonzero(ok))
+            weight.append(np.full(int(ok.sum()), _VARIANT_VOTE))
+    return np.concatenate(out), np.concatenate(where), np.concatenate(weight)
+
+
+def _cells(generation: Generation, hum: Notes) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """The best cell of each of the best-voted tracks: (track position, the hum's notes and the
+    track's notes of its hits)."""
+    keys, gram_at, weight = _variants(grams(hum))
+    which, at = generation.lookup(keys)
+    if at.size == 0:
+        return []
+    hum_note = gram_at[which]
+    track, track_note = generation.track[at].astype(np.int64), generation.note[at].astype(np.int64)
+    shift = (generation.pitch[at].astype(np.int64) - hum.pitch[hum_note]) % 12
+    diagonal = (track_note - hum_note) // DIAGONAL_NOTES
+    low = diagonal.min()
+    cell = (track * (diagonal.max() - low + 1) + diagonal - low) * 12 + shift
+    # A hum gram counts once per cell, with the weight of its best variant.
+    order = np.lexsort((-weight[which], hum_note, cell))
+    first = np.concatenate([[True], (np.diff(cell[order]) != 0) | (np.diff(hum_note[order]) != 0)])
+    chosen = order[first]
+    unique, inverse = np.unique(cell[chosen], return_inverse=True)
+    votes = np.bincount(inverse, weights=weight[which][chosen])
+    best: dict[int, int] = {}  # track position → its best cell
+    for c in unique[np.argsort(-votes, kind="stable")]:
+        best.setdefault(int(c // 12 // (diagonal.max() - low + 1)), int(c))
+        if len(best) == CANDIDATES:
+            break
+    return [(t, hum_note[cell == c], track_note[cell == c]) for t, c in best.items()]
+
+
+def _align(generation: Generation, hum: _Hum, cells: list[tuple[int, np.ndarray, np.ndarray]]) -> list[HumMatch]:
+    """Subsequence DTW of the hum against each cell's region, all cells at once."""
+    if not cells:
+        return []
+    regions, starts, shifts = [], [], []
+    last_frame = int(hum.notes.end[-1])
+    for t, hum_notes, track_notes in cells:
+        melody = generation.tracks[t]
+        h_on, t_on = hum.notes.onset[hum_notes], melody.notes.onset[track_notes]
+        lo = int(t_on.min() - 2 * h_on.min()) - MARGIN_FRAMES
+        hi = int(t_on.max() + 2 * (last_frame - h_on.max())) + MARGIN_FRAMES
+        lo, hi = max(lo, 0), min(hi, melody.contour.size)
+        lo -= lo % DECIMATE
+        regions.append(melody.contour[lo:hi:DECIMATE].astype(np.float32))
+        starts.append(lo)
+        shifts.append(float(np.median(melody.notes.pitch[track_notes].astype(np.float32)
+                                      - hum.notes.pitch[hum_notes])))
+    width = max(r.size for r in regions)
+    region = np.full((len(regions), width), np.inf, np.float32)
+    for i, r in enumerate(regions):
+        region[i, :r.size] = r
+    cost, begin, end = _dtw(hum.contour, region, np.asarray(shifts, np.float32))
+    out = []
+    for i, (t, _, _) in enumerate(cells):
+        similarity = float(1 - cost[i] / COST_CAP)
+        out.append(HumMatch(generation.tracks[t].track_id, round(similarity, 4),
+                            round(float(starts[i] + begin[i] * DECIMATE) * FRAME_SECONDS, 2),
+                            round(float(starts[i] + (end[i] + 1) * DECIMATE) * FRAME_SECONDS, 2),
+                            similarity >= MATCH_SIMILARITY))
+    return out
+
+
+def _frame_cost(pitch: float, region: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The cost of a hum frame against every region frame: region frames are pitches, NaN
+    (unvoiced) or inf (past the region's end)."""
+    d = pitch + shift[:, None] - np.where(np.isfinite(region), region, 0)
+    cost = np.minimum(np.abs(d - 12 * np.round(d / 12)), COST_CAP)
+    cost[np.isnan(region)] = UNVOICED_COST
+    cost[np.isinf(region)] = np.inf
+    return cost
+
+
+def _dtw(query: np.ndarray, region: np.ndarray, shift: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per region row: (mean cost per query frame of the best path, its first and last
+    region frame)."""
+    n_cand, width = region.shape
+    inf = np.full((n_cand, 2), np.inf, np.float32)
+    cols = np.broadcast_to(np.arange(width), region.shape)
+    before = np.full(region.shape, np.inf, np.float32)  # D[i − 2]
+    previous = _frame_cost(query[0], region, shift)  # D[i − 1]: any start
+    start_before, start_prev = cols.copy(), cols.copy()
+    cost_prev = previous.copy()
+    for i in range(1, query.size):
+        here = _frame_cost(query[i], region, shift)
+        diag = np.concatenate([inf[:, :1], previous[:, :-1]], axis=1)
+        long = np.concatenate([inf, previous[:, :-2]], axis=1)
+        tall = np.concatenate([inf[:, :1], before[:, :-1]], axis=1) + cost_prev
+        choice = np.argmin(np.stack([diag, long, tall]), axis=0)
+        best = np.choose(choice, [diag, long, tall])
+        s_diag = np.concatenate([cols[:, :1], start_prev[:, :-1]], axis=1)
+        s_long = np.concatenate([cols[:, :2], start_prev[:, :-2]], axis=1)
+        s_tall = np.concatenate([cols[:, :1], start_before[:, :-1]], axis=1)
+        start_here = np.choose(choice, [s_diag, s_long, s_tall])
+        before, previous = previous, best + here
+        start_before, start_prev = start_prev, start_here
+        cost_prev = here
+    end = np.argmin(previous, axis=1)
+    rows = np.arange(n_cand)
+    total = previous[rows, end]
+    return np.where(np.isfinite(total), total / query.size, COST_CAP), start_prev[rows, end], end

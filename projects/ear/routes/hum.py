@@ -1,0 +1,31 @@
+"""POST /hum: which of the library's tracks carry the melody hummed or sung in an upload, and
+where in them; no melody in it is `no_melody` (422)."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify
+
+from ..decode import SAMPLE_RATE
+from ..hum import search
+from .helpers import answers, caller, k_arg, library, media_links, one_query_at_a_time, query_samples
+
+bp = Blueprint("hum", __name__)
+
+
+@bp.post("/hum")
+def hum_upload():
+    started = time.perf_counter()
+    shelf, k = library(), k_arg()
+    with one_query_at_a_time():
+        samples = query_samples()
+        found = [m for m in search(shelf.melodies, samples, k=k) if m.is_match]
+    rows = shelf.rows(m.track_id for m in found)
+    matches = []
+    for m in found:
+        if m.track_id in rows:
+            data = m.to_json(rows[m.track_id], path=caller().admin)
+            matches.append({**data, "track": {**data["track"], **media_links(rows[m.track_id])}})
+    query_id = answers().issue((m.track_id for m in found), caller().searches)
+    return jsonify(query_id=query_id, matches=matches, query_seconds=round(samples.size / SAMPLE_RATE, 3),
+                   elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -1,0 +1,171 @@
+"""Query by humming: the pitch tracker, the melody chain, `ear hum` and POST /hum, on beats and
+hums synthesized here (synth.tune, synth.beat, synth.hummed) and decoded by the real FFmpeg."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from synth import RATE, beat, hummed, tune, write
+from helpers import AUTH, run_ear
+
+from ear import hum, pitch, users
+from ear.catalog import Catalog
+from ear.config import load_config
+from ear.db import Melody, database
+from ear.decode import SAMPLE_RATE, decode_query
+from ear.embed import shared_model
+from ear.errors import BadAudio
+from ear.ingest import prepare
+
+BEATS = 4
+TEMPO = {seed: 90.0 + 8 * seed for seed in range(BEATS)}
+FIRST_NOTE = 10  # the hums start inside the melody, not at its beginning
+
+
+def tone(midi: float, seconds: float, harmonics: int = 6) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    hz = 440 * 2 ** ((midi - 69) / 12)
+    return (0.2 * sum(0.7 ** k * np.sin(2 * np.pi * hz * (k + 1) * t) for k in range(harmonics))).astype(np.float32)
+
+
+@pytest.mark.parametrize("midi", [43.3, 50.0, 57.5, 64.2, 71.8, 79.0, 88.6])
+def test_pitch_of_a_harmonic_note_within_20_cents(midi):
+    found = pitch.contour(tone(midi, 1.0))[:-2]  # the last frames run past the end of the note
+    voiced = found[~np.isnan(found)]
+    assert voiced.size >= 0.9 * found.size
+    assert np.abs(voiced - midi).max() < 0.2
+
+
+def test_pitch_of_noise_and_silence_is_unvoiced():
+    noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
+    assert np.isnan(pitch.contour(noise)).all()
+    assert np.isnan(pitch.contour(np.zeros(SAMPLE_RATE, np.float32))).all()
+
+
+def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
+    from ear.features import blocks
+    audio = np.concatenate([tone(60 + k % 12, 0.4) for k in range(200)])  # 80 s: two blocks
+    streamed = pitch.BlockContour()
+    for block in blocks([audio[i:i + 12345] for i in range(0, audio.size, 12345)]):
+        streamed.add(block)
+    np.testing.assert_array_equal(streamed.result(), pitch.contour(audio))
+
+
+@pytest.fixture(scope="module")
+def beats(tmp_path_factory):
+    """A catalog of BEATS beats, each a different tune; {seed: track id} and its config."""
+    folder = tmp_path_factory.mktemp("hum")
+    config = load_config(data_dir=folder / "data", admin_token="test-token")
+    catalog = Catalog(config)
+    files = [write(folder / f"beat{seed}.flac", beat(tune(seed), TEMPO[seed], seed)) for seed in range(BEATS)]
+    stored = catalog.store([prepare(f, config, shared_model()) for f in files])
+    return config, {seed: track.id for seed, (track, _) in enumerate(stored)}
+
+
+def hum_of(tmp_path, config, seed: int, transpose: int = 0, tempo: float = 1.0, notes: int = 14) -> np.ndarray:
+    """A hum of tune `seed`, decoded by FFmpeg as an upload would be."""
+    audio = hummed(tune(seed), FIRST_NOTE, notes, TEMPO[seed] * tempo, transpose, seed)
+    return decode_query(write(tmp_path / f"hum{seed}.wav", audio), config)
+
+
+def truth_s(seed: int) -> float:
+    return (tune(seed)[FIRST_NOTE][0] + 4) * 60 / TEMPO[seed]  # the beat has a bar of intro
+
+
+@pytest.mark.parametrize("transpose, tempo", [(0, 1.0), (-5, 0.75), (7, 1.35), (-12, 1.0)])
+def test_a_hum_in_another_key_and_tempo_finds_its_beat_and_where(beats, tmp_path, transpose, tempo):
+    config, ids = beats
+    library = Catalog(config).library()
+    for seed in range(BEATS):
+        found = hum.search(library.melodies, hum_of(tmp_path, config, seed, transpose, tempo))
+        assert found[0].is_match and found[0].track_id == ids[seed], found
+        assert abs(found[0].start_s - truth_s(seed)) < 1.0
+        assert not any(m.is_match for m in found[1:])
+
+
+def test_a_melody_not_in_the_catalog_matches_nothing(beats, tmp_path):
+    config, _ = beats
+    library = Catalog(config).library()
+    for seed in (50, 51, 52):
+        audio = hummed(tune(seed), FIRST_NOTE, 14, 100.0, 0, seed)
+        found = hum.search(library.melodies, decode_query(write(tmp_path / "unknown.wav", audio), config))
+        assert not any(m.is_match for m in found), found
+
+
+@pytest.mark.parametrize("sound", ["noise", "one_note", "too_brief"])
+def test_no_melody_is_refused(beats, sound):
+    config, _ = beats
+    library = Catalog(config).library()
+    samples = {"noise": np.random.default_rng(1).normal(0, 0.1, SAMPLE_RATE * 5).astype(np.float32),
+               "one_note": tone(60, 5.0),
+               "too_brief": np.concatenate([tone(60 + k, 0.2) for k in range(6)])}[sound]
+    with pytest.raises(BadAudio) as caught:
+        hum.search(library.melodies, samples)
+    assert caught.value.code == "no_melody" and caught.value.status == 422
+
+
+def test_ear_hum_prints_json_per_file_and_errors_per_file(beats, tmp_path):
+    config, ids = beats
+    path = write(tmp_path / "hum.wav", hummed(tune(1), FIRST_NOTE, 14, TEMPO[1] * 1.2, 3, 1))
+    noise = write(tmp_path / "noise.wav", np.random.default_rng(2).normal(0, 0.1, RATE * 4).astype(np.float32))
+    out = run_ear(config.data_dir, "hum", "--json", str(path), str(noise)).stdout.splitlines()
+    first, second = (json.loads(line) for line in out)
+    assert first["query"] == str(path) and first["matches"][0]["track"]["id"] == ids[1]
+    assert set(first["matches"][0]) == {"track", "score", "start_s", "end_s"}
+    assert abs(first["matches"][0]["start_s"] - truth_s(1)) < 1.0
+    assert second["error"]["code"] == "no_melody"
+
+
+def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path):
+    files = [write(tmp_path / f"beat{seed}.flac", beat(tune(seed), TEMPO[seed], seed)) for seed in range(2)]
+    for f in files:
+        assert run_ear(config.data_dir, "ingest", str(f)).returncode == 0
+    wav = write(tmp_path / "hum.wav", hummed(tune(0), FIRST_NOTE, 14, TEMPO[0] * 0.8, -4, 0)).read_bytes()
+    response = client.post("/hum", data={"audio": (io.BytesIO(wav), "hum.wav")})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [m["track"]["title"] for m in body["matches"]] == ["beat0"]
+    assert body["query_id"] and abs(body["matches"][0]["start_s"] - truth_s(0)) < 1.0
+    noise = write(tmp_path / "noise.wav", np.random.default_rng(3).normal(0, 0.1, RATE * 4).astype(np.float32))
+    response = client.post("/hum", data={"audio": (io.BytesIO(noise.read_bytes()), "noise.wav")})
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "no_melody"
+
+
+def test_a_removed_track_takes_its_melody_with_it(config, tmp_path):
+    catalog = Catalog(config)
+    path = write(tmp_path / "beat2.flac", beat(tune(2), TEMPO[2], 2))
+    (track, _), = catalog.store([prepare(path, config, shared_model())])
+    library = catalog.library()
+    query = hum_of(tmp_path, config, 2)
+    assert hum.search(library.melodies, query)[0].is_match
+    catalog.remove(track.id)
+    with database.connection_context():
+        assert Melody.select().count() == 0
+    assert hum.search(library.melodies, query) == []
+
+
+def test_a_users_hum_searches_their_library_only(config, client, tmp_path):
+    path = write(tmp_path / "beat3.flac", beat(tune(3), TEMPO[3], 3))
+    run_ear(config.data_dir, "ingest", str(path))  # the owner's
+    key = users.add("ann")[1]
+    wav = write(tmp_path / "hum.wav", hummed(tune(3), FIRST_NOTE, 14, TEMPO[3], 2, 3)).read_bytes()
+    asked = {"audio": (io.BytesIO(wav), "hum.wav")}
+    response = client.post("/hum", data=asked, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200 and response.get_json()["matches"] == []
+    asked = {"audio": (io.BytesIO(wav), "hum.wav")}
+    assert client.post("/hum", data=asked, headers=AUTH).get_json()["matches"][0]["track"]["title"] == "beat3"
+
+
+def test_reindex_melodies_gives_tracks_from_before_melodies_theirs(config, tmp_path):
+    path = write(tmp_path / "beat1.flac", beat(tune(1), TEMPO[1], 1))
+    run_ear(config.data_dir, "ingest", str(path))
+    library = Catalog(config).library()
+    with database.connection_context():
+        Melody.delete().execute()  # a catalog made before ear listened for melodies
+    query = hum_of(tmp_path, config, 1)
+    assert hum.search(library.melodies, query) == []
+    out = run_ear(config.data_dir, "reindex", "--melodies").stdout
+    assert "owner: found 1 melodies again" in out
+    assert hum.search(library.melodies, query)[0].is_match
