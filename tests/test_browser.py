@@ -14,13 +14,24 @@ import requests
 import soundfile as sf
 from helpers import AUTH, REPO, free_port, job_done, start_gunicorn, start_nginx, stop_nginx, wait_until_up
 from playwright.sync_api import expect, sync_playwright
-from synth import song
+from synth import beat, hummed, song, tune, write
 
 ARTIFACTS = REPO / "test-artifacts"
 
 
 @pytest.fixture
-def site_behind_nginx(gunicorn_server, tmp_path):
+def site_behind_nginx(gunicorn_server):
+    yield from _site(gunicorn_server)
+
+
+@pytest.fixture
+def playing_site_behind_nginx(tmp_path):
+    """The same, with ear allowed to play its tracks (▶)."""
+    for server in start_gunicorn(tmp_path, EAR_ALLOW_PLAYBACK="true"):
+        yield from _site(server)
+
+
+def _site(gunicorn_server):
     port = free_port()
     # The example site as in production (no debug): Nginx, not the site, serves /ear/.
     site = subprocess.Popen([sys.executable, "-m", "flask", "--app", str(REPO / "projects/site/app.py"),
@@ -89,6 +100,32 @@ def test_widget_says_no_match(site_behind_nginx, tmp_path):
         page.goto(url + "/")
         page.get_by_role("button", name="Listen").click()
         expect(page.get_by_role("status")).to_contain_text("No match", timeout=40_000)
+        browser.close()
+
+
+def test_widget_hum_mode_finds_the_beat_and_plays_from_the_melody(playing_site_behind_nginx, tmp_path):
+    url, server = playing_site_behind_nginx
+    for seed in (0, 1):
+        path = write(tmp_path / f"beat{seed}.flac", beat(tune(seed), 90.0 + 8 * seed, seed))
+        with open(path, "rb") as fh:
+            job_done(url + "/ear", requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH,
+                                                 timeout=60))
+    # The fake microphone plays the hum (10 s of tune 1, a fifth up and a little slower) and
+    # then loops it; the page records 12 s.
+    wav = _microphone_file(hummed(tune(1), 10, 14, 98.0 * 0.9, 7, 1), tmp_path / "hum.wav")
+    melody_at = (tune(1)[10][0] + 4) * 60 / 98.0  # where the hummed notes are in the beat
+    with sync_playwright() as p:
+        browser, page = _page(p, wav)
+        page.goto(url + "/beats")
+        expect(page.get_by_text("Hum or sing the hook")).to_be_visible()
+        page.get_by_role("button", name="Hum").click()
+        status = page.get_by_role("status")
+        expect(status).to_contain_text("Found: beat1", timeout=40_000)
+        page.screenshot(path=str(ARTIFACTS / "widget-hum.png"))
+        page.get_by_role("button", name="Play from here").click()
+        audio = page.locator("audio")
+        page.wait_for_function(f"a => !a.paused && Math.abs(a.currentTime - {melody_at:.2f}) < 3",
+                               arg=audio.element_handle(), timeout=10_000)
         browser.close()
 
 

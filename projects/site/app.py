@@ -23,6 +23,10 @@ def create_app() -> Flask:
     def home():
         return render_template("index.html")
 
+    @app.get("/beats")
+    def beats():
+        return render_template("beats.html")
+
     return app
 
 

@@ -1,5 +1,6 @@
 /* ear widget: <script src="/ear/widget.js" defer></script> and <div data-ear></div>.
-   Options (data attributes): data-mode="identify|similar", data-seconds="8", data-api="/ear/".
+   Options (data attributes): data-mode="identify|similar|hum", data-seconds="8" (hum: 15),
+   data-api="/ear/". "hum": the visitor hums or sings a melody; the answer is the tracks carrying it.
    No framework, no build step; styles live in a shadow root. */
 (() => {
   "use strict";
@@ -38,6 +39,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
     <button data-act="stop" hidden>Stop</button>
     <label class="file">Choose a file<input type="file" accept="audio/*,video/*"></label>
   </div>
+  <div class="hint muted" hidden>Hum or sing the hook, 10–15 seconds of it.</div>
   <div class="meter" hidden><i></i></div>
   <div class="status" role="status" aria-live="polite"></div>
   <div class="answer" hidden>
@@ -90,11 +92,16 @@ ul{margin:6px 0 0;padding-left:1.1em}
     constructor(host) {
       this.host = host;
       this.api = new URL(host.dataset.api || defaultApi, location.href).href.replace(/\/?$/, "/");
-      this.mode = host.dataset.mode === "similar" ? "similar" : "identify";
-      this.seconds = Math.min(Math.max(+host.dataset.seconds || 8, 3), 30);
+      this.mode = ["similar", "hum"].includes(host.dataset.mode) ? host.dataset.mode : "identify";
+      this.seconds = Math.min(Math.max(+host.dataset.seconds || (this.mode === "hum" ? 15 : 8), 3), 30);
       const root = host.attachShadow({ mode: "open" });
       root.innerHTML = `<style>${CSS}</style>${HTML}`;
       this.$ = (sel) => root.querySelector(sel);
+      if (this.mode === "hum") {
+        this.$("[data-act=record]").textContent = "Hum";
+        this.$(".hint").hidden = false;
+        this.$(".similar .muted").textContent = "Also close:";
+      }
       host.setAttribute("data-theme", themeOf(host.parentElement || host));
       matchMedia("(prefers-color-scheme: dark)").addEventListener?.("change", () =>
         host.setAttribute("data-theme", themeOf(host.parentElement || host)));
@@ -192,8 +199,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       form.append("audio", blob, name);
       let body;
       try {
-        const res = await fetch(this.api + (this.mode === "similar" ? "similar" : "identify"),
-          { method: "POST", body: form });
+        const res = await fetch(this.api + this.mode, { method: "POST", body: form });
         body = await res.json().catch(() => ({}));
         if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
         this.base = res.url || this.api;  // where ear answered, after any redirect
@@ -207,6 +213,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
     }
 
     show(body) {
+      if (this.mode === "hum") return this.showHum(body.matches || [], body.query_id);
       const best = this.mode === "similar" ? body.identified : body.matches?.[0];
       const similar = this.mode === "similar" ? body.matches || [] : [];
       this.answer = best || null;
@@ -238,6 +245,28 @@ ul{margin:6px 0 0;padding-left:1.1em}
           .then((b) => this.answer === best && this.showSimilar(b.matches || []))
           .catch(() => {});
       }
+    }
+
+    // A hum's answer: the best track with the span it follows (▶ plays from its start), the
+    // other close ones below it.
+    showHum(matches, queryId) {
+      const best = matches[0];
+      this.answer = best ? { ...best, offset_s: best.start_s, confidence: best.score } : null;
+      this.queryId = queryId;
+      this.$(".answer").hidden = !best;
+      if (!best) return this.say("No match: no track here carries that melody.");
+      const t = best.track;
+      this.$(".feedback").hidden = false;
+      this.$(".result").hidden = false;
+      this.$(".title").textContent = t.title;
+      this.$(".artist").textContent = t.artist || "";
+      this.$(".where").textContent = `the melody at ${fmt(best.start_s)}–${fmt(best.end_s)} · ${Math.round(best.score * 100)}% alike`;
+      const img = this.$("img");
+      img.hidden = !t.cover_url;
+      if (t.cover_url) img.src = this.link(t.cover_url);
+      this.$("[data-act=play]").hidden = !t.audio_url;
+      this.say(`Found: ${t.title}${t.artist ? ` by ${t.artist}` : ""}, at ${fmt(best.start_s)}.`);
+      this.showSimilar(matches.slice(1));
     }
 
     showSimilar(similar) {
