@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -51,6 +52,21 @@ def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
     for block in blocks([audio[i:i + 12345] for i in range(0, audio.size, 12345)]):
         streamed.add(block)
     np.testing.assert_array_equal(streamed.result(), pitch.contour(audio))
+
+
+def test_smooth_is_a_running_median_of_the_voiced_frames_tuned(tmp_path):
+    from ear.melody import SMOOTH_FRAMES, smooth, tuning
+    rng = np.random.default_rng(0)
+    half = SMOOTH_FRAMES // 2
+    for _ in range(50):
+        contour = rng.normal(60, 2, 200).astype(np.float32)
+        contour[rng.random(200) < 0.3] = np.nan
+        padded = np.pad(contour, half, constant_values=np.nan)
+        with warnings.catch_warnings():  # an all-NaN window: NaN, as it should be
+            warnings.simplefilter("ignore", RuntimeWarning)
+            oracle = np.array([np.nanmedian(padded[i:i + SMOOTH_FRAMES]) for i in range(contour.size)])
+        oracle = np.where(np.isnan(contour), np.nan, oracle)
+        np.testing.assert_allclose(smooth(contour), oracle - tuning(oracle), atol=1e-4)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ and of tempo.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +45,12 @@ def smooth(contour: np.ndarray) -> np.ndarray:
         return contour.astype(np.float32)
     half = SMOOTH_FRAMES // 2
     padded = np.pad(contour.astype(np.float32), half, constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, SMOOTH_FRAMES)
-    with warnings.catch_warnings():  # an all-unvoiced window is NaN, as it should be
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out = np.where(np.isnan(contour), np.nan, np.nanmedian(windows, axis=1))
+    windows = np.sort(np.lib.stride_tricks.sliding_window_view(padded, SMOOTH_FRAMES), axis=1)
+    voiced = SMOOTH_FRAMES - np.isnan(windows).sum(axis=1)  # NaN sorts last
+    rows = np.arange(windows.shape[0])
+    low, high = np.maximum(voiced - 1, 0) // 2, voiced // 2
+    median = (windows[rows, low] + windows[rows, np.minimum(high, SMOOTH_FRAMES - 1)]) / 2
+    out = np.where(np.isnan(contour), np.nan, median)
     return (out - tuning(out)).astype(np.float32)
 
 
