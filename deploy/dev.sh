@@ -12,7 +12,7 @@ sudo=""
 packages=(ffmpeg python3 python3-venv g++ python3-dev)  # a compiler for annoy
 case "$mode" in
   run) packages+=(singularity-music) ;;  # the demo catalog: 16 real tracks, CC BY-SA
-  test) packages+=(espeak-ng nginx-light curl chromium postgresql) ;;  # the tests run the real ones
+  test) packages+=(espeak-ng nginx-light curl chromium postgresql fluidsynth fluid-soundfont-gm) ;;  # the tests run the real ones
   *) echo "usage: $0 run|test" >&2; exit 2 ;;
 esac
 $sudo apt-get update -q

@@ -149,6 +149,7 @@ def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "no_melody"
 
 
+@pytest.mark.postgresql
 def test_a_removed_track_takes_its_melody_with_it(config, tmp_path):
     catalog = Catalog(config)
     path = write(tmp_path / "beat2.flac", beat(tune(2), TEMPO[2], 2))
