@@ -48,7 +48,7 @@ def test_pitch_of_noise_and_silence_is_unvoiced():
 def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
     from ear.features import blocks
     audio = np.concatenate([tone(60 + k % 12, 0.4) for k in range(200)])  # 80 s: two blocks
-    streamed = pitch.BlockContour()
+    streamed = pitch.BlockContour(pitch.LOWEST)
     for block in blocks([audio[i:i + 12345] for i in range(0, audio.size, 12345)]):
         streamed.add(block)
     np.testing.assert_array_equal(streamed.result(), pitch.contour(audio))

@@ -13,11 +13,16 @@
    transposed by the cell's shift. The cost of a frame is its pitch distance folded into one
    octave (a track's melody line may jump octaves where another instrument takes over) and
    capped at COST_CAP (a wrong note costs what a missing one does). Similarity = 1 − mean
-   cost / COST_CAP; a match has at least MATCH_SIMILARITY.
+   cost / COST_CAP.
+4. The answer: a track is a match when its similarity reaches MATCH_SIMILARITY and leads the
+   chance level by MATCH_LEAD. Chance is the median similarity of the other candidates: tracks
+   that merely share a few steps with the hum, which a longer or cleaner hum scores higher
+   against too. Two beats with the same hook both lead it. The floor speaks for a library too
+   small for its other candidates to say what chance is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +41,13 @@ DECIMATE = 2  # contours aligned at every other frame (96 ms): notes last longer
 COST_CAP = 2.0  # semitones
 UNVOICED_COST = 1.0  # a track frame with no melody: a rest, or the lead lost under the mix
 MARGIN_FRAMES = 20  # around the region a cell implies, for the alignment to settle
-MATCH_SIMILARITY = 0.7  # calibrated on unknown melodies (docs/hum.md)
+# Calibrated on 50 beats of `ear eval --hum` (seed 0): right answers led by ≥ 0.15 at the easy
+# and moderate levels, with similarities ≥ 0.72; hums of melodies not in the catalog led by
+# ≤ 0.15, at 0.62–0.76 (docs/hum.md).
+MATCH_SIMILARITY = 0.72
+MATCH_LEAD = 0.15
+CHANCE_SIMILARITY = 0.65  # an unrelated melody's, where a small library has too few candidates
+_CHANCE_FROM = 5  # candidates the median is taken over, padded with CHANCE_SIMILARITY
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class HumMatch:
     score: float  # similarity, 0..1
     start_s: float  # the matched span in the track
     end_s: float
-    is_match: bool
+    is_match: bool = False  # judged by `search` against the other candidates
 
     def to_json(self, track: Track, path: bool = True) -> dict:
         """`path`: as `Track.to_json`."""
@@ -75,10 +86,15 @@ def search(index: MelodyIndex, samples: np.ndarray, k: int = 5) -> list[HumMatch
     BadAudio('no_melody') when the recording holds no melody."""
     hum = read_hum(samples)
     generation = index.refresh()
-    cells = _cells(generation, hum.notes)
-    found = _align(generation, hum, cells)
-    found.sort(key=lambda m: -m.score)
-    return found[:k]
+    found = sorted(_align(generation, hum, _cells(generation, hum.notes)), key=lambda m: -m.score)
+    scores = np.array([m.score for m in found])
+    judged = []
+    for i, m in enumerate(found[:k]):
+        others = np.delete(scores, i)
+        padding = np.full(max(0, _CHANCE_FROM - others.size), CHANCE_SIMILARITY)
+        chance = float(np.median(np.concatenate([others, padding])))
+        judged.append(replace(m, is_match=m.score >= MATCH_SIMILARITY and m.score - chance >= MATCH_LEAD))
+    return judged
 
 
 def _variants(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,8 +166,7 @@ def _align(generation: Generation, hum: _Hum, cells: list[tuple[int, np.ndarray,
         similarity = float(1 - cost[i] / COST_CAP)
         out.append(HumMatch(generation.tracks[t].track_id, round(similarity, 4),
                             round(float(starts[i] + begin[i] * DECIMATE) * FRAME_SECONDS, 2),
-                            round(float(starts[i] + (end[i] + 1) * DECIMATE) * FRAME_SECONDS, 2),
-                            similarity >= MATCH_SIMILARITY))
+                            round(float(starts[i] + (end[i] + 1) * DECIMATE) * FRAME_SECONDS, 2)))
     return out
 
 

@@ -25,7 +25,7 @@ from .errors import BadAudio
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
 from .originals import AUDIO_SUFFIXES
-from .pitch import BlockContour
+from .pitch import TRACK_LOWEST, BlockContour
 from .runtime import trim_heap
 from .segments import encode_peaks
 
@@ -84,7 +84,7 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
     so an hours-long track costs the memory of a minute's analysis plus what is kept of it.
     `progress` is called after each block (what it raises stops the analysis)."""
     source_name = name or str(source)
-    prints, windows, melody = Fingerprinting(), Windows(model, _VECTOR_HOP_S), BlockContour()
+    prints, windows, melody = Fingerprinting(), Windows(model, _VECTOR_HOP_S), BlockContour(TRACK_LOWEST)
     # closing: FFmpeg is stopped as soon as the analysis stops, even while its error is held.
     with closing(decode_track(source, config)) as parts:
         audio = HashedAudio(parts)
@@ -206,7 +206,7 @@ def melodies_again(audio: Iterable[tuple[int, Path | None]], config: Config
 
 def melody(parts: Iterable[np.ndarray]) -> np.ndarray:
     """What the melody chain stores of a track (its pitch contour), from its audio in parts."""
-    contour = BlockContour()
+    contour = BlockContour(TRACK_LOWEST)
     for block in blocks(parts):
         contour.add(block)
     return contour.result()

@@ -28,14 +28,19 @@ N_FFT = 2048  # 128 ms: bins of 7.8 Hz, fine enough at the upper harmonics to pl
 HOP = 3 * LANDMARK_HOP  # 48 ms, a whole number of landmark frames: notes last ≥ 100 ms
 FRAME_SECONDS = HOP / SAMPLE_RATE
 LOWEST, HIGHEST = 40.0, 96.0  # MIDI: 82 Hz (a low male hum) to 2.1 kHz (a high lead)
+# A track's lead line sits above its bass: below C3 (131 Hz) a mix's strongest harmonic series is
+# the bass far more often than the melody (half the melody's note grams lost, docs/hum.md).
+TRACK_LOWEST = 48.0
 GRID_STEP = 0.1  # semitones: 10 cents, refined between grid points by a parabola
 HARMONICS = 8  # a voice's or an instrument's first eight carry most of its energy below 5 kHz
-WEIGHT = 0.8  # the h-th harmonic counts 0.8^(h−1): a fundamental outscores its sub-octave
+WEIGHT = 0.6  # the h-th harmonic counts 0.8^(h−1): a fundamental outscores its sub-octave
 _TOP_HZ = 5000.0  # above it the room and Opus leave little of a hum's harmonics
 _COMPRESS = 0.5  # magnitude^0.5: a loud harmonic must not drown the series' others
 # Voiced: the best candidate ≥ PEAKINESS × the frame's mean candidate (a flat spectrum scores
-# about 1.5), and the frame ≥ the recording's loud frames' level − QUIET_DB.
-PEAKINESS = 2.2
+# about 1.5; a mix where no line leads, about 2), and the frame ≥ the recording's loud frames'
+# level − QUIET_DB. WEIGHT and PEAKINESS were chosen on 50 beats of `ear eval --hum` (seed 0),
+# by how many of their melodies' note grams the contour keeps (docs/hum.md).
+PEAKINESS = 2.8
 QUIET_DB = 30.0
 _WINDOW = torch.hann_window(N_FFT, periodic=False)
 
@@ -43,7 +48,7 @@ _WINDOW = torch.hann_window(N_FFT, periodic=False)
 def _salience_weights() -> tuple[torch.Tensor, np.ndarray]:
     """(bins × candidates) matrix: each harmonic of each candidate shared by its two nearest
     bins (linear interpolation), and the candidates' MIDI numbers."""
-    midi = np.arange(LOWEST, HIGHEST + GRID_STEP / 2, GRID_STEP)
+    midi = np.arange(LOWEST - 12, HIGHEST + GRID_STEP / 2, GRID_STEP)
     hz = 440.0 * 2 ** ((midi - 69) / 12)
     bins = int(_TOP_HZ * N_FFT / SAMPLE_RATE) + 2
     weights = np.zeros((bins, midi.size), np.float32)
@@ -61,20 +66,21 @@ def _salience_weights() -> tuple[torch.Tensor, np.ndarray]:
 _WEIGHTS, _CANDIDATES = _salience_weights()
 
 
-def contour(samples: np.ndarray) -> np.ndarray:
-    """The pitch contour of a whole recording held in memory (a query): what `BlockContour`
-    gives of the same audio streamed."""
-    whole = BlockContour()
+def contour(samples: np.ndarray, lowest: float = LOWEST) -> np.ndarray:
+    """The pitch contour of a whole recording held in memory (a query; a track's with
+    `lowest=TRACK_LOWEST`): what `BlockContour` gives of the same audio streamed."""
+    whole = BlockContour(lowest)
     for block in blocks([samples]):
         whole.add(block)
     return whole.result()
 
 
 class BlockContour:
-    """A track's contour, a features.Block at a time. The loudness gate needs the whole
+    """A track's contour (candidates from `lowest` up), a features.Block at a time. The loudness gate needs the whole
     track's loud level, so frames are kept with their level and judged at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, lowest: float) -> None:
+        self._first = int(round((lowest - _CANDIDATES[0]) / GRID_STEP))  # the lowest candidate allowed
         self._pitch: list[np.ndarray] = []  # unvoiced-or-not pitch of each frame
         self._strong: list[np.ndarray] = []  # frames whose candidate stands out
         self._level: list[np.ndarray] = []
@@ -84,7 +90,7 @@ class BlockContour:
         stop = math.ceil(block.stop / 3)  # lies in the block's own landmark frames
         offset = (first * 3 - block.begin) * LANDMARK_HOP
         salience, level = _salience(block.samples[offset:], stop - first)
-        pitch, strong = _best(salience)
+        pitch, strong = _best(salience, self._first)
         self._pitch.append(pitch)
         self._strong.append(strong)
         self._level.append(level)
@@ -112,10 +118,14 @@ def _salience(samples: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]
     return salience.numpy(), level.numpy()
 
 
-def _best(salience: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each frame's best candidate as MIDI (refined by a parabola through its neighbours), and
-    whether it stands out from the frame's mean candidate."""
-    k = np.argmax(salience, axis=1)
+def _best(salience: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's best candidate from candidate `first` up, as MIDI (refined by a parabola
+    through its neighbours), and whether it stands out from the frame's mean candidate."""
+    octave = int(round(12 / GRID_STEP))
+    # A candidate whose sub-octave outscores it is a harmonic of a lower sound (the bass), not
+    # a fundamental: only the others may be a frame's pitch.
+    allowed = np.where(salience[:, first:] > salience[:, first - octave:-octave], salience[:, first:], 0)
+    k = np.argmax(allowed, axis=1) + first
     rows = np.arange(salience.shape[0])
     inner = np.clip(k, 1, salience.shape[1] - 2)
     left, mid, right = (salience[rows, inner + d] for d in (-1, 0, 1))

@@ -87,7 +87,9 @@ def _ingest(catalog: Catalog, beats: list) -> tuple[dict[str, int], str]:
     todo = [b for b in beats if b.name not in have]
     bar = Progress(len(todo))
     for start in range(0, len(todo), 50):
-        batch = [prepare(b.path, catalog.config, shared_model()) for b in todo[start:start + 50]]
+        # Linked, not copied: `ear reindex --melodies` finds them again after a change of method.
+        batch = [replace(prepare(b.path, catalog.config, shared_model()), linked_path=str(b.path.resolve()))
+                 for b in todo[start:start + 50]]
         for (track, _), beat in zip(catalog.store(batch), todo[start:start + 50]):
             have[beat.name] = track.id
         for _ in batch:
