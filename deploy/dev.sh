@@ -11,7 +11,7 @@ sudo=""
 
 packages=(ffmpeg python3 python3-venv g++ python3-dev)  # a compiler for annoy
 case "$mode" in
-  run) packages+=(singularity-music) ;;  # the demo catalog: 16 real tracks, CC BY-SA
+  run) packages+=(singularity-music fluidsynth fluid-soundfont-gm) ;;  # the demo: 16 real tracks (CC BY-SA), 4 beats to hum
   test) packages+=(espeak-ng nginx-light curl chromium postgresql fluidsynth fluid-soundfont-gm) ;;  # the tests run the real ones
   *) echo "usage: $0 run|test" >&2; exit 2 ;;
 esac
@@ -29,12 +29,16 @@ fi
 demo=/usr/share/games/singularity/music
 .venv/bin/ear ingest "$demo"
 mkdir -p data
+# Four beats with a clear hook (folk tunes over generated backing), and a hum of the first one.
+.venv/bin/python -m ear.lab.hum_synth data/demo-hum 4
+.venv/bin/ear ingest data/demo-hum/beats
 # A 10 s clip from the middle of a catalog track, re-encoded as a browser would send it.
 ffmpeg -nostdin -v error -y -ss 60 -t 10 -i "$demo/Awakening.ogg" -c:a libopus -b:a 32k data/demo-clip.webm
 cat <<MSG
 
 ear is starting on http://127.0.0.1:5001 with $(.venv/bin/ear tracks | wc -l) tracks. In another shell:
   curl -F audio=@data/demo-clip.webm http://127.0.0.1:5001/identify
+  curl -F audio=@data/demo-hum/hum.webm http://127.0.0.1:5001/hum
 MSG
 .venv/bin/ear worker &
 trap 'kill $!' EXIT

@@ -46,7 +46,7 @@ MARGIN_FRAMES = 20  # around the region a cell implies, for the alignment to set
 # ≤ 0.15, at 0.62–0.76 (docs/hum.md).
 MATCH_SIMILARITY = 0.72
 MATCH_LEAD = 0.15
-CHANCE_SIMILARITY = 0.65  # an unrelated melody's, where a small library has too few candidates
+CHANCE_SIMILARITY = 0.6  # the median of that median, for a library with too few candidates
 _CHANCE_FROM = 5  # candidates the median is taken over, padded with CHANCE_SIMILARITY
 
 

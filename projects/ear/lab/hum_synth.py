@@ -28,11 +28,13 @@ voice's errors alone; "hard" a poor singer in a noisy one. Every level sings in 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .degrade import LEVELS, RATE, degrade, opus_round_trip
+from .degrade import LEVELS, RATE, degrade, encode_opus_webm, opus_round_trip
 from .hum_beats import Beat, Note, make_beats, unknown_melodies
 
 __all__ = ["Beat", "HUM_LEVELS", "HumLevel", "Note", "hum", "make_beats", "unknown_melodies"]
@@ -194,3 +196,15 @@ def _formants(f: np.ndarray, vowel: str) -> np.ndarray:
         fc, bw = _NASAL_ZERO
         h *= np.sqrt((fc ** 2 - f ** 2) ** 2 + (bw * f) ** 2) / fc ** 2
     return h
+
+
+def demo(folder: Path, count: int) -> None:
+    """`count` beats in `folder`/beats and a moderate hum of the first one's melody as
+    `folder`/hum.webm (Opus, as the widget sends): the demo of `deploy/dev.sh run`."""
+    beats = make_beats(folder / "beats", count)
+    audio, _ = hum(beats[0].melody, HUM_LEVELS["moderate"], np.random.default_rng(0), seconds=(10, 12))
+    encode_opus_webm(audio, folder / "hum.webm", 32)
+
+
+if __name__ == "__main__":
+    demo(Path(sys.argv[1]), int(sys.argv[2]))
