@@ -144,6 +144,10 @@ def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path
     body = response.get_json()
     assert [m["track"]["title"] for m in body["matches"]] == ["beat0"]
     assert body["query_id"] and abs(body["matches"][0]["start_s"] - truth_s(0)) < 1.0
+    track = client.get(f"/tracks/{body['matches'][0]['track']['id']}").get_json()
+    assert body["matches"][0]["end_s"] <= track["duration"]
+    verdict = {"query_id": body["query_id"], "verdict": "right", "track_id": track["id"]}
+    assert client.post("/feedback", json=verdict).status_code == 201  # on the hum's answer
     noise = write(tmp_path / "noise.wav", np.random.default_rng(3).normal(0, 0.1, RATE * 4).astype(np.float32))
     response = client.post("/hum", data={"audio": (io.BytesIO(noise.read_bytes()), "noise.wav")})
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "no_melody"
@@ -186,3 +190,14 @@ def test_reindex_melodies_gives_tracks_from_before_melodies_theirs(config, tmp_p
     out = run_ear(config.data_dir, "reindex", "--melodies").stdout
     assert "owner: found 1 melodies again" in out
     assert hum.search(library.melodies, query)[0].is_match
+
+
+def test_a_melody_is_not_written_for_a_track_removed_meanwhile(config, tmp_path):
+    from ear import melody_index
+    catalog = Catalog(config)
+    path = write(tmp_path / "beat0.flac", beat(tune(0), TEMPO[0], 0))
+    (track, _), = catalog.store([prepare(path, config, shared_model())])
+    contour = np.full(100, 60.0, np.float32)
+    with database.connection_context(), database.atomic():  # `ear reindex --melodies`, after a removal
+        melody_index.store({track.id: contour, track.id + 1: contour}, "owner")
+        assert [m.track_id for m in Melody.select()] == [track.id]

@@ -14,7 +14,7 @@ from .catalog import Catalog
 from .cli_owner import add_owner_commands, chosen_library, cmd_copy_database, cmd_users  # noqa: F401
 from .cli_queries import add_query_commands, cmd_hum, cmd_identify, cmd_similar  # noqa: F401
 from .config import Config, load_config
-from .db import METADATA_FIELDS, Track, database
+from .db import METADATA_FIELDS, Track, database, write_transaction
 from .embed import shared_model
 from .errors import EarError
 from .ingest import PreparedTrack, audio_files, embed_again, melodies_again
@@ -143,11 +143,16 @@ def cmd_reindex(config: Config, args) -> int:
                 f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
                 f"files again to give them one): {missing}" if missing else ""))
         if args.melodies:
-            contours, missing = melodies_again(((t.id, catalog.audio_path(t)) for t in library.tracks()), config)
-            with database.connection_context(), database.atomic():
-                melody_index.store(contours, library.name)
-            print(f"{library.name}: found {len(contours)} melodies again" + (
-                f"; {len(missing)} tracks have no audio file (their old melodies kept): {missing}"
+            found, missing = 0, []
+            tracks = library.tracks()
+            for start in range(0, len(tracks), _BATCH_TRACKS):  # kept as it goes: hours of audio
+                contours, lacking = melodies_again(((t.id, catalog.audio_path(t))
+                                                    for t in tracks[start:start + _BATCH_TRACKS]), config)
+                with database.connection_context(), write_transaction():
+                    melody_index.store(contours, library.name)
+                found, missing = found + len(contours), missing + lacking
+            print(f"{library.name}: found {found} melodies again" + (
+                f"; {len(missing)} tracks have no readable audio file (their old melodies kept): {missing}"
                 if missing else ""))
         started = time.perf_counter()
         catalog.rebuild_index(library.name, force=True)

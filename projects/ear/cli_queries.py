@@ -34,7 +34,7 @@ def add_query_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("hum", help="which catalog tracks carry the melody hummed or sung in each FILE")
     p.add_argument("files", nargs="+")
-    p.add_argument("-k", type=count_argument, default=5, help="how many tracks at most (default 5)")
+    p.add_argument("-k", type=int, default=None, help="how many tracks at most (default: EAR_TOP_K)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -115,7 +115,8 @@ def cmd_hum(config: Config, args) -> int:
     library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
 
     def answer(file: str) -> dict:
-        found = [m for m in search(library.melodies, decode_query(file, config), k=args.k) if m.is_match]
+        found = [m for m in search(library.melodies, decode_query(file, config), k=max(1, args.k or config.top_k))
+                 if m.is_match]
         rows = library.rows(m.track_id for m in found)
         return {"matches": [m.to_json(rows[m.track_id]) for m in found if m.track_id in rows]}
 

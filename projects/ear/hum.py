@@ -28,7 +28,7 @@ import numpy as np
 
 from .db import Track
 from .errors import BadAudio
-from .melody import GRAM, MAX_INTERVAL, Notes, grams, notes, smooth
+from .melody import GRAM, INTERVALS, Notes, grams, notes, smooth
 from .melody_index import Generation, MelodyIndex
 from .pitch import FRAME_SECONDS, contour
 
@@ -61,7 +61,7 @@ class HumMatch:
     def to_json(self, track: Track, path: bool = True) -> dict:
         """`path`: as `Track.to_json`."""
         return {"track": track.to_json(brief=True, path=path), "score": self.score,
-                "start_s": self.start_s, "end_s": self.end_s}
+                "start_s": min(self.start_s, track.duration), "end_s": min(self.end_s, track.duration)}
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def search(index: MelodyIndex, samples: np.ndarray, k: int = 5) -> list[HumMatch
 def _variants(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each key, and each with one of its intervals a semitone wider or narrower: (keys,
     position of the gram they come from, vote weight)."""
-    base = 2 * MAX_INTERVAL + 1
+    base = INTERVALS
     out, where, weight = [keys], [np.arange(keys.size)], [np.ones(keys.size)]
     digits = [(keys // base ** p) % base for p in range(GRAM)]
     for p, digit in enumerate(digits):

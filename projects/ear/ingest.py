@@ -192,8 +192,8 @@ def track_metadata(source: bytes | str | os.PathLike, source_name: str,
 def embed_again(audio: Iterable[tuple[int, Path | None]], config: Config, model: Model
                 ) -> tuple[dict[int, Embedding], list[int]]:
     """Tracks embedded again from their audio files (after a change of model), given as
-    (id, file or None): ({id: its new embedding}, ids without a file, which keep their old
-    vectors)."""
+    (id, file or None): ({id: its new embedding}, ids without a readable file, which keep
+    their old vectors)."""
     return _again(audio, config, lambda parts: embedding(parts, model))
 
 
@@ -216,10 +216,12 @@ def _again(audio: Iterable[tuple[int, Path | None]], config: Config, analyse: Ca
            ) -> tuple[dict, list[int]]:
     done, missing = {}, []
     for track_id, path in audio:
-        if path is not None:
+        try:
+            if path is None:
+                raise BadAudio("unreadable", "no audio file")
             with closing(decode_track(path, config)) as parts:
                 done[track_id] = analyse(parts)
-        else:
+        except BadAudio:  # gone, or no longer audio: the track keeps what it had
             missing.append(track_id)
     return done, missing
 

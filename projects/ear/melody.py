@@ -24,7 +24,7 @@ MIN_NOTE_FRAMES = 2  # ~100 ms: shorter is a slide or a wobble, not a note
 JOIN = 0.75  # semitones: a run of frames this close to the note's mean pitch is still the note
 GRAM = 3  # intervals per key: 15,625 keys, specific enough to find a melody among thousands
 MAX_INTERVAL = 12  # semitones: a wider leap is hummed as whatever fits the voice
-_BASE = 2 * MAX_INTERVAL + 1
+INTERVALS = 2 * MAX_INTERVAL + 1  # a gram's digits: the intervals it may hold
 
 
 @dataclass(frozen=True)
@@ -105,5 +105,5 @@ def grams(melody: Notes) -> np.ndarray:
     step = np.clip(np.diff(melody.pitch.astype(np.int32)), -MAX_INTERVAL, MAX_INTERVAL) + MAX_INTERVAL
     key = np.zeros(step.size - GRAM + 1, np.int32)
     for k in range(GRAM):
-        key = key * _BASE + step[k:k + key.size]
+        key = key * INTERVALS + step[k:k + key.size]
     return key

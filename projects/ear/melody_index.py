@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from peewee import fn
 
-from .db import Melody, database
+from .db import Melody, Track, database
 from .melody import Notes, grams, notes, smooth
 
 _LOAD_ROWS = 500  # contours read at a time: SQLite's limit on a query's parameters
@@ -41,7 +41,6 @@ class Generation:
     note: np.ndarray  # int32: the gram's first note
     pitch: np.ndarray  # int16: that note's pitch
 
-
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each of `keys` occurs: (position in `keys`, position in this generation's
         arrays `track`, `note`, `pitch`)."""
@@ -53,9 +52,11 @@ class Generation:
 
 
 def store(contours: dict[int, np.ndarray], library: str) -> None:
-    """Write (or rewrite) tracks' contours: in the transaction that adds the tracks."""
+    """Write (or rewrite) tracks' contours, in a transaction: the one that adds the tracks, or
+    one of its own. Tracks removed meanwhile are skipped: their rows went with them."""
+    present = {i for (i,) in Track.select(Track.id).where(Track.id.in_(list(contours))).tuples()} if contours else set()
     rows = [{"track": track_id, "library": library, "contour": c.astype(np.float16).tobytes(),
-             "stamp": random.getrandbits(31)} for track_id, c in contours.items()]
+             "stamp": random.getrandbits(31)} for track_id, c in contours.items() if track_id in present]
     for start in range(0, len(rows), _WRITE_ROWS):
         some = rows[start:start + _WRITE_ROWS]
         Melody.delete().where(Melody.track.in_([r["track"] for r in some])).execute()

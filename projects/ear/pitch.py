@@ -33,7 +33,7 @@ LOWEST, HIGHEST = 40.0, 96.0  # MIDI: 82 Hz (a low male hum) to 2.1 kHz (a high 
 TRACK_LOWEST = 48.0
 GRID_STEP = 0.1  # semitones: 10 cents, refined between grid points by a parabola
 HARMONICS = 8  # a voice's or an instrument's first eight carry most of its energy below 5 kHz
-WEIGHT = 0.6  # the h-th harmonic counts 0.8^(h−1): a fundamental outscores its sub-octave
+WEIGHT = 0.6  # the h-th harmonic counts 0.6^(h−1): a fundamental outscores its sub-octave
 _TOP_HZ = 5000.0  # above it the room and Opus leave little of a hum's harmonics
 _COMPRESS = 0.5  # magnitude^0.5: a loud harmonic must not drown the series' others
 # Voiced: the best candidate ≥ PEAKINESS × the frame's mean candidate (a flat spectrum scores
