@@ -113,7 +113,13 @@ def make_beats(folder: Path, count: int, seed: int = 0,
 
 def unknown_melodies(count: int, seed: int = 0) -> list[list[Note]]:
     """`count` melodies (onsets from 0, at a beat's tempos and keys) of tunes whose titles no beat has."""
-    tunes, out, titles = _tunes(unknown=True), [], set()
+    return melodies(count, seed, unknown=True)
+
+
+def melodies(count: int, seed: int, unknown: bool, avoid: frozenset[str] = frozenset()) -> list[list[Note]]:
+    """`count` melodies as `unknown_melodies`, from the unknown pool or the beats' own, of titles
+    not in `avoid` (those of the beats made: distractors for a library at scale)."""
+    tunes, out, titles = _tunes(unknown=unknown), [], set(avoid)
     for pos in np.random.default_rng(seed).permutation(len(tunes)):
         path, number, title = tunes[pos]
         tune = None if title in titles else _tune(path, number)
@@ -124,7 +130,7 @@ def unknown_melodies(count: int, seed: int = 0) -> list[list[Note]]:
             out.append([Note(round((on - first) * s, 4), round(d * s, 4), float(p)) for on, d, p in made[1]])
             if len(out) == count:
                 return out
-    raise ValueError(f"the corpus gives only {len(out)} unknown melodies")
+    raise ValueError(f"the corpus gives only {len(out)} such melodies")
 
 
 def _tunes(unknown: bool) -> list[tuple[Path, int, str]]:

@@ -11,7 +11,8 @@ unknown tunes, as pitch.py hears them sung cleanly, with no audio) to measure la
 from __future__ import annotations
 
 import json
-import resource
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +28,9 @@ from ..decode import decode_query, decode_track
 from ..embed import shared_model
 from ..errors import BadAudio
 from ..ingest import prepare
+from ..ids import track_ids
 from ..progress import Progress
-from . import hum_synth
+from . import hum_beats, hum_synth
 from .degrade import noise_bank
 
 _RANKED = 10  # top-10, and MRR over the first ten
@@ -55,9 +57,9 @@ def run(config: Config, args) -> int:
     catalog = Catalog(replace(config, data_dir=work / "catalog"))
     ids, cost = _ingest(catalog, beats)
     if args.distractors:
-        _add_distractors(catalog, args.distractors, args.seed)
+        _add_distractors(catalog, args.distractors, args.seed, work / "beats")
     library = catalog.library()
-    memory = _melody_memory(library)
+    memory = _melody_memory(catalog.config.data_dir)
     noise = noise_bank(work / "noise", args.seed)
     rng = np.random.default_rng(args.seed)
     results = []
@@ -107,20 +109,24 @@ def _ingest(catalog: Catalog, beats: list) -> tuple[dict[str, int], str]:
                   f"({seconds / max(len(beats[:20]), 1):.0f} s of audio), {per_3_min * 1000:.0f} ms per 3 minutes")
 
 
-def _add_distractors(catalog: Catalog, count: int, seed: int) -> None:
-    """`count` melodies of tunes no beat has, stored as tracks' melodies (no audio: their rows
-    carry a distractor's name), for latency at scale."""
+def _add_distractors(catalog: Catalog, count: int, seed: int, beats_folder: Path) -> None:
+    """`count` melodies of the beats' pool of tunes but of titles no beat has, stored as tracks'
+    melodies without audio (as pitch.py hears a clean lead), for latency and memory at scale.
+    They have no landmarks: the next `Catalog.store` reconciles them away (and a run adds them
+    again)."""
     with database.connection_context():
         have = Track.select().where(Track.source.startswith("distractor ")).count()
     if have >= count:
         return
-    tunes = hum_synth.unknown_melodies(count - have, seed + 7)
+    used = frozenset(b["title"] for b in json.loads((beats_folder / "beats.json").read_text())["beats"])
+    tunes = hum_beats.melodies(count, seed + 7, unknown=False, avoid=used)[have:]
     rng = np.random.default_rng(seed + 7)
-    with database.atomic():
-        for i, tune in enumerate(tunes):
+    ids = track_ids(len(tunes))
+    with database.connection_context(), database.atomic():
+        for i, (tune, track_id) in enumerate(zip(tunes, ids), have):
             contour = _clean_contour(tune, rng)
-            track = Track.create(title=f"distractor {have + i}", source=f"distractor {have + i}",
-                                 duration=contour.size * pitch.FRAME_SECONDS, content_hash=f"d{have + i}")
+            track = Track.create(id=track_id, title=f"distractor {i}", source=f"distractor {i}",
+                                 duration=contour.size * pitch.FRAME_SECONDS, content_hash=f"distractor {i}")
             melody_index.store({track.id: contour}, track.library)
 
 
@@ -134,16 +140,30 @@ def _clean_contour(tune: list, rng: np.random.Generator) -> np.ndarray:
     return contour
 
 
-def _melody_memory(library) -> str:
-    before = _private_kb()
-    started = time.perf_counter()
-    library.melodies.refresh()
-    load_s = time.perf_counter() - started
-    return (f"melodies in memory: +{(_private_kb() - before) / 1024:.1f} MB private after loading "
-            f"(in {load_s:.2f} s); peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+_MEMORY_PROBE = """
+import sys, time
+from pathlib import Path
+from ear.catalog import Catalog
+from ear.config import load_config
+from ear.lab.hum_eval import private_kb
+library = Catalog(load_config(data_dir=Path(sys.argv[1]))).library()
+before = private_kb()
+started = time.perf_counter()
+library.melodies.refresh()
+print(private_kb() - before, time.perf_counter() - started)
+"""
 
 
-def _private_kb() -> int:
+def _melody_memory(data_dir: Path) -> str:
+    """What loading the library's melodies adds to a fresh process (this one's heap holds the
+    ingest's freed pages, which the melodies would reuse unseen)."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(data_dir)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return f"melodies in memory: +{int(out[0]) / 1024:.1f} MB private in a fresh process, loaded in {float(out[1]):.2f} s"
+
+
+def private_kb() -> int:
+    """This process's private memory (clean and dirty pages), in KB."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
     return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty"))
 
