@@ -5,9 +5,10 @@
    `no_melody` (422).
 2. Votes: each gram of the hum, and its variants with one interval a semitone off (a wrong
    note), is looked up among the library's grams (melody_index.py). A hit votes for (track,
-   diagonal: the track's note number − the hum's, in bins of DIAGONAL_NOTES, transposition: the
-   track's pitch − the hum's, modulo 12): the notes of one hummed passage agree on both. The
-   best-voted cells name up to CANDIDATES tracks.
+   transposition: the track's pitch − the hum's, modulo 12): the notes of the hummed melody
+   agree on its key. The best-voted cells name up to CANDIDATES tracks. (Cells by place in the
+   track too, as a diagonal of note numbers, lost a sixth of the right tracks to missing and
+   extra notes: docs/hum.md.)
 3. Alignment: the hum's contour is aligned with each candidate's contour around its cell by
    subsequence DTW with steps (1,1), (1,2), (2,1) (the hum at 0.5–2× the track's tempo),
    transposed by the cell's shift. The cost of a frame is its pitch distance folded into one
@@ -34,9 +35,8 @@ from .pitch import FRAME_SECONDS, contour
 
 MIN_VOICED_S = 2.0  # less pitched sound than that is a cough or a word, not a melody
 MIN_NOTES = GRAM + 3  # enough notes for a few grams
-DIAGONAL_NOTES = 4  # hits within a few notes of one diagonal agree (missing and extra notes)
 _VARIANT_VOTE = 0.5  # a hit of a gram with one interval changed counts half
-CANDIDATES = 20  # tracks aligned exactly: the right one is among the first 20 cells
+CANDIDATES = 40  # tracks aligned exactly: the right one is more often among 40 than 20 cells
 DECIMATE = 2  # contours aligned at every other frame (96 ms): notes last longer
 COST_CAP = 2.0  # semitones
 UNVOICED_COST = 1.0  # a track frame with no melody: a rest, or the lead lost under the mix
@@ -122,9 +122,7 @@ def _cells(generation: Generation, hum: Notes) -> list[tuple[int, np.ndarray, np
     hum_note = gram_at[which]
     track, track_note = generation.track[at].astype(np.int64), generation.note[at].astype(np.int64)
     shift = (generation.pitch[at].astype(np.int64) - hum.pitch[hum_note]) % 12
-    diagonal = (track_note - hum_note) // DIAGONAL_NOTES
-    low = diagonal.min()
-    cell = (track * (diagonal.max() - low + 1) + diagonal - low) * 12 + shift
+    cell = track * 12 + shift
     # A hum gram counts once per cell, with the weight of its best variant.
     order = np.lexsort((-weight[which], hum_note, cell))
     first = np.concatenate([[True], (np.diff(cell[order]) != 0) | (np.diff(hum_note[order]) != 0)])
@@ -133,7 +131,7 @@ def _cells(generation: Generation, hum: Notes) -> list[tuple[int, np.ndarray, np
     votes = np.bincount(inverse, weights=weight[which][chosen])
     best: dict[int, int] = {}  # track position → its best cell
     for c in unique[np.argsort(-votes, kind="stable")]:
-        best.setdefault(int(c // 12 // (diagonal.max() - low + 1)), int(c))
+        best.setdefault(int(c // 12), int(c))
         if len(best) == CANDIDATES:
             break
     return [(t, hum_note[cell == c], track_note[cell == c]) for t, c in best.items()]
@@ -170,42 +168,42 @@ def _align(generation: Generation, hum: _Hum, cells: list[tuple[int, np.ndarray,
     return out
 
 
-def _frame_cost(pitch: float, region: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """The cost of a hum frame against every region frame: region frames are pitches, NaN
-    (unvoiced) or inf (past the region's end)."""
-    d = pitch + shift[:, None] - np.where(np.isfinite(region), region, 0)
-    cost = np.minimum(np.abs(d - 12 * np.round(d / 12)), COST_CAP)
-    cost[np.isnan(region)] = UNVOICED_COST
-    cost[np.isinf(region)] = np.inf
+def _costs(query: np.ndarray, region: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(hum frames × regions × region frames) cost of each hum frame against each region frame:
+    region frames are pitches, NaN (unvoiced) or inf (past the region's end)."""
+    d = query[:, None, None] + shift[None, :, None] - np.where(np.isfinite(region), region, 0)[None]
+    cost = np.minimum(np.abs(d - 12 * np.round(d / 12)), COST_CAP).astype(np.float32)
+    cost[:, np.isnan(region)] = UNVOICED_COST
+    cost[:, np.isinf(region)] = np.inf
     return cost
 
 
 def _dtw(query: np.ndarray, region: np.ndarray, shift: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per region row: (mean cost per query frame of the best path, its first and last
-    region frame)."""
+    region frame). D and the paths' starts are kept with two columns of padding in front, so
+    that the steps' predecessors are slices."""
+    cost = _costs(query, region, shift)
     n_cand, width = region.shape
-    inf = np.full((n_cand, 2), np.inf, np.float32)
-    cols = np.broadcast_to(np.arange(width), region.shape)
-    before = np.full(region.shape, np.inf, np.float32)  # D[i − 2]
-    previous = _frame_cost(query[0], region, shift)  # D[i − 1]: any start
-    start_before, start_prev = cols.copy(), cols.copy()
-    cost_prev = previous.copy()
+    padded = (n_cand, width + 2)
+    before = np.full(padded, np.inf, np.float32)  # D[i − 2]
+    previous = np.full(padded, np.inf, np.float32)  # D[i − 1]
+    previous[:, 2:] = cost[0]  # a path may start anywhere
+    start_before = np.zeros(padded, np.int64)
+    start_prev = np.zeros(padded, np.int64)
+    start_prev[:, 2:] = np.arange(width)
     for i in range(1, query.size):
-        here = _frame_cost(query[i], region, shift)
-        diag = np.concatenate([inf[:, :1], previous[:, :-1]], axis=1)
-        long = np.concatenate([inf, previous[:, :-2]], axis=1)
-        tall = np.concatenate([inf[:, :1], before[:, :-1]], axis=1) + cost_prev
-        choice = np.argmin(np.stack([diag, long, tall]), axis=0)
-        best = np.choose(choice, [diag, long, tall])
-        s_diag = np.concatenate([cols[:, :1], start_prev[:, :-1]], axis=1)
-        s_long = np.concatenate([cols[:, :2], start_prev[:, :-2]], axis=1)
-        s_tall = np.concatenate([cols[:, :1], start_before[:, :-1]], axis=1)
-        start_here = np.choose(choice, [s_diag, s_long, s_tall])
-        before, previous = previous, best + here
-        start_before, start_prev = start_prev, start_here
-        cost_prev = here
-    end = np.argmin(previous, axis=1)
+        diag, long = previous[:, 1:-1], previous[:, :-2]
+        tall = before[:, 1:-1] + cost[i - 1]
+        shorter = np.minimum(diag, long)
+        here = np.full(padded, np.inf, np.float32)
+        here[:, 2:] = np.minimum(shorter, tall) + cost[i]
+        start = np.zeros(padded, np.int64)
+        start[:, 2:] = np.where(tall < shorter, start_before[:, 1:-1],
+                                np.where(diag <= long, start_prev[:, 1:-1], start_prev[:, :-2]))
+        before, previous = previous, here
+        start_before, start_prev = start_prev, start
+    end = np.argmin(previous[:, 2:], axis=1)
     rows = np.arange(n_cand)
-    total = previous[rows, end]
-    return np.where(np.isfinite(total), total / query.size, COST_CAP), start_prev[rows, end], end
+    total = previous[rows, end + 2]
+    return np.where(np.isfinite(total), total / query.size, COST_CAP), start_prev[rows, end + 2], end

@@ -10,8 +10,10 @@ and of tempo.
 - Notes: runs of frames that round to the same semitone, at least MIN_NOTE_FRAMES long; a
   shorter run (a slide, a swing of vibrato over a boundary) is no note. Consecutive notes of one
   pitch are one note: a repeated note hummed legato, or split by a breath, is the same melody.
-- Grams: each GRAM consecutive intervals between notes, clipped to ±MAX_INTERVAL, one int key.
-  Intervals forget the key; counting notes, not seconds, forgets the tempo.
+- Grams: each GRAM consecutive intervals between notes, folded into one octave (−5..+6
+  semitones), one int key. Intervals forget the key; counting notes, not seconds, forgets the
+  tempo; folding forgets octave errors, the pitch trackers' commonest (a note an octave off
+  shifts its two intervals by +12 and −12: folded, they are the right ones).
 """
 from __future__ import annotations
 
@@ -22,9 +24,8 @@ import numpy as np
 SMOOTH_FRAMES = 5  # 240 ms at pitch.FRAME_SECONDS: over one period of a 5–6 Hz vibrato
 MIN_NOTE_FRAMES = 2  # ~100 ms: shorter is a slide or a wobble, not a note
 JOIN = 0.75  # semitones: a run of frames this close to the note's mean pitch is still the note
-GRAM = 3  # intervals per key: 15,625 keys, specific enough to find a melody among thousands
-MAX_INTERVAL = 12  # semitones: a wider leap is hummed as whatever fits the voice
-INTERVALS = 2 * MAX_INTERVAL + 1  # a gram's digits: the intervals it may hold
+GRAM = 3  # intervals per key: 1,728 keys
+INTERVALS = 12  # a gram's digits: intervals folded into one octave
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def grams(melody: Notes) -> np.ndarray:
     """int32 key of each run of GRAM + 1 notes (one per note that starts such a run)."""
     if len(melody) <= GRAM:
         return np.zeros(0, np.int32)
-    step = np.clip(np.diff(melody.pitch.astype(np.int32)), -MAX_INTERVAL, MAX_INTERVAL) + MAX_INTERVAL
+    step = (np.diff(melody.pitch.astype(np.int32)) + 5) % 12  # −5..+6 semitones as digits 0..11
     key = np.zeros(step.size - GRAM + 1, np.int32)
     for k in range(GRAM):
         key = key * INTERVALS + step[k:k + key.size]

@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--unknown", type=int, default=100, help="hums of melodies not in the catalog")
     p.add_argument("--levels", default="easy,moderate,hard")
     p.add_argument("--distractors", type=int, default=0, help="extra melodies without audio (scale)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="of the beats")
+    p.add_argument("--query-seed", type=int, help="of the hums (default: --seed): other hums, same beats")
 
 
 def run(config: Config, args) -> int:
@@ -61,7 +62,8 @@ def run(config: Config, args) -> int:
     library = catalog.library()
     memory = _melody_memory(catalog.config.data_dir)
     noise = noise_bank(work / "noise", args.seed)
-    rng = np.random.default_rng(args.seed)
+    query_seed = args.seed if args.query_seed is None else args.query_seed
+    rng = np.random.default_rng(query_seed)
     results = []
     levels = [hum_synth.HUM_LEVELS[name.strip()] for name in args.levels.split(",")]
     for level in levels:
@@ -69,7 +71,7 @@ def run(config: Config, args) -> int:
             beat = beats[int(rng.integers(len(beats)))]
             results.append(_ask(catalog, library, work, level, beat, ids[beat.name], rng, noise, i))
     moderate = hum_synth.HUM_LEVELS["moderate"]
-    for i, tune in enumerate(hum_synth.unknown_melodies(args.unknown, args.seed)):
+    for i, tune in enumerate(hum_synth.unknown_melodies(args.unknown, query_seed)):
         results.append(_ask(catalog, library, work, moderate, None, None, rng, noise, i, tune))
     (work / "results.json").write_text(json.dumps(results))
     print(f"catalog: {len(ids)} beats + {args.distractors} distractor melodies; "
