@@ -201,3 +201,41 @@ def test_a_melody_is_not_written_for_a_track_removed_meanwhile(config, tmp_path)
     with database.connection_context(), database.atomic():  # `ear reindex --melodies`, after a removal
         melody_index.store({track.id: contour, track.id + 1: contour}, "owner")
         assert [m.track_id for m in Melody.select()] == [track.id]
+
+
+def _dtw_oracle(query, region, shift):
+    """hum._dtw for one region, cell by cell: D[i, j] = cost[i, j] + min(D[i−1, j−1],
+    D[i−1, j−2], D[i−2, j−1] + cost[i−1, j]), any start in row 0, the best end in the last row."""
+    cost = hum._costs(query, region[None], np.array([shift], np.float32))[:, 0].astype(np.float64)
+    n, width = cost.shape
+    best = {}  # (i, j) → (D, start)
+    for i in range(n):
+        for j in range(width):
+            if i == 0:
+                best[i, j] = (cost[0, j], j)
+                continue
+            steps = [best.get((i - 1, j - 1)), best.get((i - 1, j - 2))]
+            two = best.get((i - 2, j - 1))
+            steps.append((two[0] + cost[i - 1, j], two[1]) if two else None)
+            d, start = min((s for s in steps if s is not None), default=(np.inf, 0), key=lambda s: s[0])
+            best[i, j] = (d + cost[i, j], start)
+    end = min(range(width), key=lambda j: best[n - 1, j][0])
+    return best[n - 1, end][0] / n, best[n - 1, end][1], end
+
+
+def test_dtw_agrees_with_a_cell_by_cell_oracle():
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        query = rng.normal(60, 3, int(rng.integers(3, 12))).astype(np.float32)
+        region = rng.normal(60, 3, (3, int(rng.integers(4, 20)))).astype(np.float32)
+        region[rng.random(region.shape) < 0.2] = np.nan
+        region[1, int(rng.integers(2, region.shape[1])):] = np.inf  # a shorter region
+        shift = rng.integers(-6, 6, 3).astype(np.float32)
+        cost, start, end = hum._dtw(query, region, shift)
+        for row in range(3):
+            want_cost, want_start, want_end = _dtw_oracle(query, region[row], shift[row])
+            if not np.isfinite(want_cost):
+                assert cost[row] == hum.COST_CAP
+                continue
+            assert cost[row] == pytest.approx(want_cost, abs=1e-4)
+            assert (start[row], end[row]) == (want_start, want_end)
