@@ -136,8 +136,7 @@ def test_ear_hum_prints_json_per_file_and_errors_per_file(beats, tmp_path):
 
 def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path):
     files = [write(tmp_path / f"beat{seed}.flac", beat(tune(seed), TEMPO[seed], seed)) for seed in range(2)]
-    for f in files:
-        assert run_ear(config.data_dir, "ingest", str(f)).returncode == 0
+    Catalog(config).store([prepare(f, config, shared_model()) for f in files])  # as `ear ingest` does
     wav = write(tmp_path / "hum.wav", hummed(tune(0), FIRST_NOTE, 14, TEMPO[0] * 0.8, -4, 0)).read_bytes()
     response = client.post("/hum", data={"audio": (io.BytesIO(wav), "hum.wav")})
     assert response.status_code == 200, response.get_json()
@@ -169,7 +168,7 @@ def test_a_removed_track_takes_its_melody_with_it(config, tmp_path):
 
 def test_a_users_hum_searches_their_library_only(config, client, tmp_path):
     path = write(tmp_path / "beat3.flac", beat(tune(3), TEMPO[3], 3))
-    run_ear(config.data_dir, "ingest", str(path))  # the owner's
+    Catalog(config).store([prepare(path, config, shared_model())])  # the owner's
     key = users.add("ann")[1]
     wav = write(tmp_path / "hum.wav", hummed(tune(3), FIRST_NOTE, 14, TEMPO[3], 2, 3)).read_bytes()
     asked = {"audio": (io.BytesIO(wav), "hum.wav")}
