@@ -2,9 +2,9 @@
 
 A library is a name (the site owner's is `owner`, a user's is the user's name: users.py), its
 own stores in its own folder (landmarks: hashtable.py; vectors: index.py), and the rows of its
-tracks and of their melodies (melody_index.py), which carry its name. A query searches one library's stores only, so what it costs
-and what it answers depend on that library alone: another library's tracks can neither take
-a candidate's place nor slow it down. Track ids are unique across libraries (and random:
+tracks and of their melodies (melody_index.py), which carry its name. A query searches one
+library's stores only, so what it costs and what it answers depend on that library alone:
+another library's tracks can neither take a candidate's place nor slow it down. Track ids are unique across libraries (and random:
 ids.py), so an id names one track; a lookup by id in a library that does not hold it answers exactly as one for an
 id that no library holds (`track_not_found`, 404).
 

@@ -54,7 +54,8 @@ class Generation:
 def store(contours: dict[int, np.ndarray], library: str) -> None:
     """Write (or rewrite) tracks' contours, in a transaction: the one that adds the tracks, or
     one of its own. Tracks removed meanwhile are skipped: their rows went with them."""
-    present = {i for (i,) in Track.select(Track.id).where(Track.id.in_(list(contours))).tuples()} if contours else set()
+    present = ({i for (i,) in Track.select(Track.id).where(Track.id.in_(list(contours))).tuples()}
+               if contours else set())
     rows = [{"track": track_id, "library": library, "contour": c.astype(np.float16).tobytes(),
              "stamp": random.getrandbits(31)} for track_id, c in contours.items() if track_id in present]
     for start in range(0, len(rows), _WRITE_ROWS):
