@@ -33,7 +33,7 @@ def tone(midi: float, seconds: float, harmonics: int = 6) -> np.ndarray:
 
 @pytest.mark.parametrize("midi", [43.3, 50.0, 57.5, 64.2, 71.8, 79.0, 88.6])
 def test_pitch_of_a_harmonic_note_within_20_cents(midi):
-    found = pitch.contour(tone(midi, 1.0))[:-2]  # the last frames run past the end of the note
+    found = pitch.contour([tone(midi, 1.0)])[:-2]  # the last frames run past the end of the note
     voiced = found[~np.isnan(found)]
     assert voiced.size >= 0.9 * found.size
     assert np.abs(voiced - midi).max() < 0.2
@@ -41,8 +41,8 @@ def test_pitch_of_a_harmonic_note_within_20_cents(midi):
 
 def test_pitch_of_noise_and_silence_is_unvoiced():
     noise = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE * 2).astype(np.float32)
-    assert np.isnan(pitch.contour(noise)).all()
-    assert np.isnan(pitch.contour(np.zeros(SAMPLE_RATE, np.float32))).all()
+    assert np.isnan(pitch.contour([noise])).all()
+    assert np.isnan(pitch.contour([np.zeros(SAMPLE_RATE, np.float32)])).all()
 
 
 def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
@@ -51,7 +51,7 @@ def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
     streamed = pitch.BlockContour(pitch.LOWEST)
     for block in blocks([audio[i:i + 12345] for i in range(0, audio.size, 12345)]):
         streamed.add(block)
-    np.testing.assert_array_equal(streamed.result(), pitch.contour(audio))
+    np.testing.assert_array_equal(streamed.result(), pitch.contour([audio]))
 
 
 def test_smooth_is_a_running_median_of_the_voiced_frames_tuned(tmp_path):

@@ -11,6 +11,7 @@ from .cli_owner import chosen_library
 from .config import Config
 from .decode import decode_query
 from .errors import EarError
+from .hum import search
 from .identify import identify
 from .params import count_argument
 from .similar import Filters, similar_to_clip, similar_to_track
@@ -110,8 +111,6 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 
 
 def cmd_hum(config: Config, args) -> int:
-    from .hum import search  # not for the other commands: it loads nothing heavy, but need not
-
     library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
 
     def answer(file: str) -> dict:

@@ -72,7 +72,7 @@ class _Hum:
 
 
 def read_hum(samples: np.ndarray) -> _Hum:
-    smoothed = smooth(contour(samples))
+    smoothed = smooth(contour([samples]))
     voiced = np.flatnonzero(~np.isnan(smoothed))
     found = notes(smoothed)
     if voiced.size * FRAME_SECONDS < MIN_VOICED_S or len(found) < MIN_NOTES:
@@ -101,13 +101,12 @@ def search(index: MelodyIndex, samples: np.ndarray, k: int = 5) -> list[HumMatch
 def _variants(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each key, and each with one of its intervals a semitone wider or narrower: (keys,
     position of the gram they come from, vote weight)."""
-    base = INTERVALS
     out, where, weight = [keys], [np.arange(keys.size)], [np.ones(keys.size)]
-    digits = [(keys // base ** p) % base for p in range(GRAM)]
+    digits = [(keys // INTERVALS ** p) % INTERVALS for p in range(GRAM)]
     for p, digit in enumerate(digits):
         for step in (-1, 1):
-            ok = (digit + step >= 0) & (digit + step < base)
-            out.append((keys + step * base ** p)[ok])
+            ok = (digit + step >= 0) & (digit + step < INTERVALS)
+            out.append((keys + step * INTERVALS ** p)[ok])
             where.append(np.flatnonzero(ok))
             weight.append(np.full(int(ok.sum()), _VARIANT_VOTE))
     return np.concatenate(out), np.concatenate(where), np.concatenate(weight)

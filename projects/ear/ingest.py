@@ -25,7 +25,7 @@ from .errors import BadAudio
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
 from .originals import AUDIO_SUFFIXES
-from .pitch import TRACK_LOWEST, BlockContour
+from .pitch import TRACK_LOWEST, BlockContour, contour
 from .runtime import trim_heap
 from .segments import encode_peaks
 
@@ -201,15 +201,7 @@ def melodies_again(audio: Iterable[tuple[int, Path | None]], config: Config
                    ) -> tuple[dict[int, np.ndarray], list[int]]:
     """Tracks' melody contours found again from their audio files (after a change of pitch.py),
     as `embed_again`."""
-    return _again(audio, config, melody)
-
-
-def melody(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """What the melody chain stores of a track (its pitch contour), from its audio in parts."""
-    contour = BlockContour(TRACK_LOWEST)
-    for block in blocks(parts):
-        contour.add(block)
-    return contour.result()
+    return _again(audio, config, lambda parts: contour(parts, TRACK_LOWEST))
 
 
 def _again(audio: Iterable[tuple[int, Path | None]], config: Config, analyse: Callable

@@ -17,6 +17,7 @@ frames (features.py): a clip's frames are those of the same stretch of the whole
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -66,18 +67,19 @@ def _salience_weights() -> tuple[torch.Tensor, np.ndarray]:
 _WEIGHTS, _CANDIDATES = _salience_weights()
 
 
-def contour(samples: np.ndarray, lowest: float = LOWEST) -> np.ndarray:
-    """The pitch contour of a whole recording held in memory (a query; a track's with
-    `lowest=TRACK_LOWEST`): what `BlockContour` gives of the same audio streamed."""
+def contour(parts: Iterable[np.ndarray], lowest: float = LOWEST) -> np.ndarray:
+    """The pitch contour of audio arriving in parts of any size (a query whole, as one part;
+    a track streamed, with `lowest=TRACK_LOWEST`), held a block at a time."""
     whole = BlockContour(lowest)
-    for block in blocks([samples]):
+    for block in blocks(parts):
         whole.add(block)
     return whole.result()
 
 
 class BlockContour:
-    """A track's contour (candidates from `lowest` up), a features.Block at a time. The loudness gate needs the whole
-    track's loud level, so frames are kept with their level and judged at the end."""
+    """A contour (candidates from `lowest` up), a features.Block at a time: what ingest feeds
+    beside the other chains. The loudness gate needs the whole recording's loud level, so
+    frames are kept with their level and judged at the end."""
 
     def __init__(self, lowest: float) -> None:
         self._first = int(round((lowest - _CANDIDATES[0]) / GRID_STEP))  # the lowest candidate allowed

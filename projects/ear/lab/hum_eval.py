@@ -103,7 +103,7 @@ def _ingest(catalog: Catalog, beats: list) -> tuple[dict[str, int], str]:
     for beat in beats[:20]:
         audio = np.concatenate(list(decode_track(beat.path, catalog.config)))
         started = time.process_time()
-        pitch.contour(audio)
+        pitch.contour([audio], pitch.TRACK_LOWEST)
         cpu += time.process_time() - started
         seconds += audio.size / 16000
     per_3_min = cpu / max(seconds, 1e-9) * 180
@@ -143,11 +143,14 @@ def _clean_contour(tune: list, rng: np.random.Generator) -> np.ndarray:
 
 
 _MEMORY_PROBE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from ear.catalog import Catalog
 from ear.config import load_config
-from ear.lab.hum_eval import private_kb
+from ear.lab.service_memory import _smaps
+def private_kb():
+    found = _smaps(os.getpid())
+    return found["Private_Clean"] + found["Private_Dirty"]
 library = Catalog(load_config(data_dir=Path(sys.argv[1]))).library()
 before = private_kb()
 started = time.perf_counter()
@@ -162,12 +165,6 @@ def _melody_memory(data_dir: Path) -> str:
     out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(data_dir)], capture_output=True,
                          text=True, check=True).stdout.split()
     return f"melodies in memory: +{int(out[0]) / 1024:.1f} MB private in a fresh process, loaded in {float(out[1]):.2f} s"
-
-
-def private_kb() -> int:
-    """This process's private memory (clean and dirty pages), in KB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
-    return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty"))
 
 
 def _ask(catalog, library, work: Path, level, beat, track_id, rng, noise, i: int, tune=None) -> dict:

@@ -212,8 +212,12 @@ def jobs_json(jobs: list[Job]) -> list[dict]:
 
 def candidate_json(candidate: Candidate) -> dict:
     """A match or candidate as JSON, its track carrying the links the widget uses."""
-    data = candidate.to_json(path=caller().admin)
-    return {**data, "track": {**data["track"], **media_links(candidate.track)}}
+    return with_media(candidate.to_json(path=caller().admin), candidate.track)
+
+
+def with_media(answer: dict, track: Track) -> dict:
+    """An answer's JSON (a match of any kind), its track carrying the links the widget uses."""
+    return {**answer, "track": {**answer["track"], **media_links(track)}}
 
 
 def similar_json(similar: Similar) -> dict:
