@@ -14,7 +14,7 @@ from helpers import AUTH, run_ear
 from ear import hum, pitch, users
 from ear.catalog import Catalog
 from ear.config import load_config
-from ear.db import Melody, database
+from ear.db import LoggedQuery, Melody, database
 from ear.decode import SAMPLE_RATE, decode_query
 from ear.embed import shared_model
 from ear.errors import BadAudio
@@ -147,6 +147,10 @@ def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path
     assert body["matches"][0]["end_s"] <= track["duration"]
     verdict = {"query_id": body["query_id"], "verdict": "right", "track_id": track["id"]}
     assert client.post("/feedback", json=verdict).status_code == 201  # on the hum's answer
+    with database.connection_context():
+        logged = LoggedQuery.get_by_id(body["query_id"])  # written before the feedback was taken
+    assert (logged.route, logged.track_id, logged.evidence, logged.confidence) == ("hum", track["id"], "melody", None)
+    assert logged.offset_s == pytest.approx(body["matches"][0]["start_s"], abs=0.01)
     noise = write(tmp_path / "noise.wav", np.random.default_rng(3).normal(0, 0.1, RATE * 4).astype(np.float32))
     response = client.post("/hum", data={"audio": (io.BytesIO(noise.read_bytes()), "noise.wav")})
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "no_melody"

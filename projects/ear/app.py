@@ -7,13 +7,13 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .answers import Answers
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
 from .routes import hum, identify, jobs, similar, site, tracks
+from .querylog import QueryLog
 from .ratelimit import RateLimiter
-from .routes.helpers import ANSWERS, EXTENSION, FEEDBACK_LIMIT, QUERIES
+from .routes.helpers import EXTENSION, FEEDBACK_LIMIT, QUERIES, QUERY_LOG
 from .runtime import in_a_child, load_model_before_fork
 
 
@@ -26,7 +26,7 @@ def create_app(config: Config | None = None) -> Flask:
     catalog = app.extensions[EXTENSION] = Catalog(config)
     catalog.library(config.public_library)  # a name that cannot be one stops the start, not a visitor
     in_a_child(catalog.tidy)
-    app.extensions[ANSWERS] = Answers()  # filled in the worker, after the fork
+    app.extensions[QUERY_LOG] = QueryLog(config)  # its writer starts in the worker, after the fork
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
     app.extensions[QUERIES] = threading.Lock()
     load_model_before_fork()

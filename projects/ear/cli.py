@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, hum, tracks, remove, compact, reindex, worker, jobs,
-users, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed."""
+users, stats, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,8 @@ import time
 
 from . import jobs, melody_index
 from .catalog import Catalog
-from .cli_owner import add_owner_commands, chosen_library, cmd_copy_database, cmd_users  # noqa: F401
+from .cli_owner import (add_owner_commands, chosen_library, cmd_copy_database, cmd_stats,  # noqa: F401
+                        cmd_users)
 from .cli_queries import add_query_commands, cmd_hum, cmd_identify, cmd_similar  # noqa: F401
 from .config import Config, load_config
 from .db import METADATA_FIELDS, Track, database, write_transaction
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ear", description=__doc__)
     parser.add_argument("--data-dir", help="catalog folder (default: EAR_DATA_DIR or ./data)")
     parser.add_argument("--library", metavar="NAME", help="a user's library (`ear users`), not the owner's; "
-                        "for tracks, remove, jobs, reindex: only it (default: every library)")
+                        "for tracks, remove, jobs, reindex, stats: only it (default: every library)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add audio files or folders (recursive) to the catalog")

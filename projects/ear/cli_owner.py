@@ -1,5 +1,6 @@
-"""The owner's commands about who may use ear and where its data lives: `ear users add | list |
-revoke`, `ear copy-database`; and the check of `--library` that every command shares."""
+"""The owner's commands about who may use ear, how it is doing and where its data lives:
+`ear users add | list | revoke`, `ear stats`, `ear copy-database`; and the check of `--library`
+that every command shares."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,12 @@ import json
 from . import users
 from .catalog import Catalog
 from .config import Config
-from .db import copy_database
+from .db_copy import copy_database
 from .errors import NotFound
 from .libraries import OWNER, check_name
+from .stats import Figures, figures
+
+_BARS = " ▁▂▃▄▅▆▇█"  # a count as a bar one character wide, in eighths of the largest
 
 
 def add_owner_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +26,10 @@ def add_owner_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q = actions.add_parser("revoke", help="close a user's key for good (their tracks stay)")
     q.add_argument("name")
+
+    p = sub.add_parser("stats", help="how ear is doing: queries, answered share, latency, feedback")
+    p.add_argument("--days", type=int, default=30, help="over the last N days (default 30)")
+    p.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
     p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
                                              "(then set EAR_DATABASE_URL to it)")
@@ -62,3 +70,32 @@ def cmd_copy_database(config: Config, args) -> int:
     print(", ".join(f"{n} {table}" for table, n in copied.items()) + " rows copied; now set "
           f"EAR_DATABASE_URL={args.url} in .env and restart ear and ear-worker")
     return 0
+
+
+def cmd_stats(config: Config, args) -> int:
+    catalog = Catalog(config)  # the database, made or brought up to date
+    found = figures(args.days, args.library and chosen_library(catalog, args.library))
+    print(json.dumps(found.to_json()) if args.json else "\n".join(_describe(found)))
+    return 0
+
+
+def _describe(found: Figures) -> list[str]:
+    lines = [f"last {found.days} days, {'library ' + found.library if found.library else 'every library'}",
+             f"{'route':10}{'queries':>9}{'answered':>10}{'p50 ms':>9}{'p95 ms':>9}{'clip s':>8}"]
+    lines += [f"{r.route:10}{r.queries:>9}{r.answered_share:>10.1%}{r.p50_ms:>9.0f}{r.p95_ms:>9.0f}"
+              f"{r.median_clip_s:>8.1f}" for r in found.routes] or ["(no queries)"]
+    if found.per_day:
+        lines.append(f"per day   {_bars([n for _, n, _ in found.per_day])}  {found.per_day[0][0]} .. "
+                     f"{found.per_day[-1][0]}, at most {max(n for _, n, _ in found.per_day)}")
+    lines.append(f"confidence {_bars(found.confidence_histogram)}  0 .. 1, in tenths")
+    precision = "-" if found.precision is None else f"{found.precision:.1%}"
+    lines.append(f"feedback: {found.right} right, {found.wrong} wrong (precision {precision}); "
+                 f"{found.missed} said wrong of a no match")
+    lines += [f"answered  #{track} {title}: {n}" for track, title, n in found.top_tracks]
+    lines += [f"it was: {text}" for text in found.corrections]
+    return lines
+
+
+def _bars(counts: list[int]) -> str:
+    top = max(counts, default=0) or 1
+    return "".join(_BARS[round(n / top * (len(_BARS) - 1))] for n in counts)

@@ -73,6 +73,17 @@ class Config:
             "(url, audio_url, cover_url) start with it. Empty: links are paths from the root the "
             "request came through (/ear/... behind Nginx), never built from the Host header a "
             "client sends.")
+    log_days: int = _setting(
+        90, "Days the query log keeps a query (what was asked, what ear answered, how fast; never "
+            "the audio): what `ear stats` and the feedback's precision are computed from.")
+    log_rows: int = _setting(
+        200_000, "Queries the log keeps at most, whatever the traffic (~300 bytes each); the "
+                 "oldest go first.")
+    keep_queries: bool = _setting(
+        False, "Keep each query's audio (a visitor's recording: personal data) in queries/ of the "
+               "data directory, for listening back and for training. Off: ear keeps none.")
+    keep_queries_days: int = _setting(
+        30, "Days a kept query's audio stays (EAR_KEEP_QUERIES); then it is deleted.")
 
     @property
     def db_path(self) -> Path:
@@ -94,6 +105,10 @@ class Config:
     @property
     def originals_dir(self) -> Path:
         return self.data_dir / "originals"
+
+    @property
+    def queries_dir(self) -> Path:
+        return self.data_dir / "queries"
 
 
 def env_name(name: str) -> str:

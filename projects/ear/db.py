@@ -33,7 +33,6 @@ _SQLITE_PRAGMAS = {
 # A process serves one request (or job) at a time, plus the worker's heartbeat thread: a few
 # connections are all it ever holds; an idle one is closed after five minutes.
 _POOL = {"max_connections": 4, "stale_timeout": 300}
-_COPY_ROWS = 500  # rows inserted at a time by copy_database (SQLite's limit on parameters)
 _SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
 TRACK_IDS_LOCK = 0x6561_7201  # ...and the one held while track ids are handed out (ids.py)
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track
@@ -93,7 +92,8 @@ class Feedback(BaseModel):
     offset_s = FloatField(null=True)
     confidence = FloatField(null=True)
     created_at = DateTimeField(default=now)
-    query_id = CharField(null=True)  # the answer it is on (null: rows from before query ids)
+    # The answer it is on (querylog.py), one verdict each (null: rows from before query ids).
+    query_id = CharField(null=True, unique=True)
     library = CharField(**_IN_LIBRARY)  # the library that answer searched
 
     def to_json(self) -> dict:
@@ -172,7 +172,26 @@ class Melody(BaseModel):
     stamp = IntegerField()  # random, new at every write: a reader's sum over a library sees a change
 
 
-MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting, Melody]
+class LoggedQuery(BaseModel):
+    """What ear was asked and what it answered (querylog.py): no audio, a few hundred bytes."""
+
+    query_id = CharField(primary_key=True)  # 128 random bits, as the answer carried it
+    library = CharField(**_IN_LIBRARY)  # the library it searched
+    route = CharField()  # "identify", "similar" or "hum"
+    created_at = DateTimeField(default=now, index=True)
+    clip_s = FloatField()  # seconds of audio decoded
+    decode_ms = FloatField()
+    match_ms = FloatField()
+    track_id = IntegerField(null=True)  # the best match; null: "no match" (no foreign key: tracks may go)
+    offset_s = FloatField(null=True)  # where in it
+    score = FloatField(null=True)
+    confidence = FloatField(null=True)
+    evidence = CharField(default="")  # which evidence matched alone: "fingerprint,embedding", "melody"
+    offered = TextField(default="[]")  # JSON: every track the answer named, matches and candidates
+    audio = CharField(default="")  # the clip's file under queries/, kept only if EAR_KEEP_QUERIES
+
+
+MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting, Melody, LoggedQuery]
 
 
 def init_db(where: Path | str) -> None:
@@ -220,31 +239,6 @@ def pair_with_folder(marker: Path, folder_has_tracks: bool) -> None:
     if folder_id != catalog_id:
         with replacing(marker) as fh:
             fh.write(catalog_id.encode() + b"\n")
-
-
-def copy_database(source: Path | str, target: str) -> dict[str, int]:
-    """Copy every row of the catalog at `source` into the database at `target` (which must hold
-    no tracks), ids and the catalog's id included: SQLite's catalog moved to PostgreSQL.
-    {table: rows copied}. Leaves the models bound to `target`."""
-    init_db(source)
-    with database.connection_context():
-        rows = {model: list(model.select().dicts()) for model in MODELS}
-    init_db(target)
-    copied = {}
-    with database.connection_context(), write_transaction():
-        if Track.select().exists():
-            raise EarError("database_not_empty", f"{target} holds tracks already: copy into an "
-                           "empty database.", 409)
-        Setting.delete().execute()  # its own catalog id: it becomes the copied catalog's
-        for model, items in rows.items():
-            for start in range(0, len(items), _COPY_ROWS):
-                model.insert_many(items[start: start + _COPY_ROWS]).execute()
-            copied[model._meta.table_name] = len(items)
-            if not is_sqlite() and isinstance(model._meta.primary_key, AutoField) and items:
-                # Rows came with their ids: the next id the server hands out follows them.
-                database.execute_sql(f"SELECT setval(pg_get_serial_sequence('{model._meta.table_name}', "
-                                     f"'id'), (SELECT max(id) FROM \"{model._meta.table_name}\"))")
-    return copied
 
 
 def is_sqlite() -> bool:

@@ -1,4 +1,4 @@
-"""What the routes share: the catalog, the recent answers and the feedback limit (one each per
+"""What the routes share: the catalog, the query log and the feedback limit (one each per
 app), who the caller is and which library they reach, the request's audio and parameters, and
 the JSON of tracks and matches with their links (all made by `link`).
 
@@ -15,30 +15,31 @@ Who calls (`caller`), from the request's `Authorization: Bearer ...`:
 from __future__ import annotations
 
 import hmac
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 from flask import current_app, g, request
 
 from .. import users
-from ..answers import Answers
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Job, Track
-from ..decode import decode_query
+from ..decode import SAMPLE_RATE, decode_query
 from ..errors import EarError, NotFound
 from ..identify import Candidate
 from ..libraries import OWNER, Library
 from ..params import parse_count
+from ..querylog import Answered, Heard, QueryLog
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
 _READ_BYTES = 1 << 20  # of an upload at a time (its end is where the size limit is checked)
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
-ANSWERS = "ear.answers"  # app.extensions[ANSWERS]: the recent answers, for feedback
+QUERY_LOG = "ear.query_log"  # app.extensions[QUERY_LOG]: what was asked and answered, for feedback
 FEEDBACK_LIMIT = "ear.feedback_limit"  # app.extensions[FEEDBACK_LIMIT]: feedback's rate limiter
 QUERIES = "ear.queries"  # app.extensions[QUERIES]: the lock a query holds (one_query_at_a_time)
 
@@ -47,8 +48,8 @@ def catalog() -> Catalog:
     return current_app.extensions[EXTENSION]
 
 
-def answers() -> Answers:
-    return current_app.extensions[ANSWERS]
+def query_log() -> QueryLog:
+    return current_app.extensions[QUERY_LOG]
 
 
 def feedback_limit() -> RateLimiter:
@@ -91,8 +92,27 @@ def one_query_at_a_time() -> Iterator[None]:
 
 
 def query_samples() -> np.ndarray:
-    """The request's audio, decoded with a query's limits."""
-    return decode_query(uploaded_audio(), catalog().config)
+    """The request's audio, decoded with a query's limits (and timed, for `log_query`)."""
+    audio = uploaded_audio()
+    started = time.perf_counter()
+    samples = decode_query(audio, catalog().config)
+    g.ear_decoded = (started, time.perf_counter())
+    return samples
+
+
+def log_query(route: str, samples: np.ndarray, offered: Iterable[int], best: Answered | None) -> str:
+    """Log the query whose clip `query_samples` decoded, answered now: its query id."""
+    started, decoded = g.ear_decoded
+    heard = Heard(route, caller().searches, samples.size / SAMPLE_RATE, (decoded - started) * 1000,
+                  (time.perf_counter() - decoded) * 1000, tuple(offered), best)
+    return query_log().record(heard, samples)
+
+
+def answered(candidate: Candidate | None) -> Answered | None:
+    """An identification's best match as the log keeps it."""
+    return None if candidate is None else Answered(candidate.track.id, candidate.offset_s,
+                                                   candidate.score, candidate.confidence,
+                                                   candidate.evidence)
 
 
 def count_arg(name: str, default: int, lowest: int = 0) -> int:

@@ -1,5 +1,5 @@
-"""POST /identify: which catalog track a clip is, and where in it; the answer's query id is
-what feedback on it must carry."""
+"""POST /identify: which catalog track a clip is, and where in it; the answer's query id (the
+query log's) is what feedback on it must carry."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from .helpers import (answers, caller, count_arg, candidate_json, library, one_query_at_a_time,
+from .helpers import (answered, count_arg, candidate_json, library, log_query, one_query_at_a_time,
                       query_samples)
 
 bp = Blueprint("identify", __name__)
@@ -21,9 +21,9 @@ def identify_upload():
     with one_query_at_a_time():
         samples = query_samples()
         answer = identify(library(), samples, candidates=wanted)
+    query_id = log_query("identify", samples, (c.track.id for c in answer.matches + answer.candidates),
+                         answered(answer.matches[0] if answer.matches else None))
     extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}
-    query_id = answers().issue((c.track.id for c in answer.matches + answer.candidates),
-                               caller().searches)
     return jsonify(query_id=query_id, matches=[candidate_json(m) for m in answer.matches], **extra,
                    query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

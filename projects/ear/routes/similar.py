@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from .helpers import (answers, candidate_json, catalog, caller, filters_arg, k_arg, library,
+from .helpers import (answered, candidate_json, catalog, filters_arg, k_arg, library, log_query,
                       one_query_at_a_time, query_samples, similar_json, track_json, visible_track)
 
 bp = Blueprint("similar", __name__)
@@ -17,10 +17,11 @@ _SEED_DIGITS = 18
 @bp.post("/similar")
 def similar_to_upload():
     with one_query_at_a_time():
-        identified, found = similar_to_clip(library(), query_samples(), k_arg(), filters_arg())
-    offered = [s.track.id for s in found] + ([identified.track.id] if identified else [])
+        samples = query_samples()
+        identified, found = similar_to_clip(library(), samples, k_arg(), filters_arg())
+    offered = ([identified.track.id] if identified else []) + [s.track.id for s in found]
     # The widget asks "right?" of the identified track here too: feedback needs the query id.
-    return jsonify(query_id=answers().issue(offered, caller().searches),
+    return jsonify(query_id=log_query("similar", samples, offered, answered(identified)),
                    identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[similar_json(s) for s in found])

@@ -1,5 +1,5 @@
 """What the site and its visitors get besides answers: the widget script, the demo page, the
-listeners' feedback (on an answer this worker gave, once each: `answers.py`), and the health
+listeners' feedback (on a logged answer, once each: `querylog.py`), and the health
 check."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from flask import Blueprint, jsonify, render_template, request, send_file
 
 from .. import jobs
-from ..db import Feedback, database
+from ..db import Feedback
 from ..errors import EarError
 from ..segments import MAX_TRACK_ID
-from .helpers import answers, caller, feedback_limit, library
+from .helpers import caller, feedback_limit, library, query_log
 
 bp = Blueprint("site", __name__)
 WIDGET = Path(__file__).resolve().parents[1] / "static" / "widget.js"
@@ -65,8 +65,7 @@ def feedback():
     except (ValueError, RecursionError):
         data = None
     fields = _feedback_fields(data)
-    with answers().claim(fields["query_id"], fields["track_id"]) as searched, \
-            database.connection_context():
+    with query_log().claim(fields["query_id"], fields["track_id"]) as searched:
         row = Feedback.create(**fields, library=searched)
     return jsonify(feedback=row.to_json()), 201
 
