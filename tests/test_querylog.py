@@ -117,16 +117,20 @@ def test_ear_stats_per_library_from_the_log_and_the_feedback(app, client, config
     _, key = users.add("ann")
     assert client.post("/identify", data=known, headers={"Authorization": f"Bearer {key}"}).status_code == 200
     app.extensions[QUERY_LOG].flush()
+    (tmp_path / "known.wav").write_bytes(known)
+    cli = [json.loads(run_ear(config.data_dir, "identify", "--json", *log, str(tmp_path / "known.wav")).stdout)
+           for log in ([], ["--log"])]  # a query from the owner's shell is logged when asked
+    assert "query_id" not in cli[0] and cli[1]["query_id"] and cli[1]["matches"][0]["track"]["id"] == song2
 
     owner = json.loads(run_ear(config.data_dir, "--library", "owner", "stats", "--json").stdout)
     [identify] = owner["routes"]
-    assert (identify["route"], identify["queries"], identify["answered"]) == ("identify", 3, 2)
+    assert (identify["route"], identify["queries"], identify["answered"]) == ("identify", 4, 3)
     assert 0 < identify["p50_ms"] <= identify["p95_ms"]
     assert (owner["right"], owner["wrong"], owner["precision"]) == (1, 1, 0.5)
-    assert owner["corrections"] == ["the live version"] and owner["top_tracks"] == [[song2, "song2", 2]]
-    assert sum(owner["confidence_histogram"]) == 2
+    assert owner["corrections"] == ["the live version"] and owner["top_tracks"] == [[song2, "song2", 3]]
+    assert sum(owner["confidence_histogram"]) == 3
     ann = json.loads(run_ear(config.data_dir, "--library", "ann", "stats", "--json").stdout)
     assert [r["queries"] for r in ann["routes"]] == [1] and ann["right"] == ann["wrong"] == 0
     everyone = run_ear(config.data_dir, "stats").stdout
     assert "every library" in everyone and "precision 50.0%" in everyone, everyone
-    assert "identify" in everyone and "4" in everyone.split("identify")[1].split()[0]
+    assert everyone.split("identify")[1].split()[0] == "5"  # queries: the owner's 4 and ann's 1

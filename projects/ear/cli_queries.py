@@ -1,5 +1,6 @@
 """The `ear` commands that ask a library about recordings: identify, similar, hum. Each answers
-every FILE in turn, as text or one JSON object per line."""
+every FILE in turn, as text or one JSON object per line; with `--log`, each query goes into the
+query log as the service's do (its query id in the JSON)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ from .errors import EarError
 from .hum import search
 from .identify import identify
 from .params import count_argument
+from .querylog import QueryLog, Timing, answered
 from .similar import Filters, similar_to_clip, similar_to_track
 
 
@@ -23,6 +25,7 @@ def add_query_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
                    help="also list the first N tracks of the ranking, matches or not")
+    _log_argument(p)
 
     p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
     p.add_argument("files", nargs="*")
@@ -32,19 +35,51 @@ def add_query_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--genre", default="", help="only tracks of this genre")
     p.add_argument("--exclude-artist", default="", help="no tracks by this artist")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _log_argument(p)
 
     p = sub.add_parser("hum", help="which catalog tracks carry the melody hummed or sung in each FILE")
     p.add_argument("files", nargs="+")
     p.add_argument("-k", type=int, default=None, help="how many tracks at most (default: EAR_TOP_K)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _log_argument(p)
+
+
+def _log_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", action="store_true", help="log each query as the service logs its own "
+                   "(what `ear stats` counts; never the audio unless EAR_KEEP_QUERIES)")
+
+
+class _Asked:
+    """Each FILE decoded, timed, and with `--log` its answer logged: `logged` gives the JSON's
+    query id (or nothing)."""
+
+    def __init__(self, config: Config, args, route: str, library: str) -> None:
+        self.config, self.route, self.library = config, route, library
+        self.log = QueryLog(config) if args.log else None
+
+    def decode(self, file: str):
+        self.timing = Timing()
+        samples = decode_query(file, self.config)
+        self.timing.decoded()
+        return samples
+
+    def logged(self, samples, offered, best) -> dict:
+        if self.log is None:
+            return {}
+        query_id = self.log.record(self.timing.heard(self.route, self.library, samples, offered, best), samples)
+        self.log.flush()
+        return {"query_id": query_id}
 
 
 def cmd_identify(config: Config, args) -> int:
     library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
+    asked = _Asked(config, args, "identify", library.name)
 
     def answer(file: str) -> dict:
-        found = identify(library, decode_query(file, config), candidates=args.candidates)
-        result = {"matches": [m.to_json() for m in found.matches]}
+        found = identify(library, samples := asked.decode(file), candidates=args.candidates)
+        result = asked.logged(samples, (c.track.id for c in found.matches + found.candidates),
+                              answered(found.matches[0] if found.matches else None))
+        result["matches"] = [m.to_json() for m in found.matches]
         if args.candidates:
             result["candidates"] = [m.to_json() for m in found.candidates]
         return result
@@ -71,13 +106,16 @@ def cmd_similar(config: Config, args) -> int:
     library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
     k = args.k or config.top_k
     filters = Filters(args.artist, args.genre, args.exclude_artist)
+    asked = _Asked(config, args, "similar", library.name)
 
     def like_track() -> dict:
         return {"matches": [s.to_json() for s in similar_to_track(library, args.track, k, filters)]}
 
     def like_clip(file: str) -> dict:
-        identified, found = similar_to_clip(library, decode_query(file, config), k, filters)
-        return {"identified": identified.to_json() if identified else None,
+        identified, found = similar_to_clip(library, samples := asked.decode(file), k, filters)
+        offered = ([identified.track.id] if identified else []) + [s.track.id for s in found]
+        return {**asked.logged(samples, offered, answered(identified)),
+                "identified": identified.to_json() if identified else None,
                 "matches": [s.to_json() for s in found]}
 
     def describe(label: str, result: dict) -> None:
@@ -112,12 +150,15 @@ def _answer_each(queries, as_json: bool, describe) -> None:
 
 def cmd_hum(config: Config, args) -> int:
     library = (catalog := Catalog(config)).library(chosen_library(catalog, args.library))
+    asked = _Asked(config, args, "hum", library.name)
 
     def answer(file: str) -> dict:
-        found = [m for m in search(library.melodies, decode_query(file, config), k=max(1, args.k or config.top_k))
-                 if m.is_match]
+        samples = asked.decode(file)
+        found = [m for m in search(library.melodies, samples, k=max(1, args.k or config.top_k)) if m.is_match]
         rows = library.rows(m.track_id for m in found)
-        return {"matches": [m.to_json(rows[m.track_id]) for m in found if m.track_id in rows]}
+        found = [m for m in found if m.track_id in rows]
+        return {**asked.logged(samples, (m.track_id for m in found), answered(found[0] if found else None)),
+                "matches": [m.to_json(rows[m.track_id]) for m in found]}
 
     def describe(file: str, result: dict) -> None:
         if not result["matches"]:

@@ -29,9 +29,10 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -42,6 +43,10 @@ from .db import Feedback, LoggedQuery, database, now, write_transaction
 from .decode import SAMPLE_RATE
 from .errors import EarError, NotFound
 from .storage import ensure_writable, replacing
+
+if TYPE_CHECKING:  # (not imported: `ear stats` has no need of the model that identify loads)
+    from .hum import HumMatch
+    from .identify import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,15 @@ class Answered:
     evidence: tuple[str, ...]  # which evidence matched alone: "fingerprint", "embedding", "melody"
 
 
+def answered(best: Candidate | HumMatch | None) -> Answered | None:
+    """An answer's best match (an identification's, or a hum's) as the log keeps it."""
+    if best is None:
+        return None
+    if hasattr(best, "start_s"):  # a hum: where the melody starts, and no calibrated confidence
+        return Answered(best.track_id, best.start_s, best.score, None, ("melody",))
+    return Answered(best.track.id, best.offset_s, best.score, best.confidence, best.evidence)
+
+
 @dataclass(frozen=True)
 class Heard:
     """One query, as the log keeps it."""
@@ -86,6 +100,22 @@ class Heard:
     match_ms: float
     offered: Sequence[int] = ()  # every track the answer named: matches and candidates
     best: Answered | None = None  # None: "no match"
+
+
+class Timing:
+    """A query's clock: made as its decoding starts, told when it ends (`decoded`); `heard`
+    takes the match's time up to its call."""
+
+    def __init__(self) -> None:
+        self.started = self.decoded_at = time.perf_counter()
+
+    def decoded(self) -> None:
+        self.decoded_at = time.perf_counter()
+
+    def heard(self, route: str, library: str, samples: np.ndarray, offered: Iterable[int],
+              best: Answered | None) -> Heard:
+        return Heard(route, library, samples.size / SAMPLE_RATE, (self.decoded_at - self.started) * 1000,
+                     (time.perf_counter() - self.decoded_at) * 1000, tuple(offered), best)
 
 
 class QueryLog:

@@ -15,7 +15,6 @@ Who calls (`caller`), from the request's `Authorization: Bearer ...`:
 from __future__ import annotations
 
 import hmac
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
@@ -28,12 +27,12 @@ from .. import users
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Job, Track
-from ..decode import SAMPLE_RATE, decode_query
+from ..decode import decode_query
 from ..errors import EarError, NotFound
 from ..identify import Candidate
 from ..libraries import OWNER, Library
 from ..params import parse_count
-from ..querylog import Answered, Heard, QueryLog
+from ..querylog import Answered, QueryLog, Timing
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
 
@@ -94,25 +93,16 @@ def one_query_at_a_time() -> Iterator[None]:
 def query_samples() -> np.ndarray:
     """The request's audio, decoded with a query's limits (and timed, for `log_query`)."""
     audio = uploaded_audio()
-    started = time.perf_counter()
+    g.ear_timing = timing = Timing()
     samples = decode_query(audio, catalog().config)
-    g.ear_decoded = (started, time.perf_counter())
+    timing.decoded()
     return samples
 
 
 def log_query(route: str, samples: np.ndarray, offered: Iterable[int], best: Answered | None) -> str:
     """Log the query whose clip `query_samples` decoded, answered now: its query id."""
-    started, decoded = g.ear_decoded
-    heard = Heard(route, caller().searches, samples.size / SAMPLE_RATE, (decoded - started) * 1000,
-                  (time.perf_counter() - decoded) * 1000, tuple(offered), best)
-    return query_log().record(heard, samples)
+    return query_log().record(g.ear_timing.heard(route, caller().searches, samples, offered, best), samples)
 
-
-def answered(candidate: Candidate | None) -> Answered | None:
-    """An identification's best match as the log keeps it."""
-    return None if candidate is None else Answered(candidate.track.id, candidate.offset_s,
-                                                   candidate.score, candidate.confidence,
-                                                   candidate.evidence)
 
 
 def count_arg(name: str, default: int, lowest: int = 0) -> int:

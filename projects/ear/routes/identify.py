@@ -8,7 +8,8 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from .helpers import (answered, count_arg, candidate_json, library, log_query, one_query_at_a_time,
+from ..querylog import answered
+from .helpers import (count_arg, candidate_json, library, log_query, one_query_at_a_time,
                       query_samples)
 
 bp = Blueprint("identify", __name__)
