@@ -41,6 +41,11 @@ if [ ! -f .env ]; then
   chmod 600 .env
   echo "wrote $home/.env (admin token inside)"
 fi
+if ! grep -Eq '^EAR_SECRET_KEY=.+' .env; then  # the dashboard's cookies (an older .env lacks it)
+  key=$(.venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))")
+  if grep -q '^EAR_SECRET_KEY=' .env; then sed -i "s|^EAR_SECRET_KEY=.*|EAR_SECRET_KEY=$key|" .env
+  else echo "EAR_SECRET_KEY=$key" >> .env; fi
+fi
 chown "$user" .env
 if grep -Eq '^EAR_DATABASE_URL=postgres(ql)?://' .env; then  # the catalog on PostgreSQL: its driver
   .venv/bin/pip install -q --disable-pip-version-check "$home[postgresql]"

@@ -32,6 +32,8 @@ def test_install_twice(tmp_path):
     dotenv = (home / ".env").read_text()
     token = next(line for line in dotenv.splitlines() if line.startswith("EAR_ADMIN_TOKEN="))
     assert len(token) > len("EAR_ADMIN_TOKEN=") + 30
+    secret = next(line for line in dotenv.splitlines() if line.startswith("EAR_SECRET_KEY="))
+    assert len(secret) > len("EAR_SECRET_KEY=") + 30 and secret[15:] not in token
     assert f"EAR_DATA_DIR={home}/data" in dotenv and oct((home / ".env").stat().st_mode)[-3:] == "600"
     assert "\nEAR_PUBLIC_URL=https://example.org/ear\n" in dotenv
     program = (tmp_path / "conf.d/ear.conf").read_text()

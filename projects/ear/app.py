@@ -1,6 +1,7 @@
 """The Flask application factory."""
 from __future__ import annotations
 
+import secrets
 import threading
 
 from flask import Flask, Response, jsonify, request
@@ -10,7 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
-from .routes import hum, identify, jobs, similar, site, tracks
+from .routes import admin, hum, identify, jobs, similar, site, tracks
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
 from .routes.helpers import EXTENSION, FEEDBACK_LIMIT, QUERIES, QUERY_LOG
@@ -23,6 +24,12 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_mb * 1024 * 1024
+    # The dashboard's sign-in cookie (routes/signin.py): signed, out of scripts' reach, never
+    # sent by another site's page; named apart from the site's own Flask session beside ear.
+    app.secret_key = config.secret_key or secrets.token_bytes(32)
+    app.config.update(SESSION_COOKIE_NAME="ear_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_SECURE=config.public_url.startswith("https:"))
     catalog = app.extensions[EXTENSION] = Catalog(config)
     catalog.library(config.public_library)  # a name that cannot be one stops the start, not a visitor
     in_a_child(catalog.tidy)
@@ -32,7 +39,7 @@ def create_app(config: Config | None = None) -> Flask:
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
-    for module in (identify, similar, hum, tracks, jobs, site):
+    for module in (identify, similar, hum, tracks, jobs, site, admin):
         app.register_blueprint(module.bp)
     allowed_origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
     app.after_request(lambda response: _cors(response, allowed_origins))

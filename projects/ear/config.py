@@ -31,6 +31,9 @@ class Config:
     admin_token: str = _setting(
         "", "The owner's Bearer token: full access over HTTP to every library (uploads, removals, "
             "jobs). Empty: the owner's changes over HTTP are refused, never open.")
+    secret_key: str = _setting(
+        "", "Signs the dashboard's sign-in cookie (/admin/); deploy/install.sh writes a random one. "
+            "Empty: a random one at each start, so that a restart signs everyone out.")
     open_libraries: int = _setting(
         8, "Libraries a process keeps open (their maps and track tables); another is opened for "
            "the request that needs it, in a few ms. Memory grows ~0.4 MB per open library.")

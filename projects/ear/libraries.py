@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .config import Config
-from .db import OWNER_LIBRARY, Track, database
+from .db import METADATA_FIELDS, OWNER_LIBRARY, Track, database, write_transaction
 from .errors import EarError, NotFound
 from .hashtable import HashTable
 from .embed import DIM, STYLE_DIM
@@ -30,6 +30,7 @@ from .melody_index import MelodyIndex
 from .segments import MAX_TRACK_ID
 
 OWNER = OWNER_LIBRARY
+MAX_METADATA_CHARS = 500  # a title, an artist: a line of text, not a document
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # a folder name and a URL word as it is
 
 
@@ -81,6 +82,22 @@ class Rows:
         if track is None:
             raise NotFound("track_not_found", f"No track with id {track_id}.")
         return track
+
+    def describe(self, track_id: int, changes: dict[str, str]) -> Track:
+        """Set what the owner says of a track (of METADATA_FIELDS; a title is never empty):
+        the track as it is now, or `bad_metadata` saying what is wrong."""
+        unknown = set(changes) - set(METADATA_FIELDS)
+        if unknown or not all(isinstance(v, str) and len(v) <= MAX_METADATA_CHARS for v in changes.values()):
+            raise EarError("bad_metadata", f"Send text of at most {MAX_METADATA_CHARS} characters for "
+                           f"any of {', '.join(METADATA_FIELDS)}.")
+        changes = {name: value.strip() for name, value in changes.items()}
+        if changes.get("title", "x") == "":
+            raise EarError("bad_metadata", "A track's title cannot be empty.")
+        with database.connection_context(), write_transaction():
+            self.get(track_id)
+            if changes:
+                Track.update(**changes).where(Track.id == track_id).execute()
+        return self.get(track_id)
 
     def rows(self, ids: Iterable[int]) -> dict[int, Track]:
         """{id: track} of those of `ids` that are here."""

@@ -22,7 +22,8 @@ _KEY_BYTES = 32
 _KEY_MAX_CHARS = 100  # ear's own are 47: anything much longer is no key of ours
 
 
-def _hash(key: str) -> str:
+def key_hash(key: str) -> str:
+    """What ear keeps of a key (and a signed-in dashboard session holds): its SHA-256."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -36,7 +37,7 @@ def add(name: str) -> tuple[User, str]:
     with database.connection_context(), write_transaction():
         if User.select().where(User.name == name).exists():
             raise EarError("user_exists", f"There is a user {name!r} already.", 409)
-        return User.create(name=name, key_hash=_hash(key)), key
+        return User.create(name=name, key_hash=key_hash(key)), key
 
 
 def all_users() -> list[User]:
@@ -66,4 +67,10 @@ def find(key: str) -> User | None:
     if not key.startswith(KEY_PREFIX) or len(key) > _KEY_MAX_CHARS:
         return None
     with database.connection_context():
-        return User.get_or_none((User.key_hash == _hash(key)) & User.revoked_at.is_null())
+        return find_by_hash(key_hash(key))
+
+
+def find_by_hash(hashed: str) -> User | None:
+    """The user whose key has this hash, unless it was revoked."""
+    with database.connection_context():
+        return User.get_or_none((User.key_hash == hashed) & User.revoked_at.is_null())

@@ -11,6 +11,8 @@ Who calls (`caller`), from the request's `Authorization: Bearer ...`:
   owner's library, or to the one `?library=NAME` names (which then scopes everything).
 - any other Authorization (a wrong, revoked or malformed key): 401 `unauthorized`, never a
   visitor's answer, so that a mistyped key is not mistaken for an empty library.
+- no key, but signed in to the dashboard (signin.py): that user, or the owner, on the
+  dashboard's pages and on the calls its scripts make with the page's form token.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import numpy as np
 from flask import current_app, g, request
 
 from .. import users
+from . import signin
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Job, Track
@@ -145,18 +148,29 @@ def _caller() -> Caller:
     scheme, _, key = given.partition(" ")
     if scheme.lower() != "bearer" and not given.startswith(users.KEY_PREFIX):
         # No key at all, or another scheme's credentials (Nginx's auth_basic in front): a visitor.
-        return Caller(config.public_library, config.public_library)
+        return _signed_in() or Caller(config.public_library, config.public_library)
     if is_admin():
-        named = request.args.get("library", "").strip()
-        if named and named != OWNER and not users.exists(named):
-            raise NotFound("library_not_found", f"No library {named!r}.")
-        return Caller(named or OWNER, named or None, admin=True, keyed=True)
+        return _admin()
     user = users.find(key.strip()) if scheme.lower() == "bearer" else None
     if user is None:
         _refuse_if_no_keys()
         raise EarError("unauthorized", "This key is wrong, revoked or malformed: send "
                        "'Authorization: Bearer <your key>'.", 401)
     return Caller(user.name, user.name, keyed=True)
+
+
+def _admin() -> Caller:
+    named = request.args.get("library", "").strip()
+    if named and named != OWNER and not users.exists(named):
+        raise NotFound("library_not_found", f"No library {named!r}.")
+    return Caller(named or OWNER, named or None, admin=True, keyed=True)
+
+
+def _signed_in() -> Caller | None:
+    who = signin.signed_in(catalog().config.admin_token)
+    if who == signin.ADMIN:
+        return _admin()
+    return Caller(who, who, keyed=True) if who else None
 
 
 def _refuse_if_no_keys() -> None:

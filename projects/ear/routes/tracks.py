@@ -1,10 +1,11 @@
 """The caller's tracks (routes/helpers.py: a visitor's are the public library's): list, look up,
-add (queued as jobs) and remove (with a key), and each track's audio and cover."""
+add (queued as jobs), describe (title, artist, album, genre) and remove (with a key), and each
+track's audio and cover."""
 from __future__ import annotations
 
 from pathlib import PurePath
 
-from flask import Blueprint, Response, jsonify, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from ..cover import cover_image, cover_type
 from ..originals import audio_type
@@ -43,6 +44,16 @@ def add_tracks():
               for stream, filename in uploads]  # a source (a label, never opened) names one file
     answer = jobs_json(queued)
     return jsonify(job=answer[0], jobs=answer), 202, {"Location": answer[0]["url"]}
+
+
+@bp.patch("/tracks/<int:track_id>")
+@key_required
+def describe_track(track_id: int):
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        raise EarError("bad_metadata", "Send a JSON object: {\"title\": ..., \"artist\": ...}.")
+    track = visible_track(track_id)
+    return jsonify(track_json(catalog().library(track.library).describe(track_id, changes)))
 
 
 @bp.delete("/tracks/<int:track_id>")

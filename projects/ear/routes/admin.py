@@ -1,0 +1,129 @@
+"""The owner's room, /admin/: sign in (the admin token or a user's key, signin.py), and one page
+per kind: the catalog (search, describe, remove, upload through the job queue), activity (what
+was asked and answered), quality (what listeners said), models (which one serves). A user sees
+their own library; the admin every library, or one (?library=NAME). Every POST carries the
+session's form token; the pages' scripts call the JSON API with it (X-Ear-Session).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, redirect, render_template, request, send_file, url_for
+
+from .. import plots, users
+from ..db import LoggedQuery, database
+from ..embed import MODEL_PATH
+from ..errors import EarError, NotFound
+from ..libraries import OWNER
+from ..stats import figures
+from . import signin
+from .helpers import caller, catalog, count_arg
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+PAGE_TRACKS = 100  # catalog rows a page shows: a search narrows a large catalog
+DAYS = (7, 30, 90)  # the spans the activity and quality pages offer
+
+
+@bp.before_request
+def _guard():
+    if request.method == "POST" and not signin.form_token_sent(request.form.get("form_token", "")):
+        raise EarError("form_expired", "This form is not from ear's page (or the page is old): "
+                       "open the page again.", 403)
+    if request.endpoint != "admin.sign_in" and not caller().keyed:
+        return redirect(url_for("admin.sign_in"))
+    return None
+
+
+@bp.get("/")
+def home():
+    return redirect(url_for("admin.catalog_page"))
+
+
+@bp.route("/signin", methods=["GET", "POST"])
+def sign_in():
+    if request.method == "POST":
+        if signin.sign_in(request.form.get("key", "").strip(), catalog().config.admin_token):
+            return redirect(url_for("admin.catalog_page"))
+        return render_template("admin/signin.html", refused=True, form_token=signin.form_token()), 401
+    return render_template("admin/signin.html", refused=False, form_token=signin.form_token())
+
+
+@bp.post("/signout")
+def sign_out():
+    signin.sign_out()
+    return redirect(url_for("admin.sign_in"))
+
+
+@bp.get("/catalog")
+def catalog_page():
+    search = request.args.get("q", "").strip().lower()
+    sees = caller().sees
+    tracks = catalog().tracks() if sees is None else catalog().library(sees).tracks()
+    if search:
+        tracks = [t for t in tracks if any(search in (v or "").lower() for v in
+                                           (t.title, t.artist, t.album, t.genre, t.source))]
+    page = count_arg("page", 1, lowest=1)
+    shown = tracks[::-1][(page - 1) * PAGE_TRACKS: page * PAGE_TRACKS]  # the newest first
+    return _page("catalog", tracks=shown, total=len(tracks), search=search, page_number=page,
+                 pages=max(1, -(-len(tracks) // PAGE_TRACKS)))
+
+
+@bp.get("/activity")
+def activity():
+    found = figures(_days(), caller().sees)
+    days = [day for day, _, _ in found.per_day]
+    per_day = plots.bars([d[5:] for d in days], [
+        ("answered", [a for _, _, a in found.per_day]),
+        ("no match", [n - a for _, n, a in found.per_day])], "queries per day", _label_step(days))
+    confidence = plots.bars([f"{k / 10:.1f}" for k in range(10)],
+                            [("answers", found.confidence_histogram)], "answers by confidence")
+    return _page("activity", figures=found, per_day=per_day, confidence=confidence, days_shown=_days())
+
+
+@bp.get("/quality")
+def quality():
+    found = figures(_days(), caller().sees)
+    days = [day for day, _, _ in found.feedback_per_day]
+    verdicts = plots.bars([d[5:] for d in days], [
+        ("right", [r for _, r, _ in found.feedback_per_day]),
+        ("wrong", [w for _, _, w in found.feedback_per_day])], "verdicts per day", _label_step(days))
+    return _page("quality", figures=found, verdicts=verdicts, days_shown=_days(),
+                 reliability=plots.reliability(found.reliability, "confidence against verdicts"))
+
+
+@bp.get("/models")
+def models():
+    stat = MODEL_PATH.stat()
+    serving = {"name": MODEL_PATH.name, "size_kb": round(stat.st_size / 1024),
+               "modified": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc).strftime("%Y-%m-%d")}
+    return _page("models", serving=serving)
+
+
+@bp.get("/queries/<query_id>/audio")
+def query_audio(query_id: str):
+    """A kept clip (EAR_KEEP_QUERIES) of a query the caller's library answered."""
+    sees = caller().sees
+    with database.connection_context():
+        row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id)
+    if row is None or not row.audio or (sees is not None and row.library != sees):
+        raise NotFound("audio_not_found", "No kept audio for this query.")
+    response = send_file(catalog().config.queries_dir / row.audio, mimetype="audio/flac", max_age=0)
+    response.cache_control.private = True
+    return response
+
+
+def _days() -> int:
+    days = count_arg("days", DAYS[1], lowest=1)
+    return days if days in DAYS else DAYS[1]
+
+
+def _label_step(days: list[str]) -> int:
+    return max(1, len(days) // 10)
+
+
+def _page(name: str, **values) -> Response:
+    who = caller()
+    libraries = [OWNER, *(u.name for u in users.all_users())] if who.admin else []
+    return render_template(f"admin/{name}.html", page=name, who=who, libraries=libraries,
+                           library=request.args.get("library", ""), form_token=signin.form_token(),
+                           base=request.script_root + "/", session_header=signin.HEADER, **values)

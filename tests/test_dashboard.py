@@ -1,0 +1,97 @@
+"""The owner's room, /admin/, through Flask's test client: sign-in with the admin token or a
+user's key (a wrong or revoked one refused), forms without the session's token refused, the
+signed-in browser as a caller of the JSON API only with the page's token, a user's pages
+showing only their library, markup in titles escaped, and PATCH /tracks/<id>. In Chromium
+behind Nginx: test_browser."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import AUTH, added
+
+from ear import users
+from ear.routes.signin import HEADER
+
+
+def _form_token(page) -> str:
+    return re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)
+
+
+def _sign_in(client, key: str):
+    token = _form_token(client.get("/admin/signin"))
+    return client.post("/admin/signin", data={"key": key, "form_token": token})
+
+
+def _add(client, path, headers=AUTH, **fields) -> dict:
+    with open(path, "rb") as fh:
+        return added(client, {"audio": fh, **fields}, headers=headers)["track"]
+
+
+def test_sign_in_with_the_admin_token_and_out(app, client):
+    assert client.get("/admin/activity").headers["Location"].endswith("/admin/signin")
+    refused = _sign_in(client, "not-the-token")
+    assert refused.status_code == 401 and "wrong or was revoked" in refused.text
+    no_form = client.post("/admin/signin", data={"key": "test-token"})  # a form from elsewhere
+    assert no_form.status_code == 403 and no_form.get_json()["error"]["code"] == "form_expired"
+    signed = _sign_in(client, "test-token")
+    assert signed.status_code == 302 and signed.headers["Location"].endswith("/admin/catalog")
+    cookie = signed.headers["Set-Cookie"]
+    assert "ear_session=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    for page in ("catalog", "activity", "quality", "models"):
+        response = client.get(f"/admin/{page}")
+        assert response.status_code == 200 and "Sign out" in response.text, page
+    assert client.post("/admin/signout", data={}).status_code == 403  # without the token: refused
+    token = _form_token(client.get("/admin/catalog"))
+    assert client.post("/admin/signout", data={"form_token": token}).status_code == 302
+    assert client.get("/admin/catalog").status_code == 302  # back to the sign-in
+
+
+def test_the_session_calls_the_api_only_with_the_pages_token(app, client, songs_dir):
+    track = _add(client, songs_dir / "song1.flac")
+    _sign_in(client, "test-token")
+    token = _form_token(client.get("/admin/catalog"))
+    # The widget's calls from the same browser carry no token: a visitor's, which may not remove.
+    assert client.delete(f"/tracks/{track['id']}").status_code == 401
+    assert client.delete(f"/tracks/{track['id']}", headers={HEADER: "forged"}).status_code == 401
+    changed = client.patch(f"/tracks/{track['id']}", json={"title": "Renamed", "genre": "ambient"},
+                           headers={HEADER: token})
+    assert changed.status_code == 200 and (changed.get_json()["title"], changed.get_json()["genre"]) == (
+        "Renamed", "ambient")
+    bad = client.patch(f"/tracks/{track['id']}", json={"title": " "}, headers={HEADER: token})
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_metadata"
+    bad = client.patch(f"/tracks/{track['id']}", json={"source": "/etc/passwd"}, headers={HEADER: token})
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_metadata"
+    assert client.delete(f"/tracks/{track['id']}", headers={HEADER: token}).status_code == 200
+
+
+def test_a_user_sees_only_their_library_until_revoked(app, client, songs_dir):
+    _, key = users.add("ann")
+    _add(client, songs_dir / "song2.flac", headers={"Authorization": f"Bearer {key}"},
+         title="<script>alert(1)</script>")
+    _add(client, songs_dir / "song3.flac", title="the owner's")
+    assert _sign_in(client, key).status_code == 302
+    page = client.get("/admin/catalog").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "the owner" not in page and "every library" not in page  # no library chooser
+    token = _form_token(client.get("/admin/catalog"))
+    listed = client.get("/tracks", headers={HEADER: token}).get_json()["tracks"]
+    assert [t["library"] for t in listed] == ["ann"]
+    users.revoke("ann")
+    assert client.get("/admin/catalog").status_code == 302  # the key no longer opens: signed out
+    now = client.get("/tracks", headers={HEADER: token}).get_json()["tracks"]
+    assert [t["library"] for t in now] == ["owner"]  # a visitor's: the public library
+
+
+def test_pages_draw_their_figures(app, client, songs_dir, tmp_path):
+    from synth import song, write
+    track = _add(client, songs_dir / "song4.flac")
+    clip = write(tmp_path / "clip.wav", song(4)[44100 * 10: 44100 * 18]).read_bytes()
+    for verdict in ("right", "wrong"):
+        query_id = client.post("/identify", data=clip).get_json()["query_id"]
+        client.post("/feedback", json={"query_id": query_id, "verdict": verdict, "track_id": track["id"]})
+    _sign_in(client, "test-token")
+    activity = client.get("/admin/activity?days=7").text
+    assert activity.count("<svg") == 2 and "song4" in activity and "100% answered" in activity
+    quality = client.get("/admin/quality").text
+    assert '<b id="precision">50%</b>' in quality and quality.count("<circle") == 1
