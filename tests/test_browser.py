@@ -178,3 +178,55 @@ def test_widget_on_another_origin_plays_from_ear_and_sends_feedback(tmp_path, so
         static.terminate()
         static.wait(timeout=10)
         next(gen, None)
+
+
+def test_dashboard_signs_in_uploads_and_shows_feedback(site_behind_nginx, songs_dir, tmp_path):
+    """The owner's room behind Nginx: a wrong key refused, sign-in, an upload through the job
+    queue shown finishing, a listener's verdict moving the precision, a form without its token
+    refused; a screenshot of each page (light, dark, a phone's width)."""
+    url, server = site_behind_nginx
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _page(p, None)
+        page.goto(url + "/ear/admin/")
+        page.get_by_label("The admin token, or your key").fill("not-the-token")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_contain_text("wrong or was revoked")
+        page.get_by_label("The admin token, or your key").fill("test-token")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Catalog")).to_be_visible()
+
+        page.locator("#files").set_input_files(songs_dir / "song3.flac")
+        expect(page.locator("#jobs")).to_contain_text("done: track #", timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "admin-catalog-upload.png"), full_page=True)
+        page.reload()
+        expect(page.get_by_label("title of #", exact=False)).to_have_value("song3")
+        track_id = int(page.locator("#tracks tbody tr").get_attribute("data-id"))
+
+        page.goto(url + "/ear/admin/quality")
+        expect(page.locator("#precision")).to_have_text("—")
+        clip = (tmp_path / "clip.wav")
+        sf.write(clip, song(3)[44100 * 5: 44100 * 13], 44100)
+        answer = requests.post(url + "/ear/identify", data=clip.read_bytes(), timeout=60).json()
+        assert answer["matches"][0]["track"]["id"] == track_id
+        verdict = {"query_id": answer["query_id"], "verdict": "right", "track_id": track_id}
+        assert requests.post(url + "/ear/feedback", json=verdict, timeout=10).status_code == 201
+        page.reload()
+        expect(page.locator("#precision")).to_have_text("100%")
+        page.screenshot(path=str(ARTIFACTS / "admin-quality.png"), full_page=True)
+
+        forged = page.evaluate("""base => fetch(base + "admin/signout", {method: "POST"}).then(r => r.status)""",
+                               url + "/ear/")
+        assert forged == 403  # a POST without the form's token
+        assert page.evaluate(f"""() => fetch("{url}/ear/tracks/{track_id}", {{method: "DELETE"}})
+                                 .then(r => r.status)""") == 401  # the cookie alone opens nothing
+        page.emulate_media(color_scheme="dark")
+        page.goto(url + "/ear/admin/activity")
+        expect(page.locator("svg.plot").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "admin-activity-dark.png"), full_page=True)
+        page.set_viewport_size({"width": 375, "height": 800})
+        page.goto(url + "/ear/admin/models")
+        page.screenshot(path=str(ARTIFACTS / "admin-models-phone.png"), full_page=True)
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        browser.close()

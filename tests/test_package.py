@@ -50,6 +50,8 @@ def test_a_wheel_installed_elsewhere_serves_the_widget_and_pages(tmp_path):
         assert widget.ok and "attachShadow" in widget.text
         page = requests.get(url + "/", timeout=10)
         assert page.ok and 'src="/widget.js"' in page.text
+        signin = requests.get(url + "/admin/signin", timeout=10)  # the dashboard's templates too
+        assert signin.ok and "The admin token, or your key" in signin.text
     finally:
         proc.terminate()
         proc.wait(timeout=30)

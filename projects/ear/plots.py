@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 200  # the viewBox: scaled to the page's width, text stays legible at 320 px
-_LEFT, _BOTTOM, _TOP = 36, 22, 8  # room for the value axis and the labels
+_LEFT, _BOTTOM, _TOP = 36, 22, 22  # room for the value axis, the labels and the legend
+_MOST_BAR = 48  # a bar's widest: a few days are a few bars, not a wall
 
 
 def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], title: str,
@@ -23,7 +24,7 @@ def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], t
     `every_label`: write one label in so many (dates over months)."""
     totals = [sum(values[i] for _, values in series) for i in range(len(labels))]
     top = max(totals, default=0) or 1
-    width = (WIDTH - _LEFT) / max(len(labels), 1)
+    width = min((WIDTH - _LEFT) / max(len(labels), 1), _MOST_BAR)
     height = HEIGHT - _BOTTOM - _TOP
     shapes = []
     for i, label in enumerate(labels):
@@ -40,7 +41,7 @@ def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], t
     legend = "".join(f'<tspan class="series-{k}-text">■ {escape(name)}</tspan> '
                      for k, (name, _) in enumerate(series)) if len(series) > 1 else ""
     return _svg(title, _value_axis(top) + "".join(shapes) +
-                (f'<text x="{WIDTH - 4}" y="{_TOP + 10}" text-anchor="end">{legend}</text>' if legend else ""))
+                (f'<text x="{WIDTH - 4}" y="12" text-anchor="end">{legend}</text>' if legend else ""))
 
 
 def reliability(bins: Sequence[tuple[int, int]], title: str) -> Markup:
