@@ -70,7 +70,11 @@ def test_a_user_sees_only_their_library_until_revoked(app, client, songs_dir):
     _add(client, songs_dir / "song2.flac", headers={"Authorization": f"Bearer {key}"},
          title="<script>alert(1)</script>")
     _add(client, songs_dir / "song3.flac", title="the owner's")
+    owners_answer = client.post("/identify", data=(songs_dir / "song3.flac").read_bytes()).get_json()
+    assert owners_answer["matches"]  # a visitor's query: the owner's library, and its log
     assert _sign_in(client, key).status_code == 302
+    activity = client.get("/admin/activity").text
+    assert "No queries yet" in activity and "the owner" not in activity
     page = client.get("/admin/catalog").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
     assert "the owner" not in page and "every library" not in page  # no library chooser
