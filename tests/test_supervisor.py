@@ -138,10 +138,14 @@ def test_restart_finishes_the_request_in_flight_and_keeps_the_catalog(supervised
     s.wait_healthy(30)
     with_upload = time.monotonic() - asked
     assert answer and job_done(s.url, answer[0])["status"] == "done", answer  # finished, not cut
+    clip = write(tmp_path / "clip.wav", song(0)[44100 * 5: 44100 * 13]).read_bytes()
+    answer = requests.post(s.url + "/identify", data=clip, timeout=60).json()
     asked = time.monotonic()
-    s.ctl("restart", "ear")  # idle this time
+    s.ctl("restart", "ear")  # idle this time, just after an answer
     s.wait_healthy(30)
     idle = time.monotonic() - asked
+    verdict = {"query_id": answer["query_id"], "verdict": "right", "track_id": answer["matches"][0]["track"]["id"]}
+    assert requests.post(s.url + "/feedback", json=verdict, timeout=10).status_code == 201  # logged before it stopped
     report = (f"supervisorctl restart ear → first good /health: {idle:.2f} s idle, "
               f"{with_upload:.2f} s with an upload to finish first")
     print("\n" + report)
