@@ -14,7 +14,7 @@ from ear.app import create_app
 from ear.config import load_config
 from ear.embed import shared_model
 from ear.ingest import prepare
-from ear.querylog import Heard
+from ear.heard import Heard
 from ear.routes.helpers import QUERY_LOG
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from helpers import AUTH, added
 
 from ear import users
@@ -42,9 +41,20 @@ def test_sign_in_with_the_admin_token_and_out(app, client):
         response = client.get(f"/admin/{page}")
         assert response.status_code == 200 and "Sign out" in response.text, page
     assert client.post("/admin/signout", data={}).status_code == 403  # without the token: refused
+    copied = app.test_client()  # the same cookie in another browser (or a thief's)
+    copied.set_cookie("ear_session", client.get_cookie("ear_session", path="/").value)
+    assert copied.get("/admin/catalog").status_code == 200
     token = _form_token(client.get("/admin/catalog"))
     assert client.post("/admin/signout", data={"form_token": token}).status_code == 302
     assert client.get("/admin/catalog").status_code == 302  # back to the sign-in
+    assert copied.get("/admin/catalog").status_code == 302  # signing out ended it too
+
+
+def test_sign_in_attempts_are_limited_per_address(client):
+    token = _form_token(client.get("/admin/signin"))
+    statuses = [client.post("/admin/signin", data={"key": f"guess{n}", "form_token": token}).status_code
+                for n in range(6)]
+    assert statuses == [401] * 5 + [429]
 
 
 def test_the_session_calls_the_api_only_with_the_pages_token(app, client, songs_dir):
@@ -60,8 +70,11 @@ def test_the_session_calls_the_api_only_with_the_pages_token(app, client, songs_
         "Renamed", "ambient")
     bad = client.patch(f"/tracks/{track['id']}", json={"title": " "}, headers={HEADER: token})
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_metadata"
-    bad = client.patch(f"/tracks/{track['id']}", json={"source": "/etc/passwd"}, headers={HEADER: token})
-    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_metadata"
+    for body in ('{"source": "/etc/passwd"}', '{"title": "a\\u0000b"}', '{"title": "a\\ud800b"}',
+                 '{"artist": 7}', "[" * 100_000, "not json"):
+        bad = client.patch(f"/tracks/{track['id']}", data=body, headers={HEADER: token})
+        assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_metadata", body[:40]
+    assert client.get(f"/tracks/{track['id']}").get_json()["title"] == "Renamed"  # nothing lost
     assert client.delete(f"/tracks/{track['id']}", headers={HEADER: token}).status_code == 200
 
 

@@ -14,7 +14,8 @@ from synth import song, write
 from ear.app import create_app
 from ear.db import Feedback, database
 from ear.errors import EarError, RateLimited
-from ear.querylog import Heard, QueryLog
+from ear.heard import Heard
+from ear.querylog import QueryLog
 from ear.ratelimit import RateLimiter
 from ear.routes.helpers import QUERY_LOG
 from ear.routes.site import FEEDBACK_BURST, FEEDBACK_PER_MINUTE

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import AUTH, added, run_ear
+from helpers import added, run_ear
 from synth import song, write
 
 from ear import users
 from ear.app import create_app
-from ear.db import LoggedQuery, database
+from ear.db import LoggedQuery, database, now
 from ear.decode import SAMPLE_RATE
-from ear.querylog import Heard, QueryLog
+from ear.heard import Heard
 from ear.routes.helpers import QUERY_LOG
 
 
@@ -80,6 +81,35 @@ def test_the_log_keeps_its_days_and_rows(config):
     _age(ids[1:3], 5)  # within them
     assert log.prune() == 2  # the old one, and the oldest beyond 4 rows
     assert {row.query_id for row in _logged(app)} == set(ids[2:])
+
+
+def test_the_row_bound_keeps_exactly_its_rows_when_times_tie(config):
+    app = create_app(replace(config, log_rows=3))
+    log = app.extensions[QUERY_LOG]
+    ids = [log.record(Heard("identify", "owner", 6.0, 20.0, 30.0)) for _ in range(4)]
+    log.flush()
+    with database.connection_context():
+        LoggedQuery.update(created_at=now()).execute()  # one moment for all
+    assert log.prune() == 1 and len(_logged(app)) == 3 and set(ids) > {r.query_id for r in _logged(app)}
+
+
+def test_a_clip_that_cannot_be_kept_holds_back_no_row_and_strays_are_swept(config):
+    clip = np.zeros(SAMPLE_RATE, np.float32)
+    config = replace(config, keep_queries=True, keep_queries_days=1)
+    app = create_app(config)
+    config.queries_dir.parent.mkdir(parents=True, exist_ok=True)
+    config.queries_dir.write_text("a file where the folder should be")
+    log = app.extensions[QUERY_LOG]
+    query_id = log.record(Heard("identify", "owner", 1.0, 1.0, 1.0), clip)
+    assert [(row.query_id, row.audio) for row in _logged(app)] == [(query_id, "")]
+    config.queries_dir.unlink()
+    log.record(Heard("identify", "owner", 1.0, 1.0, 1.0), clip)
+    log.flush()
+    stray = config.queries_dir / "left-by-a-killed-process.flac"  # no row names it
+    stray.write_bytes(b"x")
+    os.utime(stray, (0, 0))
+    log.prune()
+    assert [p.name for p in config.queries_dir.iterdir()] == [r.audio for r in _logged(app) if r.audio]
 
 
 def test_audio_is_kept_only_when_the_owner_says_and_for_its_days(config):

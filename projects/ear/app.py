@@ -11,9 +11,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .catalog import Catalog
 from .config import Config, load_config
 from .errors import EarError
-from .routes import admin, hum, identify, jobs, similar, site, tracks
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
+from .routes import admin, hum, identify, jobs, signin, similar, site, tracks
 from .routes.helpers import EXTENSION, FEEDBACK_LIMIT, QUERIES, QUERY_LOG
 from .runtime import in_a_child, load_model_before_fork
 
@@ -27,14 +27,15 @@ def create_app(config: Config | None = None) -> Flask:
     # The dashboard's sign-in cookie (routes/signin.py): signed, out of scripts' reach, never
     # sent by another site's page; named apart from the site's own Flask session beside ear.
     app.secret_key = config.secret_key or secrets.token_bytes(32)
+    app.session_interface = signin.Cookie()
     app.config.update(SESSION_COOKIE_NAME="ear_session", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Strict",
-                      SESSION_COOKIE_SECURE=config.public_url.startswith("https:"))
+                      SESSION_COOKIE_SAMESITE="Strict")
     catalog = app.extensions[EXTENSION] = Catalog(config)
     catalog.library(config.public_library)  # a name that cannot be one stops the start, not a visitor
     in_a_child(catalog.tidy)
     app.extensions[QUERY_LOG] = QueryLog(config)  # its writer starts in the worker, after the fork
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
+    app.extensions[admin.SIGNIN_LIMIT] = RateLimiter(admin.SIGNIN_PER_MINUTE, admin.SIGNIN_BURST)
     app.extensions[QUERIES] = threading.Lock()
     load_model_before_fork()
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.

@@ -15,6 +15,7 @@ from .libraries import OWNER, check_name
 from .stats import Figures, figures
 
 _BARS = " ▁▂▃▄▅▆▇█"  # a count as a bar one character wide, in eighths of the largest
+MAX_DAYS = 3650  # ten years: far past any log's days (EAR_LOG_DAYS), and a date Python can hold
 
 
 def add_owner_commands(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def add_owner_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name")
 
     p = sub.add_parser("stats", help="how ear is doing: queries, answered share, latency, feedback")
-    p.add_argument("--days", type=int, default=30, help="over the last N days (default 30)")
+    p.add_argument("--days", type=_days, default=30, help="over the last N days (default 30)")
     p.add_argument("--json", action="store_true", help="the figures as one JSON object")
 
     p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
@@ -70,6 +71,12 @@ def cmd_copy_database(config: Config, args) -> int:
     print(", ".join(f"{n} {table}" for table, n in copied.items()) + " rows copied; now set "
           f"EAR_DATABASE_URL={args.url} in .env and restart ear and ear-worker")
     return 0
+
+
+def _days(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_DAYS):
+        raise argparse.ArgumentTypeError(f"must be a whole number of days from 1 to {MAX_DAYS}")
+    return int(raw)
 
 
 def cmd_stats(config: Config, args) -> int:

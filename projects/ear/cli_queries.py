@@ -15,7 +15,8 @@ from .errors import EarError
 from .hum import search
 from .identify import identify
 from .params import count_argument
-from .querylog import QueryLog, Timing, answered
+from .heard import Timing, answered, hummed
+from .querylog import QueryLog
 from .similar import Filters, similar_to_clip, similar_to_track
 
 
@@ -157,7 +158,7 @@ def cmd_hum(config: Config, args) -> int:
         found = [m for m in search(library.melodies, samples, k=max(1, args.k or config.top_k)) if m.is_match]
         rows = library.rows(m.track_id for m in found)
         found = [m for m in found if m.track_id in rows]
-        return {**asked.logged(samples, (m.track_id for m in found), answered(found[0] if found else None)),
+        return {**asked.logged(samples, (m.track_id for m in found), hummed(found[0] if found else None)),
                 "matches": [m.to_json(rows[m.track_id]) for m in found]}
 
     def describe(file: str, result: dict) -> None:

@@ -33,6 +33,9 @@ _SQLITE_PRAGMAS = {
 # A process serves one request (or job) at a time, plus the worker's heartbeat thread: a few
 # connections are all it ever holds; an idle one is closed after five minutes.
 _POOL = {"max_connections": 4, "stale_timeout": 300}
+# Rows a single INSERT carries: at ~15 columns, 60 rows stay under the 999 parameters an older
+# SQLite (before 3.32) allows in one statement.
+INSERT_ROWS = 60
 _SCHEMA_LOCK = 0x6561_7200  # "ear": the PostgreSQL advisory lock held while the schema changes
 TRACK_IDS_LOCK = 0x6561_7201  # ...and the one held while track ids are handed out (ids.py)
 METADATA_FIELDS = ("title", "artist", "album", "genre")  # what an owner may say of a track

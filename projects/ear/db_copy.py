@@ -6,10 +6,8 @@ from pathlib import Path
 
 from peewee import AutoField
 
-from .db import MODELS, Setting, Track, database, init_db, is_sqlite, write_transaction
+from .db import INSERT_ROWS, MODELS, Setting, Track, database, init_db, is_sqlite, write_transaction
 from .errors import EarError
-
-_COPY_ROWS = 500  # rows inserted at a time (SQLite's limit on parameters)
 
 
 def copy_database(source: Path | str, target: str) -> dict[str, int]:
@@ -27,8 +25,8 @@ def copy_database(source: Path | str, target: str) -> dict[str, int]:
                            "empty database.", 409)
         Setting.delete().execute()  # its own catalog id: it becomes the copied catalog's
         for model, items in rows.items():
-            for start in range(0, len(items), _COPY_ROWS):
-                model.insert_many(items[start: start + _COPY_ROWS]).execute()
+            for start in range(0, len(items), INSERT_ROWS):
+                model.insert_many(items[start: start + INSERT_ROWS]).execute()
             copied[model._meta.table_name] = len(items)
             if not is_sqlite() and isinstance(model._meta.primary_key, AutoField) and items:
                 # Rows came with their ids: the next id the server hands out follows them.

@@ -55,6 +55,18 @@ def names_on_disk(config: Config) -> list[str]:
     return [OWNER, *(n for n in found if n != OWNER)]
 
 
+def _is_line(value: object) -> bool:
+    """Text a database stores as given: no NUL (PostgreSQL refuses it), no lone surrogate
+    (UTF-8 cannot hold it), no line breaks, not too long."""
+    if not isinstance(value, str) or len(value) > MAX_METADATA_CHARS or any(c in value for c in "\x00\r\n"):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Rows:
     """The database's rows of one library's tracks (`library`), or of every library's (None: the
     admin's view). Only these rows are trusted: see catalog.py."""
@@ -86,10 +98,9 @@ class Rows:
     def describe(self, track_id: int, changes: dict[str, str]) -> Track:
         """Set what the owner says of a track (of METADATA_FIELDS; a title is never empty):
         the track as it is now, or `bad_metadata` saying what is wrong."""
-        unknown = set(changes) - set(METADATA_FIELDS)
-        if unknown or not all(isinstance(v, str) and len(v) <= MAX_METADATA_CHARS for v in changes.values()):
-            raise EarError("bad_metadata", f"Send text of at most {MAX_METADATA_CHARS} characters for "
-                           f"any of {', '.join(METADATA_FIELDS)}.")
+        if set(changes) - set(METADATA_FIELDS) or not all(map(_is_line, changes.values())):
+            raise EarError("bad_metadata", f"Send a line of text (at most {MAX_METADATA_CHARS} "
+                           f"characters) for any of {', '.join(METADATA_FIELDS)}.")
         changes = {name: value.strip() for name, value in changes.items()}
         if changes.get("title", "x") == "":
             raise EarError("bad_metadata", "A track's title cannot be empty.")

@@ -1,21 +1,20 @@
-"""The query log: what ear was asked and what it answered, one `db.LoggedQuery` row per query,
-and the listener's feedback on one answer.
+"""The query log: what ear was asked and what it answered, one `db.LoggedQuery` row per query
+(heard.py), and the listener's feedback on one answer.
 
-- `record(heard, samples)` gives the answer its query id (128 random bits that no client can
-  guess) and queues its row. A thread of this process writes the queue every FLUSH_S, in one
-  transaction: a query never waits on the database, and a database that refuses (locked by a
-  long write, gone) never fails one. Rows wait for it, at most MAX_PENDING (then the oldest are
-  dropped and counted in `dropped`). A process that is killed loses at most FLUSH_S of rows.
-- No audio is kept unless EAR_KEEP_QUERIES: then the clip, as ear heard it (16 kHz mono), is
-  written as FLAC to `queries/<query id>.flac` by the same thread, and deleted after
-  EAR_KEEP_QUERIES_DAYS, or at once when the owner turns keeping off.
-- `claim(query_id, track_id)` accepts feedback on a logged answer, once each, within
-  FEEDBACK_WINDOW_S: an id never logged or older is `unknown_query` (404); an answer that had
-  its feedback is `feedback_already_given` (409); a track the answer did not offer is
-  `track_not_in_answer` (400). The block under `claim` is given the answer's library and stores
-  the verdict in the same transaction. Answers outlive a restart.
-- `prune()` (the writer runs it every PRUNE_EVERY_S): rows older than EAR_LOG_DAYS and beyond
-  EAR_LOG_ROWS go, the oldest first, with their audio.
+- `record(heard, samples)` gives the answer its query id (128 random bits) and queues its row;
+  a thread of this process writes the queue every FLUSH_S in one transaction. A query never
+  waits on the database, and a database that refuses (locked, gone) never fails one: rows wait,
+  at most MAX_PENDING (the oldest dropped beyond, counted in `dropped`). A killed process loses
+  at most FLUSH_S of rows.
+- No audio is kept unless EAR_KEEP_QUERIES: then the clip as ear heard it (16 kHz mono) goes to
+  `queries/<query id>.flac`, written by the same thread, deleted after EAR_KEEP_QUERIES_DAYS
+  or at once when the owner turns keeping off.
+- `claim(query_id, track_id)`: feedback on a logged answer, once each, within FEEDBACK_WINDOW_S,
+  across restarts; else `unknown_query` (404), `feedback_already_given` (409), or
+  `track_not_in_answer` (400). The block under it gets the answer's library and stores the
+  verdict in the same transaction.
+- `prune()` (hourly, by the writer): rows older than EAR_LOG_DAYS and beyond EAR_LOG_ROWS go,
+  the oldest first, with their audio.
 """
 from __future__ import annotations
 
@@ -28,25 +27,21 @@ import re
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 from peewee import IntegrityError
 
 from .config import Config
-from .db import Feedback, LoggedQuery, database, now, write_transaction
+from .db import INSERT_ROWS, Feedback, LoggedQuery, database, now, write_transaction
 from .decode import SAMPLE_RATE
 from .errors import EarError, NotFound
+from .heard import Heard
 from .storage import ensure_writable, replacing
-
-if TYPE_CHECKING:  # (not imported: `ear stats` has no need of the model that identify loads)
-    from .hum import HumMatch
-    from .identify import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -65,57 +60,7 @@ FEEDBACK_WINDOW_S = 3600.0
 PRUNE_EVERY_S = 3600.0  # the bounds are in days and in many rows: an hour over them is nothing
 _ID_BYTES = 16  # 128 random bits: unguessable; 22 characters in the JSON
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what token_urlsafe gives: nothing else is looked up
-_INSERT_ROWS = 500  # rows inserted at a time (SQLite's limit on parameters)
-_CLIP_SUFFIX = ".flac"
-
-
-@dataclass(frozen=True)
-class Answered:
-    """The best match of an answer."""
-
-    track_id: int
-    offset_s: float  # where in the track: the clip's start, or the hummed melody's
-    score: float
-    confidence: float | None  # None: the path has no calibrated confidence (humming)
-    evidence: tuple[str, ...]  # which evidence matched alone: "fingerprint", "embedding", "melody"
-
-
-def answered(best: Candidate | HumMatch | None) -> Answered | None:
-    """An answer's best match (an identification's, or a hum's) as the log keeps it."""
-    if best is None:
-        return None
-    if hasattr(best, "start_s"):  # a hum: where the melody starts, and no calibrated confidence
-        return Answered(best.track_id, best.start_s, best.score, None, ("melody",))
-    return Answered(best.track.id, best.offset_s, best.score, best.confidence, best.evidence)
-
-
-@dataclass(frozen=True)
-class Heard:
-    """One query, as the log keeps it."""
-
-    route: str  # "identify", "similar" or "hum"
-    library: str  # the library it searched
-    clip_s: float
-    decode_ms: float
-    match_ms: float
-    offered: Sequence[int] = ()  # every track the answer named: matches and candidates
-    best: Answered | None = None  # None: "no match"
-
-
-class Timing:
-    """A query's clock: made as its decoding starts, told when it ends (`decoded`); `heard`
-    takes the match's time up to its call."""
-
-    def __init__(self) -> None:
-        self.started = self.decoded_at = time.perf_counter()
-
-    def decoded(self) -> None:
-        self.decoded_at = time.perf_counter()
-
-    def heard(self, route: str, library: str, samples: np.ndarray, offered: Iterable[int],
-              best: Answered | None) -> Heard:
-        return Heard(route, library, samples.size / SAMPLE_RATE, (self.decoded_at - self.started) * 1000,
-                     (time.perf_counter() - self.decoded_at) * 1000, tuple(offered), best)
+_CLIP_SUFFIX = ".flac"  # lossless, small, and played by every browser (the dashboard's ▶)
 
 
 class QueryLog:
@@ -130,23 +75,17 @@ class QueryLog:
         self._pending_clips = 0
         self._queue = threading.Lock()
         # One write at a time, so rows go in the order queued; and none while this process forks
-        # (a child must not inherit the database driver's locks taken mid-write).
+        # (a child must not inherit the database driver's locks taken mid-write: _before_fork).
         self._writing = threading.Lock()
-        os.register_at_fork(before=self._writing.acquire, after_in_parent=self._writing.release,
-                            after_in_child=self._writing.release)
         self._writer_pid = 0  # the process whose thread writes (a forked child starts its own)
         self._pruned_at = 0.0
+        self._failing = False
+        _LOGS.add(self)
 
     def record(self, heard: Heard, samples: np.ndarray | None = None) -> str:
         """Queue the row of a query (with its clip, if the owner keeps them); its query id."""
         query_id = secrets.token_urlsafe(_ID_BYTES)
-        best = asdict(heard.best) if heard.best else {}
-        row = {"query_id": query_id, "library": heard.library, "route": heard.route,
-               "created_at": now(), "clip_s": round(heard.clip_s, 3),
-               "decode_ms": round(heard.decode_ms, 1), "match_ms": round(heard.match_ms, 1),
-               **{k: v for k, v in best.items() if k != "evidence"},
-               "evidence": ",".join(best.get("evidence", ())),
-               "offered": json.dumps(list(dict.fromkeys(int(i) for i in heard.offered)))}
+        row = {**heard.row(), "query_id": query_id, "created_at": now()}
         clip = None
         if self.config.keep_queries and samples is not None:
             clip = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
@@ -169,15 +108,14 @@ class QueryLog:
                 self._pending.clear()
             if not batch or _bound() != self._database:
                 return  # (a process that binds another database, as tests do, drops them)
-            rows: list[dict] = []  # with their clips written: queued again without them
+            rows = [self._keep_clip(row, clip) for row, clip in batch]
             try:
-                for row, clip in batch:
-                    rows.append(self._keep_clip(row, clip))
                 with database.connection_context(), write_transaction():
-                    for start in range(0, len(rows), _INSERT_ROWS):
-                        LoggedQuery.insert_many(rows[start: start + _INSERT_ROWS]).execute()
+                    for start in range(0, len(rows), INSERT_ROWS):
+                        # A row written already (a flush cut short after its commit) stays as it is.
+                        LoggedQuery.insert_many(rows[start: start + INSERT_ROWS]).on_conflict_ignore().execute()
             except BaseException:
-                self._requeue([(row, None) for row in rows] + batch[len(rows):])
+                self._requeue([(row, None) for row in rows])  # their clips are written already
                 raise
 
     @contextmanager
@@ -188,7 +126,7 @@ class QueryLog:
         self._flush_quietly()  # an answer given a moment ago may still be queued
         try:
             with database.connection_context(), write_transaction():
-                row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id) if _ID.fullmatch(query_id) else None
+                row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id) if is_query_id(query_id) else None
                 age = (now() - row.created_at).total_seconds() if row else None
                 if age is None or age > self.feedback_window_s:
                     raise NotFound("unknown_query", "This query_id is not one of ear's recent answers "
@@ -206,35 +144,54 @@ class QueryLog:
         """Apply the log's bounds (see the module's docstring); the rows deleted."""
         if _bound() != self._database:
             return 0
-        cutoff = now() - dt.timedelta(days=self.config.log_days)
-        clip_cutoff = now() - dt.timedelta(days=self.config.keep_queries_days if self.config.keep_queries else 0)
+        keep_days = self.config.keep_queries_days if self.config.keep_queries else 0
+        clip_cutoff = now() - dt.timedelta(days=keep_days)
         with database.connection_context(), write_transaction():
-            newest_gone = (LoggedQuery.select(LoggedQuery.created_at)
-                           .order_by(LoggedQuery.created_at.desc())
-                           .offset(self.config.log_rows).limit(1).scalar())
-            if newest_gone is not None:  # beyond the row bound: the oldest go, whatever their age
-                cutoff = max(cutoff, newest_gone + dt.timedelta(microseconds=1))
-            gone = LoggedQuery.created_at < cutoff
-            clips = list(LoggedQuery.select(LoggedQuery.query_id, LoggedQuery.audio).where(
-                (LoggedQuery.audio != "") & (gone | (LoggedQuery.created_at < clip_cutoff))).tuples())
+            kept = (LoggedQuery.select(LoggedQuery.query_id)  # the newest, within the row bound
+                    .order_by(LoggedQuery.created_at.desc(), LoggedQuery.query_id.desc())
+                    .limit(self.config.log_rows))
+            gone = (LoggedQuery.created_at < now() - dt.timedelta(days=self.config.log_days)) | (
+                LoggedQuery.query_id.not_in(kept))
+            clips = [name for (name,) in LoggedQuery.select(LoggedQuery.audio).where(
+                (LoggedQuery.audio != "") & (gone | (LoggedQuery.created_at < clip_cutoff))).tuples()]
             deleted = LoggedQuery.delete().where(gone).execute()
-            LoggedQuery.update(audio="").where(LoggedQuery.query_id.in_([q for q, _ in clips])).execute()
-        for _, name in clips:
+            LoggedQuery.update(audio="").where(LoggedQuery.audio.in_(clips)).execute()
+        for name in clips:
             (self.config.queries_dir / name).unlink(missing_ok=True)
+        self._sweep_clips(time.time() - keep_days * 86400)
         self._pruned_at = time.monotonic()
         return deleted
+
+    def _sweep_clips(self, before: float) -> None:
+        """Delete kept clips older than `before` (a time stamp) whichever row named them, or
+        none did (a row dropped while the database refused, a process killed before its row):
+        a visitor's audio never outstays EAR_KEEP_QUERIES_DAYS."""
+        if not self.config.queries_dir.is_dir():
+            return
+        for path in self.config.queries_dir.iterdir():
+            try:
+                if path.stat().st_mtime < before:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
         """Write what is queued before the process ends (a CLI's queries, a worker's last)."""
         self._flush_quietly()
 
     def _keep_clip(self, row: dict, clip: np.ndarray | None) -> dict:
+        """The row, naming its clip once written; a clip that cannot be (a full disk, a folder
+        made by another user) is not kept, and the row goes without it."""
         if clip is None:
             return row
-        ensure_writable(self.config.queries_dir)
         name = row["query_id"] + _CLIP_SUFFIX
-        with replacing(self.config.queries_dir / name) as fh:
-            sf.write(fh, clip, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        try:
+            ensure_writable(self.config.queries_dir)
+            with replacing(self.config.queries_dir / name) as fh:
+                sf.write(fh, clip, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        except (OSError, EarError, sf.LibsndfileError):
+            log.exception("a query's audio could not be kept; its row is logged without it")
+            return row
         return {**row, "audio": name}
 
     def _requeue(self, batch: list[tuple[dict, np.ndarray | None]]) -> None:
@@ -262,23 +219,75 @@ class QueryLog:
             if self._writer_pid == os.getpid():
                 return
             self._writer_pid = os.getpid()
-        threading.Thread(target=self._write_forever, name="ear-query-log", daemon=True).start()
-        atexit.register(self.close)
+        # The thread holds the log weakly: a log let go (an app a test made) ends its thread.
+        threading.Thread(target=_write_while_alive, args=(weakref.ref(self),), name="ear-query-log",
+                         daemon=True).start()
 
-    def _write_forever(self) -> None:
-        failing = False
-        while True:
-            time.sleep(FLUSH_S)
-            try:
-                self.flush()
-                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                    with self._writing:
-                        self.prune()
-                failing = False
-            except Exception:  # noqa: BLE001 (never let the writer die: the rows wait)
-                if not failing:
-                    log.exception("the query log cannot be written now; its rows wait in memory")
-                failing = True
+    def _write_now(self) -> None:
+        try:
+            self.flush()
+            if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                with self._writing:
+                    self.prune()
+            self._failing = False
+        except Exception:  # noqa: BLE001 (never let the writer die: the rows wait)
+            if not self._failing:
+                log.exception("the query log cannot be written now; its rows wait in memory")
+            self._failing = True
+
+    def _forked(self) -> None:
+        """In a forked child: the rows queued are the parent's to write; the locks are new."""
+        self._pending.clear()
+        self._pending_clips = 0
+        self._queue, self._writing = threading.Lock(), threading.Lock()
+        self._writer_pid = 0
+
+
+_LOGS: weakref.WeakSet[QueryLog] = weakref.WeakSet()  # this process's logs, for fork and exit
+_held: list[QueryLog] = []  # the logs whose writing lock a fork in progress holds
+
+
+def _write_while_alive(ref: weakref.ref[QueryLog]) -> None:
+    while True:
+        time.sleep(FLUSH_S)
+        query_log = ref()
+        if query_log is None:
+            return
+        query_log._write_now()
+        del query_log
+
+
+def _before_fork() -> None:
+    _held[:] = list(_LOGS)
+    for query_log in _held:
+        query_log._writing.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for query_log in _held:
+        query_log._writing.release()
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    for query_log in _held:
+        query_log._forked()
+    _held.clear()
+
+
+def _close_all() -> None:
+    for query_log in list(_LOGS):
+        query_log.close()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+atexit.register(_close_all)
+
+
+def is_query_id(text: str) -> bool:
+    """Could `text` be one of ear's query ids? Nothing else is looked up."""
+    return bool(_ID.fullmatch(text))
 
 
 def _bound() -> str:

@@ -15,13 +15,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
 from peewee import JOIN
 
 from .db import Feedback, LoggedQuery, Track, database, now
 
 CONFIDENCE_BINS = 10  # tenths: fine enough to see where answers sit, each bin still well filled
-TOP_TRACKS = 10
+TOP_TRACKS = 10  # what a glance takes in; the rest are in the log
 CORRECTIONS = 20  # the latest "it was …" typed by listeners
 NO_MATCHES = 20  # the latest queries answered "no match"
 

@@ -62,6 +62,12 @@ def exists(name: str) -> bool:
         return User.select().where(User.name == name).exists()
 
 
+def by_name(name: str) -> User | None:
+    """The user of that name, revoked or not."""
+    with database.connection_context():
+        return User.get_or_none(User.name == name)
+
+
 def find(key: str) -> User | None:
     """The user whose key this is, unless it was revoked; None for any other string."""
     if not key.startswith(KEY_PREFIX) or len(key) > _KEY_MAX_CHARS:

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 
 from .. import plots, users
 from ..db import LoggedQuery, database
 from ..embed import MODEL_PATH
 from ..errors import EarError, NotFound
 from ..libraries import OWNER
+from ..querylog import is_query_id
 from ..stats import figures
 from . import signin
 from .helpers import caller, catalog, count_arg
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+SIGNIN_LIMIT = "ear.signin_limit"  # app.extensions[SIGNIN_LIMIT]: sign-in attempts per address
+# A person mistypes a key a few times; a script trying keys gets 429 (the keys are 256 random
+# bits: the limit keeps the log and the CPU quiet rather than the keys safe).
+SIGNIN_PER_MINUTE = 10
+SIGNIN_BURST = 5
 PAGE_TRACKS = 100  # catalog rows a page shows: a search narrows a large catalog
 DAYS = (7, 30, 90)  # the spans the activity and quality pages offer
 
@@ -42,6 +48,7 @@ def home():
 @bp.route("/signin", methods=["GET", "POST"])
 def sign_in():
     if request.method == "POST":
+        current_app.extensions[SIGNIN_LIMIT].take(request.remote_addr or "")
         if signin.sign_in(request.form.get("key", "").strip(), catalog().config.admin_token):
             return redirect(url_for("admin.catalog_page"))
         return render_template("admin/signin.html", refused=True, form_token=signin.form_token()), 401
@@ -62,10 +69,13 @@ def catalog_page():
     if search:
         tracks = [t for t in tracks if any(search in (v or "").lower() for v in
                                            (t.title, t.artist, t.album, t.genre, t.source))]
-    page = count_arg("page", 1, lowest=1)
+    pages = max(1, -(-len(tracks) // PAGE_TRACKS))
+    page = request.args.get("page", "1")
+    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= pages):
+        raise EarError("bad_parameter", f"page must be a whole number from 1 to {pages}.")
+    page = int(page)
     shown = tracks[::-1][(page - 1) * PAGE_TRACKS: page * PAGE_TRACKS]  # the newest first
-    return _page("catalog", tracks=shown, total=len(tracks), search=search, page_number=page,
-                 pages=max(1, -(-len(tracks) // PAGE_TRACKS)))
+    return _page("catalog", tracks=shown, total=len(tracks), search=search, page_number=page, pages=pages)
 
 
 @bp.get("/activity")
@@ -104,10 +114,11 @@ def query_audio(query_id: str):
     """A kept clip (EAR_KEEP_QUERIES) of a query the caller's library answered."""
     sees = caller().sees
     with database.connection_context():
-        row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id)
-    if row is None or not row.audio or (sees is not None and row.library != sees):
+        row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id) if is_query_id(query_id) else None
+    path = catalog().config.queries_dir / row.audio if row and row.audio else None
+    if path is None or not path.is_file() or (sees is not None and row.library != sees):
         raise NotFound("audio_not_found", "No kept audio for this query.")
-    response = send_file(catalog().config.queries_dir / row.audio, mimetype="audio/flac", max_age=0)
+    response = send_file(path, mimetype="audio/flac", max_age=0)
     response.cache_control.private = True
     return response
 

@@ -26,7 +26,6 @@ import numpy as np
 from flask import current_app, g, request
 
 from .. import users
-from . import signin
 from ..catalog import Catalog
 from ..cover import cover_type
 from ..db import Job, Track
@@ -35,9 +34,11 @@ from ..errors import EarError, NotFound
 from ..identify import Candidate
 from ..libraries import OWNER, Library
 from ..params import parse_count
-from ..querylog import Answered, QueryLog, Timing
+from ..heard import Answered, Timing
+from ..querylog import QueryLog
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
+from . import signin
 
 _READ_BYTES = 1 << 20  # of an upload at a time (its end is where the size limit is checked)
 EXTENSION = "ear"  # app.extensions[EXTENSION] is the catalog
@@ -168,9 +169,10 @@ def _admin() -> Caller:
 
 def _signed_in() -> Caller | None:
     who = signin.signed_in(catalog().config.admin_token)
-    if who == signin.ADMIN:
-        return _admin()
-    return Caller(who, who, keyed=True) if who else None
+    if who is None:
+        return None
+    admin, name = who
+    return _admin() if admin else Caller(name, name, keyed=True)
 
 
 def _refuse_if_no_keys() -> None:

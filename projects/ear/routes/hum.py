@@ -7,8 +7,8 @@ import time
 from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
+from ..heard import hummed
 from ..hum import search
-from ..querylog import answered
 from .helpers import caller, k_arg, library, log_query, one_query_at_a_time, query_samples, with_media
 
 bp = Blueprint("hum", __name__)
@@ -23,7 +23,7 @@ def hum_upload():
         found = [m for m in search(shelf.melodies, samples, k=k) if m.is_match]
     rows = shelf.rows(m.track_id for m in found)
     found = [m for m in found if m.track_id in rows]
-    query_id = log_query("hum", samples, (m.track_id for m in found), answered(found[0] if found else None))
+    query_id = log_query("hum", samples, (m.track_id for m in found), hummed(found[0] if found else None))
     matches = [with_media(m.to_json(rows[m.track_id], path=caller().admin), rows[m.track_id]) for m in found]
     return jsonify(query_id=query_id, matches=matches, query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

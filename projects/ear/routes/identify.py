@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..identify import identify
-from ..querylog import answered
+from ..heard import answered
 from .helpers import (count_arg, candidate_json, library, log_query, one_query_at_a_time,
                       query_samples)
 

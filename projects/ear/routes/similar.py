@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import EarError
 from ..similar import radio, similar_to_clip, similar_to_track
-from ..querylog import answered
+from ..heard import answered
 from .helpers import (candidate_json, catalog, filters_arg, k_arg, library, log_query,
                       one_query_at_a_time, query_samples, similar_json, track_json, visible_track)
 

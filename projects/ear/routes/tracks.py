@@ -3,6 +3,7 @@ add (queued as jobs), describe (title, artist, album, genre) and remove (with a 
 track's audio and cover."""
 from __future__ import annotations
 
+import json
 from pathlib import PurePath
 
 from flask import Blueprint, Response, jsonify, request, send_file
@@ -49,7 +50,10 @@ def add_tracks():
 @bp.patch("/tracks/<int:track_id>")
 @key_required
 def describe_track(track_id: int):
-    changes = request.get_json(silent=True)
+    try:
+        changes = json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):
+        changes = None
     if not isinstance(changes, dict):
         raise EarError("bad_metadata", "Send a JSON object: {\"title\": ..., \"artist\": ...}.")
     track = visible_track(track_id)
