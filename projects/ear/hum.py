@@ -104,11 +104,10 @@ def _variants(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out, where, weight = [keys], [np.arange(keys.size)], [np.ones(keys.size)]
     digits = [(keys // INTERVALS ** p) % INTERVALS for p in range(GRAM)]
     for p, digit in enumerate(digits):
-        for step in (-1, 1):
-            ok = (digit + step >= 0) & (digit + step < INTERVALS)
-            out.append((keys + step * INTERVALS ** p)[ok])
-            where.append(np.flatnonzero(ok))
-            weight.append(np.full(int(ok.sum()), _VARIANT_VOTE))
+        for step in (-1, 1):  # folded as the intervals are: a semitone past +6 is −5
+            out.append(keys + ((digit + step) % INTERVALS - digit) * INTERVALS ** p)
+            where.append(np.arange(keys.size))
+            weight.append(np.full(keys.size, _VARIANT_VOTE))
     return np.concatenate(out), np.concatenate(where), np.concatenate(weight)
 
 
