@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
+from markupsafe import Markup
 
 from .. import plots, users
 from ..db import LoggedQuery, database
@@ -81,10 +82,8 @@ def catalog_page():
 @bp.get("/activity")
 def activity():
     found = figures(_days(), caller().sees)
-    days = [day for day, _, _ in found.per_day]
-    per_day = plots.bars([d[5:] for d in days], [
-        ("answered", [a for _, _, a in found.per_day]),
-        ("no match", [n - a for _, n, a in found.per_day])], "queries per day", _label_step(days))
+    per_day = _per_day([(day, a, n - a) for day, n, a in found.per_day], ("answered", "no match"),
+                       "queries per day")
     confidence = plots.bars([f"{k / 10:.1f}" for k in range(10)],
                             [("answers", found.confidence_histogram)], "answers by confidence")
     return _page("activity", figures=found, per_day=per_day, confidence=confidence, days_shown=_days())
@@ -93,10 +92,7 @@ def activity():
 @bp.get("/quality")
 def quality():
     found = figures(_days(), caller().sees)
-    days = [day for day, _, _ in found.feedback_per_day]
-    verdicts = plots.bars([d[5:] for d in days], [
-        ("right", [r for _, r, _ in found.feedback_per_day]),
-        ("wrong", [w for _, _, w in found.feedback_per_day])], "verdicts per day", _label_step(days))
+    verdicts = _per_day(found.feedback_per_day, ("right", "wrong"), "verdicts per day")
     return _page("quality", figures=found, verdicts=verdicts, days_shown=_days(),
                  reliability=plots.reliability(found.reliability, "confidence against verdicts"))
 
@@ -128,8 +124,12 @@ def _days() -> int:
     return days if days in DAYS else DAYS[1]
 
 
-def _label_step(days: list[str]) -> int:
-    return max(1, len(days) // 10)
+def _per_day(rows: list[tuple[str, int, int]], names: tuple[str, str], title: str) -> Markup:
+    """Bars per day of two counts stacked, labelled by month and day (one in so many: at most
+    ten labels, which a phone's width holds)."""
+    return plots.bars([day[5:] for day, _, _ in rows], [(names[0], [a for _, a, _ in rows]),
+                                                         (names[1], [b for _, _, b in rows])],
+                      title, every_label=max(1, len(rows) // 10))
 
 
 def _page(name: str, **values) -> Response:
