@@ -275,14 +275,15 @@ def _after_fork_in_child() -> None:
     _held.clear()
 
 
-def _close_all() -> None:
+def close_all() -> None:
+    """Write every log's queued rows (at exit, and before Gunicorn's worker skips its teardown)."""
     for query_log in list(_LOGS):
         query_log.close()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
-atexit.register(_close_all)
+atexit.register(close_all)
 
 
 def is_query_id(text: str) -> bool:
