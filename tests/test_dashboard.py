@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from helpers import AUTH, added
 
 from ear import users
@@ -27,6 +28,7 @@ def _add(client, path, headers=AUTH, **fields) -> dict:
         return added(client, {"audio": fh, **fields}, headers=headers)["track"]
 
 
+@pytest.mark.postgresql
 def test_sign_in_with_the_admin_token_and_out(app, client):
     assert client.get("/admin/activity").headers["Location"].endswith("/admin/signin")
     refused = _sign_in(client, "not-the-token")

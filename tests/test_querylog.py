@@ -20,8 +20,9 @@ from ear import users
 from ear.app import create_app
 from ear.db import LoggedQuery, database, now
 from ear.decode import SAMPLE_RATE
-from ear.heard import Heard
+from ear.heard import Answered, Heard
 from ear.routes.helpers import QUERY_LOG
+from ear.stats import figures
 
 
 def _logged(app) -> list[LoggedQuery]:
@@ -131,6 +132,22 @@ def test_audio_is_kept_only_when_the_owner_says_and_for_its_days(config):
     off.flush()
     off.prune()
     assert list(config.queries_dir.iterdir()) == []
+
+
+@pytest.mark.postgresql
+def test_confidence_tenths_counted_as_python_bins_them(config):
+    app = create_app(config)
+    log = app.extensions[QUERY_LOG]
+    confidences = [0.0, 0.1, 0.3, 0.7, 0.7, 0.9, 0.9999, 1.0, None]  # edges, as match.py rounds them
+    for c in confidences:
+        best = None if c is None else Answered(1, 0.0, 10.0, c, ("fingerprint",))
+        log.record(Heard("identify", "owner", 8.0, 1.0, 1.0, [1] if best else [], best))
+    log.flush()
+    expected = [0] * 10
+    for c in confidences:
+        if c is not None:
+            expected[min(int(round(c * 10, 6)), 9)] += 1
+    assert figures(30).confidence_histogram == expected
 
 
 def test_ear_stats_per_library_from_the_log_and_the_feedback(app, client, config, songs_dir, tmp_path):

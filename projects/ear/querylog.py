@@ -13,8 +13,7 @@
   across restarts; else `unknown_query` (404), `feedback_already_given` (409), or
   `track_not_in_answer` (400). The block under it gets the answer's library and stores the
   verdict in the same transaction.
-- `prune()` (hourly, by the writer): rows older than EAR_LOG_DAYS and beyond EAR_LOG_ROWS go,
-  the oldest first, with their audio.
+- `prune()` (hourly): rows older than EAR_LOG_DAYS and beyond EAR_LOG_ROWS go, with their audio.
 """
 from __future__ import annotations
 
@@ -70,9 +69,9 @@ class QueryLog:
         self.config = config
         self.feedback_window_s = feedback_window_s
         self.dropped = 0  # rows lost while the database refused them
-        self._pending: deque[tuple[dict, np.ndarray | None]] = deque()
-        self._database = _bound()  # rows are written to the database bound now, never another
+        self._pending: deque[tuple[dict, np.ndarray | None]] = deque()  # (row, clip or None)
         self._pending_clips = 0
+        self._database = _bound()  # rows are written to the database bound now, never another
         self._queue = threading.Lock()
         # One write at a time, so rows go in the order queued; and none while this process forks
         # (a child must not inherit the database driver's locks taken mid-write: _before_fork).
@@ -123,7 +122,7 @@ class QueryLog:
         """Feedback on answer `query_id` (about `track_id`, if given): raises the error that
         refuses it, or runs the block (which stores the verdict) in one transaction with the
         check; the block is given the library the answer searched."""
-        self._flush_quietly()  # an answer given a moment ago may still be queued
+        self.close()  # an answer given a moment ago may still be queued
         try:
             with database.connection_context(), write_transaction():
                 row = LoggedQuery.get_or_none(LoggedQuery.query_id == query_id) if is_query_id(query_id) else None
@@ -175,10 +174,6 @@ class QueryLog:
             except FileNotFoundError:
                 pass
 
-    def close(self) -> None:
-        """Write what is queued before the process ends (a CLI's queries, a worker's last)."""
-        self._flush_quietly()
-
     def _keep_clip(self, row: dict, clip: np.ndarray | None) -> dict:
         """The row, naming its clip once written; a clip that cannot be (a full disk, a folder
         made by another user) is not kept, and the row goes without it."""
@@ -202,14 +197,15 @@ class QueryLog:
                 self._forget_oldest()
 
     def _forget_oldest(self) -> None:
-        _, clip = self._pending.popleft()
-        self._pending_clips -= clip is not None
+        self._pending_clips -= self._pending.popleft()[1] is not None
         self.dropped += 1
 
-    def _flush_quietly(self) -> None:
+    def close(self) -> None:
+        """Write what is queued now, if the database takes it (before the process ends; before
+        feedback is claimed); else the rows stay queued, and the writer says why."""
         try:
             self.flush()
-        except Exception:  # noqa: BLE001 (the rows stay queued; the writer says why)
+        except Exception:  # noqa: BLE001
             pass
 
     def _start_writer(self) -> None:
@@ -245,6 +241,7 @@ class QueryLog:
 
 _LOGS: weakref.WeakSet[QueryLog] = weakref.WeakSet()  # this process's logs, for fork and exit
 _held: list[QueryLog] = []  # the logs whose writing lock a fork in progress holds
+_forking = threading.Lock()  # one fork at a time holds them (two threads may fork at once)
 
 
 def _write_while_alive(ref: weakref.ref[QueryLog]) -> None:
@@ -258,6 +255,7 @@ def _write_while_alive(ref: weakref.ref[QueryLog]) -> None:
 
 
 def _before_fork() -> None:
+    _forking.acquire()
     _held[:] = list(_LOGS)
     for query_log in _held:
         query_log._writing.acquire()
@@ -267,12 +265,15 @@ def _after_fork_in_parent() -> None:
     for query_log in _held:
         query_log._writing.release()
     _held.clear()
+    _forking.release()
 
 
 def _after_fork_in_child() -> None:
-    for query_log in _held:
+    global _forking
+    for query_log in list(_LOGS):  # a log made while the fork began too: new locks for all
         query_log._forked()
     _held.clear()
+    _forking = threading.Lock()
 
 
 def close_all() -> None:

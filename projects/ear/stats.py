@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from peewee import JOIN, SQL, Case, fn
+from peewee import JOIN, SQL, Case, Cast, fn
 
 from .db import Feedback, LoggedQuery, Track, database, now
 
@@ -108,8 +108,11 @@ def _cells(mine) -> list[tuple]:
     """(route, ISO day, queries, answered, seconds of audio, answers in each tenth of confidence
     ...) per route and day: every count of the page from one pass over the log."""
     confidence, day = LoggedQuery.confidence, fn.date(LoggedQuery.created_at)
-    tenths = (fn.COUNT(Case(None, [((confidence >= k / CONFIDENCE_BINS) & (  # the last takes 1.0 in
-        (confidence < (k + 1) / CONFIDENCE_BINS) if k < CONFIDENCE_BINS - 1 else (confidence <= 1)), 1)]))
+    def edge(k: int):  # in the column's own type: PostgreSQL keeps a FloatField as `real`, and
+        return Cast(k / CONFIDENCE_BINS, "real")  # 0.7 stored there is below the double 0.7
+
+    tenths = (fn.COUNT(Case(None, [((confidence >= edge(k)) & (  # the last takes 1.0 in
+        (confidence < edge(k + 1)) if k < CONFIDENCE_BINS - 1 else (confidence <= 1)), 1)]))
         for k in range(CONFIDENCE_BINS))
     return [(route, str(d)[:10], *counts) for route, d, *counts in LoggedQuery.select(
         LoggedQuery.route, day, fn.COUNT(SQL("*")), fn.COUNT(LoggedQuery.track_id), fn.SUM(LoggedQuery.clip_s),

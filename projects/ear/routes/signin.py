@@ -55,7 +55,8 @@ def sign_out() -> None:
     """End this browser's session, and every other of the same person's."""
     if session.get("check"):
         with database.connection_context(), write_transaction():
-            Setting.replace(key=_signed_out_key(), value=repr(time.time())).execute()
+            Setting.insert(key=_signed_out_key(), value=repr(time.time())).on_conflict(
+                conflict_target=[Setting.key], update={Setting.value: repr(time.time())}).execute()
     session.clear()
 
 
