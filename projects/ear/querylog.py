@@ -4,11 +4,10 @@
 - `record(heard, samples)` gives the answer its query id (128 random bits) and queues its row;
   a thread of this process writes the queue every FLUSH_S in one transaction. A query never
   waits on the database, and a database that refuses (locked, gone) never fails one: rows wait,
-  at most MAX_PENDING (the oldest dropped beyond, counted in `dropped`). A killed process loses
-  at most FLUSH_S of rows.
-- No audio is kept unless EAR_KEEP_QUERIES: then the clip as ear heard it (16 kHz mono) goes to
-  `queries/<query id>.flac`, written by the same thread, deleted after EAR_KEEP_QUERIES_DAYS
-  or at once when the owner turns keeping off.
+  at most MAX_PENDING (the oldest dropped beyond, counted in `dropped`); a killed process loses
+  at most FLUSH_S of them.
+- No audio is kept unless EAR_KEEP_QUERIES: then the clip ear heard (16 kHz mono) goes to
+  `queries/<query id>.flac` by the same thread, for EAR_KEEP_QUERIES_DAYS (none once off).
 - `claim(query_id, track_id)`: feedback on a logged answer, once each, within FEEDBACK_WINDOW_S,
   across restarts; else `unknown_query` (404), `feedback_already_given` (409), or
   `track_not_in_answer` (400). The block under it gets the answer's library and stores the
@@ -154,7 +153,8 @@ class QueryLog:
             clips = [name for (name,) in LoggedQuery.select(LoggedQuery.audio).where(
                 (LoggedQuery.audio != "") & (gone | (LoggedQuery.created_at < clip_cutoff))).tuples()]
             deleted = LoggedQuery.delete().where(gone).execute()
-            LoggedQuery.update(audio="").where(LoggedQuery.audio.in_(clips)).execute()
+            LoggedQuery.update(audio="").where(
+                (LoggedQuery.audio != "") & (LoggedQuery.created_at < clip_cutoff)).execute()
         for name in clips:
             (self.config.queries_dir / name).unlink(missing_ok=True)
         self._sweep_clips(time.time() - keep_days * 86400)
