@@ -59,6 +59,18 @@ def test_every_query_is_logged_with_its_answer(app, client, songs_dir, tmp_path)
     assert not (app.extensions[QUERY_LOG].config.data_dir / "queries").exists()  # no audio kept
 
 
+def test_a_query_that_ends_in_an_error_is_logged_with_its_code(app, client, tmp_path):
+    noise = write(tmp_path / "noise.wav", np.random.default_rng(3).normal(0, 0.1, 44100 * 4))
+    assert client.post("/hum", data=noise.read_bytes()).get_json()["error"]["code"] == "no_melody"
+    assert client.post("/identify", data=b"not audio at all" * 100).status_code == 415
+    assert client.post("/identify?candidates=x", data=noise.read_bytes()).status_code == 400  # no query
+    rows = _logged(app)
+    assert [(r.route, r.error, r.track_id) for r in rows] == [("hum", "no_melody", None), ("identify", "not_audio", None)]
+    assert abs(rows[0].clip_s - 4) < 0.05 and rows[1].clip_s == 0
+    [hum, identify] = figures(30).routes
+    assert (hum.queries, hum.errors, identify.errors) == (1, 1, 1)
+
+
 def test_a_locked_database_neither_fails_nor_holds_a_query(app, client, config, tmp_path):
     clip = write(tmp_path / "unknown.wav", song(301, seconds=6)).read_bytes()
     other = sqlite3.connect(config.db_path, timeout=0)  # another writer (the CLI, the worker)

@@ -14,7 +14,7 @@ from .errors import EarError
 from .querylog import QueryLog
 from .ratelimit import RateLimiter
 from .routes import admin, hum, identify, jobs, signin, similar, site, tracks
-from .routes.helpers import EXTENSION, FEEDBACK_LIMIT, QUERIES, QUERY_LOG
+from .routes.helpers import EXTENSION, FEEDBACK_LIMIT, QUERIES, QUERY_LOG, log_failed_query
 from .runtime import in_a_child, load_model_before_fork
 
 
@@ -44,7 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
         app.register_blueprint(module.bp)
     allowed_origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
     app.after_request(lambda response: _cors(response, allowed_origins))
-    app.register_error_handler(EarError, lambda exc: (jsonify(exc.to_json()), exc.status, exc.headers()))
+    app.register_error_handler(EarError, _ear_error)
     app.register_error_handler(HTTPException, lambda exc: _http_error(exc, config))
     app.register_error_handler(Exception, lambda exc: _internal_error(app, exc))
     return app
@@ -60,6 +60,11 @@ def _cors(response: Response, allowed_origins: set[str]) -> Response:
         response.headers["Access-Control-Max-Age"] = "600"
         response.vary.add("Origin")
     return response
+
+
+def _ear_error(exc: EarError):
+    log_failed_query(exc)
+    return jsonify(exc.to_json()), exc.status, exc.headers()
 
 
 def _http_error(exc: HTTPException, config: Config):

@@ -88,8 +88,8 @@ def cmd_stats(config: Config, args) -> int:
 
 def _describe(found: Figures) -> list[str]:
     lines = [f"last {found.days} days, {'library ' + found.library if found.library else 'every library'}",
-             f"{'route':10}{'queries':>9}{'answered':>10}{'p50 ms':>9}{'p95 ms':>9}{'clip s':>8}"]
-    lines += [f"{r.route:10}{r.queries:>9}{r.answered_share:>10.1%}{r.p50_ms:>9.0f}{r.p95_ms:>9.0f}"
+             f"{'route':10}{'queries':>9}{'answered':>10}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'clip s':>8}"]
+    lines += [f"{r.route:10}{r.queries:>9}{r.answered_share:>10.1%}{r.errors:>8}{r.p50_ms:>9.0f}{r.p95_ms:>9.0f}"
               f"{r.mean_clip_s:>8.1f}" for r in found.routes] or ["(no queries)"]
     if found.per_day:
         lines.append(f"per day   {_bars([n for _, n, _ in found.per_day])}  {found.per_day[0][0]} .. "

@@ -192,6 +192,7 @@ class LoggedQuery(BaseModel):
     evidence = CharField(default="")  # which evidence matched alone: "fingerprint,embedding", "melody"
     offered = TextField(default="[]")  # JSON: every track the answer named, matches and candidates
     audio = CharField(default="")  # the clip's file under queries/, kept only if EAR_KEEP_QUERIES
+    error = CharField(default="")  # the error code it ended in (no answer then), e.g. no_melody
 
 
 MODELS = [Track, Feedback, Job, User, IssuedTrackId, Setting, Melody, LoggedQuery]

@@ -52,6 +52,7 @@ class Heard:
     match_ms: float
     offered: Sequence[int] = ()  # every track the answer named: matches and candidates
     best: Answered | None = None  # None: "no match"
+    error: str = ""  # the code of the error it ended in (not_audio, no_melody, ...), if it did
 
     def row(self) -> dict:
         """The columns of its `db.LoggedQuery` row (but its id and time)."""
@@ -60,7 +61,7 @@ class Heard:
                 "decode_ms": round(self.decode_ms, 1), "match_ms": round(self.match_ms, 1),
                 **{k: v for k, v in best.items() if k != "evidence"},
                 "evidence": ",".join(best.get("evidence", ())),
-                "offered": json.dumps(list(dict.fromkeys(int(i) for i in self.offered)))}
+                "offered": json.dumps(list(dict.fromkeys(int(i) for i in self.offered))), "error": self.error}
 
 
 class Timing:
@@ -74,6 +75,6 @@ class Timing:
         self.decoded_at = time.perf_counter()
 
     def heard(self, route: str, library: str, samples: np.ndarray, offered: Iterable[int],
-              best: Answered | None) -> Heard:
+              best: Answered | None, error: str = "") -> Heard:
         return Heard(route, library, samples.size / SAMPLE_RATE, (self.decoded_at - self.started) * 1000,
-                     (time.perf_counter() - self.decoded_at) * 1000, tuple(offered), best)
+                     (time.perf_counter() - self.decoded_at) * 1000, tuple(offered), best, error)

@@ -33,6 +33,7 @@ class RouteFigures:
     route: str
     queries: int
     answered: int
+    errors: int  # ended in an error (unreadable audio, no melody): no answer
     p50_ms: float
     p95_ms: float
     mean_clip_s: float
@@ -56,7 +57,7 @@ class Figures:
     corrections: list[str]
     feedback_per_day: list[tuple[str, int, int]]  # (ISO date, right, wrong)
     reliability: list[tuple[int, int]]  # per tenth of confidence: (judged, right)
-    no_matches: list[dict]  # the latest, newest first: query_id, created_at, route, clip_s, audio
+    no_matches: list[dict]  # the latest, newest first: query_id, created_at, route, clip_s, audio, error
 
     @property
     def precision(self) -> float | None:
@@ -83,14 +84,14 @@ def figures(days: int, library: str | None = None) -> Figures:
         routes = [_route(route, mine, [c for c in cells if c[0] == route]) for route in sorted({c[0] for c in cells})]
         per_day = [(day, sum(c[2] for c in cells if c[1] == day), sum(c[3] for c in cells if c[1] == day))
                    for day in sorted({c[1] for c in cells})]
-        histogram = [sum(c[5 + k] for c in cells) for k in range(CONFIDENCE_BINS)]
+        histogram = [sum(c[6 + k] for c in cells) for k in range(CONFIDENCE_BINS)]
         top = list(LoggedQuery.select(LoggedQuery.track_id, fn.COUNT(SQL("*"))).where(
             mine & LoggedQuery.track_id.is_null(False)).group_by(LoggedQuery.track_id).order_by(
             fn.COUNT(SQL("*")).desc(), LoggedQuery.track_id).limit(TOP_TRACKS).tuples())
         titles = {t.id: t.title for t in Track.select(Track.id, Track.title).where(
             Track.id.in_([track for track, _ in top]))}
         no_matches = list(LoggedQuery.select(LoggedQuery.query_id, LoggedQuery.created_at, LoggedQuery.route,
-                                             LoggedQuery.clip_s, LoggedQuery.audio).where(
+                                             LoggedQuery.clip_s, LoggedQuery.audio, LoggedQuery.error).where(
             mine & LoggedQuery.track_id.is_null()).order_by(LoggedQuery.created_at.desc()).limit(NO_MATCHES).dicts())
         feedback = _feedback(since, library)
     return Figures(
@@ -105,9 +106,10 @@ def figures(days: int, library: str | None = None) -> Figures:
 
 
 def _cells(mine) -> list[tuple]:
-    """(route, ISO day, queries, answered, seconds of audio, answers in each tenth of confidence
-    ...) per route and day: every count of the page from one pass over the log."""
+    """(route, ISO day, queries, answered, seconds of audio, errors, answers in each tenth of
+    confidence ...) per route and day: every count of the page from one pass over the log."""
     confidence, day = LoggedQuery.confidence, fn.date(LoggedQuery.created_at)
+
     def edge(k: int):  # in the column's own type: PostgreSQL keeps a FloatField as `real`, and
         return Cast(k / CONFIDENCE_BINS, "real")  # 0.7 stored there is below the double 0.7
 
@@ -116,14 +118,16 @@ def _cells(mine) -> list[tuple]:
         for k in range(CONFIDENCE_BINS))
     return [(route, str(d)[:10], *counts) for route, d, *counts in LoggedQuery.select(
         LoggedQuery.route, day, fn.COUNT(SQL("*")), fn.COUNT(LoggedQuery.track_id), fn.SUM(LoggedQuery.clip_s),
-        *tenths).where(mine).group_by(LoggedQuery.route, day).tuples()]
+        fn.COUNT(Case(None, [(LoggedQuery.error != "", 1)])), *tenths).where(mine).group_by(
+        LoggedQuery.route, day).tuples()]
 
 
 def _route(route: str, mine, cells: list[tuple]) -> RouteFigures:
     queries = sum(c[2] for c in cells)
     latency = np.array([ms for (ms,) in LoggedQuery.select(LoggedQuery.decode_ms + LoggedQuery.match_ms).where(
         mine & (LoggedQuery.route == route)).order_by(LoggedQuery.created_at.desc()).limit(LATENCY_ROWS).tuples()])
-    return RouteFigures(route, queries, sum(c[3] for c in cells), round(float(np.percentile(latency, 50)), 1),
+    return RouteFigures(route, queries, sum(c[3] for c in cells), sum(c[5] for c in cells),
+                        round(float(np.percentile(latency, 50)), 1),
                         round(float(np.percentile(latency, 95)), 1), round(sum(c[4] for c in cells) / queries, 2))
 
 

@@ -96,9 +96,10 @@ def one_query_at_a_time() -> Iterator[None]:
 
 def query_samples() -> np.ndarray:
     """The request's audio, decoded with a query's limits (and timed, for `log_query`)."""
+    caller()  # who asks, known before the audio is read: a wrong key is refused first
     audio = uploaded_audio()
     g.ear_timing = timing = Timing()
-    samples = decode_query(audio, catalog().config)
+    g.ear_samples = samples = decode_query(audio, catalog().config)
     timing.decoded()
     return samples
 
@@ -107,6 +108,15 @@ def log_query(route: str, samples: np.ndarray, offered: Iterable[int], best: Ans
     """Log the query whose clip `query_samples` decoded, answered now: its query id."""
     return query_log().record(g.ear_timing.heard(route, caller().searches, samples, offered, best), samples)
 
+
+
+def log_failed_query(error: EarError) -> None:
+    """Log a query whose audio was read but that ended in an error (unreadable audio, no
+    melody): no answer, its code. Errors before that (a bad parameter, a key) are no query."""
+    timing, who = g.get("ear_timing"), g.get("ear_caller")
+    if timing is not None and who is not None:
+        samples = g.get("ear_samples", np.zeros(0, np.float32))
+        query_log().record(timing.heard(request.blueprint, who.searches, samples, (), None, error.code))
 
 
 def count_arg(name: str, default: int, lowest: int = 0) -> int:
