@@ -12,10 +12,10 @@ from .cli_owner import chosen_library
 from .config import Config
 from .decode import decode_query
 from .errors import EarError
+from .heard import Timing, answered, hummed
 from .hum import search
 from .identify import identify
 from .params import count_argument
-from .heard import Timing, answered, hummed
 from .querylog import QueryLog
 from .similar import Filters, similar_to_clip, similar_to_track
 

@@ -86,14 +86,14 @@ def activity():
                        "queries per day")
     confidence = plots.bars([f"{k / 10:.1f}" for k in range(10)],
                             [("answers", found.confidence_histogram)], "answers by confidence")
-    return _page("activity", figures=found, per_day=per_day, confidence=confidence, days_shown=_days())
+    return _page("activity", figures=found, per_day=per_day, confidence=confidence)
 
 
 @bp.get("/quality")
 def quality():
     found = figures(_days(), caller().sees)
     verdicts = _per_day(found.feedback_per_day, ("right", "wrong"), "verdicts per day")
-    return _page("quality", figures=found, verdicts=verdicts, days_shown=_days(),
+    return _page("quality", figures=found, verdicts=verdicts,
                  reliability=plots.reliability(found.reliability, "confidence against verdicts"))
 
 

@@ -33,8 +33,8 @@ from ..decode import decode_query
 from ..errors import EarError, NotFound
 from ..identify import Candidate
 from ..libraries import OWNER, Library
-from ..params import parse_count
 from ..heard import Answered, Timing
+from ..params import parse_count
 from ..querylog import QueryLog
 from ..ratelimit import RateLimiter
 from ..similar import Filters, Similar
@@ -104,10 +104,11 @@ def query_samples() -> np.ndarray:
     return samples
 
 
-def log_query(route: str, samples: np.ndarray, offered: Iterable[int], best: Answered | None) -> str:
-    """Log the query whose clip `query_samples` decoded, answered now: its query id."""
-    return query_log().record(g.ear_timing.heard(route, caller().searches, samples, offered, best), samples)
-
+def log_query(offered: Iterable[int], best: Answered | None) -> str:
+    """Log the query whose clip `query_samples` decoded, answered now (its route is the
+    blueprint's name: identify, similar, hum): its query id."""
+    heard = g.ear_timing.heard(request.blueprint, caller().searches, g.ear_samples, offered, best)
+    return query_log().record(heard, g.ear_samples)
 
 
 def log_failed_query(error: EarError) -> None:

@@ -23,7 +23,7 @@ def hum_upload():
         found = [m for m in search(shelf.melodies, samples, k=k) if m.is_match]
     rows = shelf.rows(m.track_id for m in found)
     found = [m for m in found if m.track_id in rows]
-    query_id = log_query("hum", samples, (m.track_id for m in found), hummed(found[0] if found else None))
+    query_id = log_query((m.track_id for m in found), hummed(found[0] if found else None))
     matches = [with_media(m.to_json(rows[m.track_id], path=caller().admin), rows[m.track_id]) for m in found]
     return jsonify(query_id=query_id, matches=matches, query_seconds=round(samples.size / SAMPLE_RATE, 3),
                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1))

@@ -22,7 +22,7 @@ def identify_upload():
     with one_query_at_a_time():
         samples = query_samples()
         answer = identify(library(), samples, candidates=wanted)
-    query_id = log_query("identify", samples, (c.track.id for c in answer.matches + answer.candidates),
+    query_id = log_query((c.track.id for c in answer.matches + answer.candidates),
                          answered(answer.matches[0] if answer.matches else None))
     extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}
     return jsonify(query_id=query_id, matches=[candidate_json(m) for m in answer.matches], **extra,

@@ -22,7 +22,7 @@ def similar_to_upload():
         identified, found = similar_to_clip(library(), samples, k_arg(), filters_arg())
     offered = ([identified.track.id] if identified else []) + [s.track.id for s in found]
     # The widget asks "right?" of the identified track here too: feedback needs the query id.
-    return jsonify(query_id=log_query("similar", samples, offered, answered(identified)),
+    return jsonify(query_id=log_query(offered, answered(identified)),
                    identified=candidate_json(identified) if identified else None,
                    basis="track" if identified else "clip",
                    matches=[similar_json(s) for s in found])
