@@ -112,5 +112,10 @@ def test_pages_draw_their_figures(app, client, songs_dir, tmp_path):
     _sign_in(client, "test-token")
     activity = client.get("/admin/activity?days=7").text
     assert activity.count("<svg") == 2 and "song4" in activity and "100% answered" in activity
+    for bad, status in (("/admin/catalog?page=2", 400), ("/admin/catalog?page=x", 400),
+                        ("/admin/activity?days=abc", 400), ("/admin/queries/%00/audio", 404),
+                        (f"/admin/queries/{query_id}/audio", 404)):  # no audio kept: none to play
+        response = client.get(bad)
+        assert response.status_code == status and response.get_json()["error"]["code"], bad
     quality = client.get("/admin/quality").text
     assert '<b id="precision">50%</b>' in quality and quality.count("<circle") == 1

@@ -190,6 +190,8 @@ def test_ear_stats_per_library_from_the_log_and_the_feedback(app, client, config
     assert sum(owner["confidence_histogram"]) == 3
     ann = json.loads(run_ear(config.data_dir, "--library", "ann", "stats", "--json").stdout)
     assert [r["queries"] for r in ann["routes"]] == [1] and ann["right"] == ann["wrong"] == 0
+    refused = run_ear(config.data_dir, "stats", "--days", "0", check=False)
+    assert refused.returncode == 2 and "from 1 to 3650" in refused.stderr
     everyone = run_ear(config.data_dir, "stats").stdout
     assert "every library" in everyone and "precision 50.0%" in everyone, everyone
     assert everyone.split("identify")[1].split()[0] == "5"  # queries: the owner's 4 and ann's 1
