@@ -13,7 +13,7 @@ from synth import song, write  # noqa: E402
 from ear.app import create_app  # noqa: E402
 from ear.catalog import Catalog  # noqa: E402
 from ear.config import load_config  # noqa: E402
-from ear.embed import shared_model  # noqa: E402
+from ear.models import shipped_model  # noqa: E402
 from ear.ingest import prepare  # noqa: E402
 
 N_SONGS = 6
@@ -64,7 +64,7 @@ def catalog(config) -> Catalog:
 
 @pytest.fixture
 def filled_catalog(catalog, songs_dir) -> Catalog:
-    catalog.store([prepare(p, catalog.config, shared_model()) for p in sorted(songs_dir.glob("*.flac"))])
+    catalog.store([prepare(p, catalog.config, shipped_model()) for p in sorted(songs_dir.glob("*.flac"))])
     return catalog
 
 

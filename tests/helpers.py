@@ -15,7 +15,7 @@ import requests
 from synth import RATE
 
 from ear.decode import decode
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.routes.helpers import EXTENSION
 from ear.worker import Worker
 from ear.lab.degrade import LEVELS, RATE as ROOM_RATE, degrade, encode_opus_webm, pink_noise, resample
@@ -54,7 +54,7 @@ def at_16k(audio: np.ndarray, start_s: float, seconds: float) -> np.ndarray:
 def work(app) -> int:
     """Do the app's queued jobs as `ear worker` does them (its Worker, in this process); how
     many ended."""
-    return Worker(app.extensions[EXTENSION], shared_model(), "tests").run(until_idle=True)
+    return Worker(app.extensions[EXTENSION], "tests").run(until_idle=True)
 
 
 def added(client, data, headers=AUTH, **post) -> dict:
@@ -66,10 +66,11 @@ def added(client, data, headers=AUTH, **post) -> dict:
     return client.get(f"/jobs/{response.get_json()['job']['id']}", headers=headers).get_json()["job"]
 
 
-def run_ear(data_dir: Path, *args: str, check: bool = True, database_url: str = ""
-            ) -> subprocess.CompletedProcess:
-    """The `ear` command as a user runs it (on the database at `database_url`, if given)."""
-    env = {**os.environ, "EAR_DATABASE_URL": database_url}
+def run_ear(data_dir: Path, *args: str, check: bool = True, database_url: str = "",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The `ear` command as a user runs it (on the database at `database_url`, if given; with
+    `env`'s settings besides)."""
+    env = {**os.environ, "EAR_DATABASE_URL": database_url, **(env or {})}
     result = subprocess.run([sys.executable, "-m", "ear.cli", "--data-dir", str(data_dir), *args],
                             capture_output=True, text=True, timeout=300, env=env)
     if check:

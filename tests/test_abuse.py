@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ear.app import create_app
 from ear.config import load_config
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.ingest import prepare
 from ear.heard import Heard
 from ear.routes.helpers import QUERY_LOG
@@ -35,7 +35,7 @@ def served(tmp_path_factory, songs_dir):
                          allow_playback=True)
     app = create_app(config)
     catalog = app.extensions["ear"]
-    catalog.store([prepare(songs_dir / f"song{i}.flac", config, shared_model(), metadata={"artist": "Ann"})
+    catalog.store([prepare(songs_dir / f"song{i}.flac", config, shipped_model(), metadata={"artist": "Ann"})
                    for i in (0, 1)])
     return app.test_client(), {t.id for t in catalog.tracks()}
 

@@ -12,7 +12,7 @@ from synth import RATE, song
 from ear.catalog import Catalog
 from ear.db import Track, database
 from ear.ids import track_ids
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.segments import pack
 from ear.identify import identify
 from ear.ingest import fingerprint, embedding, prepare
@@ -20,7 +20,7 @@ from ear.lab.degrade import pink_noise, resample
 
 
 def _add(catalog: Catalog, source, **kwargs):
-    return catalog.store([prepare(source, catalog.config, shared_model(), **kwargs)])[0]
+    return catalog.store([prepare(source, catalog.config, shipped_model(), **kwargs)])[0]
 
 
 def _matches(catalog: Catalog, samples: np.ndarray):
@@ -110,11 +110,11 @@ def test_crash_between_table_and_database_is_repaired(filled_catalog, config, tm
     gone = ids[2]
     # Crash after the landmarks were stored but before the row was written:
     orphan_audio = resample(song(77)[:, 0], RATE / 16000)
-    prints, vectors = fingerprint(orphan_audio), embedding([orphan_audio], shared_model())
+    prints, vectors = fingerprint(orphan_audio), embedding([orphan_audio], shipped_model())
     with table.writing():
         (orphan_id,) = track_ids(1)
         table.add({orphan_id: (pack(prints.hashes, orphan_id, prints.frames), prints.peaks)})
-        filled_catalog.library().index.add({orphan_id: (vectors.vectors, vectors.starts, vectors.style)})
+        filled_catalog.library().index.add({orphan_id: vectors.arrays()}, vectors.model)
     # ...and a removal that marked the table but did not delete the row:
     with table.writing():
         table.remove([gone])

@@ -5,12 +5,15 @@ showing only their library, markup in titles escaped, and PATCH /tracks/<id>. In
 behind Nginx: test_browser."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import pytest
-from helpers import AUTH, added
+from helpers import AUTH, added, work
 
 from ear import users
+from ear.embed import MODEL_PATH
 from ear.routes.signin import HEADER
 
 
@@ -119,3 +122,29 @@ def test_pages_draw_their_figures(app, client, songs_dir, tmp_path):
         assert response.status_code == status and response.get_json()["error"]["code"], bad
     quality = client.get("/admin/quality").text
     assert '<b id="precision">50%</b>' in quality and quality.count("<circle") == 1
+
+
+def test_the_models_page_shows_figures_to_the_admin_who_alone_chooses(app, client, songs_dir, config):
+    _add(client, songs_dir / "song5.flac")
+    version = config.data_dir / "models" / "v1"
+    version.mkdir(parents=True)
+    shutil.copy(MODEL_PATH, version / "ear-embed.pt")
+    (version / "figures.json").write_text(json.dumps({"created": "2026-11-30T12:00:00+00:00", "trained_from": "shipped",
+        "eval": {"candidate": {"top5_hard": 96.5, "top5_ultra": 71.2, "p10_artist": 50.0, "p10_genre": 60.0},
+                 "base": {"top5_hard": 91.0, "top5_ultra": 43.0, "p10_artist": 41.0, "p10_genre": 61.0}}}))
+    _, key = users.add("ann")
+    _sign_in(client, key)
+    page = client.get("/admin/models").text
+    assert "v1" in page and "96.5" not in page and "Use v1" not in page  # figures of the owner's music
+    refused = client.post("/admin/models/use", data={"version": "v1", "form_token": _form_token(client.get("/admin/models"))})
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "admin_only"
+    _sign_in(client, "test-token")
+    page = client.get("/admin/models").text
+    assert "96.5" in page and "(91.0)" in page and page.count("<svg") == 1 and "owner: shipped" in page
+    chosen = client.post("/admin/models/use", data={"version": "v1", "form_token": _form_token(client.get("/admin/models"))})
+    assert chosen.status_code == 302
+    assert work(app) == 1  # the owner's library embedded again
+    page = client.get("/admin/models").text
+    assert "owner: v1" in page and "Use shipped" in page
+    missing = client.post("/admin/models/use", data={"version": "v9", "form_token": _form_token(client.get("/admin/models"))})
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "model_not_found"

@@ -16,7 +16,7 @@ from ear.catalog import Catalog
 from ear.config import load_config
 from ear.db import LoggedQuery, Melody, database
 from ear.decode import SAMPLE_RATE, decode_query
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.errors import BadAudio
 from ear.ingest import prepare
 
@@ -76,7 +76,7 @@ def beats(tmp_path_factory):
     config = load_config(data_dir=folder / "data", admin_token="test-token")
     catalog = Catalog(config)
     files = [write(folder / f"beat{seed}.flac", beat(tune(seed), TEMPO[seed], seed)) for seed in range(BEATS)]
-    stored = catalog.store([prepare(f, config, shared_model()) for f in files])
+    stored = catalog.store([prepare(f, config, shipped_model()) for f in files])
     return config, {seed: track.id for seed, (track, _) in enumerate(stored)}
 
 
@@ -136,7 +136,7 @@ def test_ear_hum_prints_json_per_file_and_errors_per_file(beats, tmp_path):
 
 def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path):
     files = [write(tmp_path / f"beat{seed}.flac", beat(tune(seed), TEMPO[seed], seed)) for seed in range(2)]
-    Catalog(config).store([prepare(f, config, shared_model()) for f in files])  # as `ear ingest` does
+    Catalog(config).store([prepare(f, config, shipped_model()) for f in files])  # as `ear ingest` does
     wav = write(tmp_path / "hum.wav", hummed(tune(0), FIRST_NOTE, 14, TEMPO[0] * 0.8, -4, 0)).read_bytes()
     response = client.post("/hum", data={"audio": (io.BytesIO(wav), "hum.wav")})
     assert response.status_code == 200, response.get_json()
@@ -160,7 +160,7 @@ def test_post_hum_answers_matches_and_refuses_no_melody(config, client, tmp_path
 def test_a_removed_track_takes_its_melody_with_it(config, tmp_path):
     catalog = Catalog(config)
     path = write(tmp_path / "beat2.flac", beat(tune(2), TEMPO[2], 2))
-    (track, _), = catalog.store([prepare(path, config, shared_model())])
+    (track, _), = catalog.store([prepare(path, config, shipped_model())])
     library = catalog.library()
     query = hum_of(tmp_path, config, 2)
     assert hum.search(library.melodies, query)[0].is_match
@@ -172,7 +172,7 @@ def test_a_removed_track_takes_its_melody_with_it(config, tmp_path):
 
 def test_a_users_hum_searches_their_library_only(config, client, tmp_path):
     path = write(tmp_path / "beat3.flac", beat(tune(3), TEMPO[3], 3))
-    Catalog(config).store([prepare(path, config, shared_model())])  # the owner's
+    Catalog(config).store([prepare(path, config, shipped_model())])  # the owner's
     key = users.add("ann")[1]
     wav = write(tmp_path / "hum.wav", hummed(tune(3), FIRST_NOTE, 14, TEMPO[3], 2, 3)).read_bytes()
     asked = {"audio": (io.BytesIO(wav), "hum.wav")}
@@ -199,7 +199,7 @@ def test_a_melody_is_not_written_for_a_track_removed_meanwhile(config, tmp_path)
     from ear import melody_index
     catalog = Catalog(config)
     path = write(tmp_path / "beat0.flac", beat(tune(0), TEMPO[0], 0))
-    (track, _), = catalog.store([prepare(path, config, shared_model())])
+    (track, _), = catalog.store([prepare(path, config, shipped_model())])
     contour = np.full(100, 60.0, np.float32)
     with database.connection_context(), database.atomic():  # `ear reindex --melodies`, after a removal
         melody_index.store({track.id: contour, track.id + 1: contour}, "owner")

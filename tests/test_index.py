@@ -2,6 +2,7 @@
 under running queries, removed tracks disappear."""
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -29,7 +30,7 @@ def _fill(index, count=20, first=1, seed=0):
     for tid in range(first, first + count):
         c = rng.standard_normal(DIM)
         centres[tid] = c / np.linalg.norm(c)
-    index.add({tid: _track(rng, c) for tid, c in centres.items()})
+    index.add({tid: _track(rng, c) for tid, c in centres.items()}, "shipped")
     return centres
 
 
@@ -107,7 +108,7 @@ def test_an_index_whose_track_vectors_are_of_an_older_kind_still_serves_windows(
     rng = np.random.default_rng(3)
     centres = {tid: c / np.linalg.norm(c) for tid, c in
                ((tid, rng.standard_normal(DIM)) for tid in range(1, 11))}
-    old.add({tid: (*_track(rng, c)[:2], c.astype(np.float32)) for tid, c in centres.items()})
+    old.add({tid: (*_track(rng, c)[:2], c.astype(np.float32)) for tid, c in centres.items()}, "shipped")
     old.rebuild()
     index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     assert "reindex --reembed" in caplog.text
@@ -118,3 +119,23 @@ def test_an_index_whose_track_vectors_are_of_an_older_kind_still_serves_windows(
     index.rebuild(force=True, replace={tid: _track(rng, c) for tid, c in centres.items()})
     assert index.search_tracks(_style(centres[3]), 1)[0][0] == 3
     assert EmbeddingIndex(tmp_path, DIM, TRACK_DIM).search_tracks(_style(centres[6]), 1)[0][0] == 6
+
+
+def test_the_index_records_which_model_made_its_vectors(tmp_path):
+    index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
+    assert index.model is None  # empty: any model may fill it
+    centres = _fill(index)
+    assert index.model == "shipped"
+    rng = np.random.default_rng(5)
+    assert not index.add({99: _track(rng, centres[1])}, "v1")  # another model's: the caller re-embeds
+    index.rebuild(force=True, replace={tid: _track(rng, c) for tid, c in centres.items()}, model="v1")
+    assert index.model == "v1" and EmbeddingIndex(tmp_path, DIM, TRACK_DIM).model == "v1"
+    assert index.add({100: _track(rng, centres[2])}, "v1")
+
+
+def test_an_index_from_before_models_were_recorded_holds_the_shipped_ones(tmp_path):
+    _fill(EmbeddingIndex(tmp_path, DIM, TRACK_DIM))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["model"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert EmbeddingIndex(tmp_path, DIM, TRACK_DIM).model == "shipped"

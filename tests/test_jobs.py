@@ -18,7 +18,7 @@ from helpers import AUTH, added, run_ear, work
 
 from ear import jobs
 from ear.db import Job, database
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.errors import EarError
 from ear.storage import locked
 from ear.worker import Worker
@@ -110,7 +110,7 @@ def test_a_job_that_fails_says_why_and_keeps_nothing(client, catalog, songs_dir)
 def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
     answer = client.post("/tracks", data=_noise(tmp_path, 7, 600), headers=AUTH)
     job_id = answer.get_json()["job"]["id"]
-    worker = Worker(app.extensions["ear"], shared_model(), "stopping")
+    worker = Worker(app.extensions["ear"], "stopping")
     threading.Timer(0.5, worker.stop).start()
     assert worker.run(until_idle=True) == 0
     job = jobs.get(job_id)
@@ -124,14 +124,14 @@ def test_two_workers_of_one_name_cannot_run(app):
     catalog = app.extensions["ear"]
     with locked(catalog.config.data_dir / "worker-twin.lock"):
         with pytest.raises(EarError) as refused:
-            Worker(catalog, shared_model(), "twin").run(until_idle=True)
+            Worker(catalog, "twin").run(until_idle=True)
     assert refused.value.code == "worker_running"
 
 
 def test_a_track_and_its_jobs_end_are_one_commit(catalog, songs_dir):
     """What the worker writes when a track is made fails: no row, and the landmarks already
     stored are orphans the next reconcile removes."""
-    prepared = catalog.prepare_file(songs_dir / "song3.flac", {}, shared_model())
+    prepared = catalog.prepare_file(songs_dir / "song3.flac", {}, shipped_model())
 
     def then(stored):
         raise OSError("the disk went away")
@@ -155,7 +155,7 @@ def test_job_routes_are_the_admins(client):
 
 def test_a_worker_name_that_cannot_name_its_lock_is_refused(catalog):
     with pytest.raises(EarError) as refused:
-        Worker(catalog, shared_model(), "../elsewhere")
+        Worker(catalog, "../elsewhere")
     assert refused.value.code == "bad_worker_name"
 
 

@@ -20,7 +20,7 @@ from ear.db import Feedback, IssuedTrackId, Track, database
 from ear.errors import EarError
 from ear.ids import track_ids
 from ear.segments import MAX_TRACK_ID
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.ingest import prepare
 
 pytestmark = pytest.mark.postgresql
@@ -229,7 +229,7 @@ def test_ear_users_add_list_revoke(tmp_path, database):
 
 
 def test_track_ids_are_random_unique_across_libraries_and_never_reused(catalog, songs_dir):
-    prepared = prepare(songs_dir / "song0.flac", catalog.config, shared_model())
+    prepared = prepare(songs_dir / "song0.flac", catalog.config, shipped_model())
     [(first, _)] = catalog.store([prepared])
     catalog.remove(first.id)
     [(again, created)] = catalog.store([prepared], "zoe")
@@ -256,7 +256,7 @@ def test_a_catalog_from_before_libraries_is_the_owners(tmp_path, songs_dir):
     columns): its tracks become the owner's, and a user may then add the same music."""
     config = load_config(data_dir=tmp_path / "data")
     old = Catalog(config)
-    prepared = prepare(songs_dir / "song0.flac", config, shared_model())
+    prepared = prepare(songs_dir / "song0.flac", config, shipped_model())
     [(track, _)] = old.store([prepared])
     with sqlite3.connect(config.db_path) as db:
         db.executescript("DROP INDEX track_library_content_hash; ALTER TABLE track DROP COLUMN library;"

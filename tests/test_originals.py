@@ -13,7 +13,7 @@ from helpers import AUTH, added, run_ear
 
 from ear.app import create_app
 from ear.config import load_config
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.errors import EarError
 from ear.ingest import prepare
 
@@ -146,8 +146,8 @@ def test_a_track_whose_original_went_meanwhile_is_refused(catalog, songs_dir, tm
     and another ingest's original of them is not touched."""
     copy = tmp_path / "song4.flac"
     copy.write_bytes((songs_dir / "song4.flac").read_bytes())
-    prepared = catalog.prepare_file(copy, {}, shared_model())
-    other = catalog.prepare_file(songs_dir / "song5.flac", {}, shared_model())  # not yet stored
+    prepared = catalog.prepare_file(copy, {}, shipped_model())
+    other = catalog.prepare_file(songs_dir / "song5.flac", {}, shipped_model())  # not yet stored
     catalog.originals.delete(prepared.original)
     copy.write_bytes((songs_dir / "song5.flac").read_bytes())
     with pytest.raises(EarError) as caught:
@@ -162,10 +162,10 @@ def test_another_librarys_removal_of_the_same_bytes_does_not_lose_an_ingest(cata
     track of the very same bytes, whose original was that file: the original is kept again,
     for a new track and for a track of these bytes that had no audio to play."""
     song, older = songs_dir / "song4.flac", songs_dir / "song5.flac"
-    [(without_audio, _)] = catalog.store([prepare(older, catalog.config, shared_model())])
+    [(without_audio, _)] = catalog.store([prepare(older, catalog.config, shipped_model())])
     for path in (song, older):
-        [(theirs, _)] = catalog.store([catalog.prepare_file(path, {}, shared_model(), "zoe")], "zoe")
-        prepared = catalog.prepare_file(path, {}, shared_model())
+        [(theirs, _)] = catalog.store([catalog.prepare_file(path, {}, shipped_model(), "zoe")], "zoe")
+        prepared = catalog.prepare_file(path, {}, shipped_model())
         assert prepared.original == theirs.original
         catalog.remove(theirs.id)
         assert not catalog.originals.path(prepared.original).is_file()

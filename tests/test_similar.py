@@ -11,7 +11,7 @@ from helpers import added, at_16k, run_ear
 from synth import encode, song, write
 
 from ear.decode import decode
-from ear.embed import shared_model
+from ear.models import shipped_model
 from ear.errors import NotFound
 from ear.identify import identify
 from ear.similar import Filters, radio, similar_to_clip, similar_to_track
@@ -23,7 +23,7 @@ LABELS = {0: ("Ann", "ambient"), 1: ("Ann", "ambient"), 2: ("Ann", "rock"),
 @pytest.fixture
 def labelled_catalog(catalog, songs_dir):
     catalog.store([catalog.prepare_file(songs_dir / f"song{i}.flac", {"artist": a, "genre": g},
-                                        shared_model(), link=True)
+                                        shipped_model(), link=True)
                    for i, (a, g) in LABELS.items()])
     catalog.rebuild_index()
     return catalog

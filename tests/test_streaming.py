@@ -15,7 +15,8 @@ import torch
 from synth import RATE, song
 
 from ear.decode import SAMPLE_RATE, SILENCE_CHECK_S, decode_stream, decode_track
-from ear.embed import WINDOW_FRAMES, Windows, shared_model
+from ear.embed import WINDOW_FRAMES, Windows
+from ear.models import shipped_model
 from ear.errors import BadAudio
 from ear.features import (BLOCK_FRAMES, HOP, LANDMARK_PEAKS, MARGIN_FRAMES, TRACK_PEAKS, _block_peaks,
                            block_peaks, blocks, power_spectrum)
@@ -66,7 +67,7 @@ def test_landmarks_across_block_borders_are_kept(long_music):
 
 def test_window_vectors_streamed_are_those_of_one_pass(long_music):
     assert WINDOW_FRAMES <= MARGIN_FRAMES  # a window starting in a block ends in its margin
-    model = shared_model()
+    model = shipped_model()
     whole_vectors, whole_starts = model.windows(long_music, hop_s=1.0)
     windows = Windows(model, 1.0)
     for block in blocks(_random_parts(long_music, 3)):
@@ -165,7 +166,7 @@ def test_ffmpeg_is_stopped_as_soon_as_the_analysis_stops(tmp_path):
     t = np.arange(600 * SAMPLE_RATE) / SAMPLE_RATE
     sf.write(tone, (0.3 * np.sin(2 * np.pi * 7000 * t)).astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(BadAudio) as caught:
-        prepare(tone, load_config(data_dir=tmp_path / "data"), shared_model())
+        prepare(tone, load_config(data_dir=tmp_path / "data"), shipped_model())
     assert caught.value.code == "no_landmarks"
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children

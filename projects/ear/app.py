@@ -37,7 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions[FEEDBACK_LIMIT] = RateLimiter(site.FEEDBACK_PER_MINUTE, site.FEEDBACK_BURST)
     app.extensions[admin.SIGNIN_LIMIT] = RateLimiter(admin.SIGNIN_PER_MINUTE, admin.SIGNIN_BURST)
     app.extensions[QUERIES] = threading.Lock()
-    load_model_before_fork()
+    load_model_before_fork(config)
     # Behind Nginx at /ear/ the proxy says so in X-Forwarded-Prefix; the routes stay the same.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)
     for module in (identify, similar, hum, tracks, jobs, site, admin):

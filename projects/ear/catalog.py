@@ -29,7 +29,7 @@ from .libraries import OWNER, Library, OpenLibraries, Rows, names_on_disk
 from .segments import pack
 from .storage import ensure_writable
 from .originals import Originals
-from .ingest import Embedding, OnProgress, PreparedTrack, prepare
+from .ingest import OnProgress, PreparedTrack, prepare
 from .jobs import UNFINISHED
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ class Catalog:
             if new:
                 shelf.table.add({tid: (pack(p.fingerprint.hashes, tid, p.fingerprint.frames),
                                        p.fingerprint.peaks) for tid, p in zip(ids, new)})
-                shelf.index.add({tid: _vectors(p.embedding)
-                                 for tid, p in zip(ids, new) if p.embedding is not None})
+                for model in {p.embedding.model for p in new if p.embedding is not None}:
+                    if not shelf.index.add({tid: p.embedding.arrays() for tid, p in zip(ids, new)
+                                            if p.embedding is not None and p.embedding.model == model}, model):
+                        jobs.queue_reindex(library, jobs.REEMBED)  # made while the model changed
             # From the check to the rows that name the originals, under their lock: a removal of
             # the same bytes from another library went before (the file is gone) or waits. After
             # the slow writes, which uploads must not wait for: a refused batch's ids are
@@ -275,11 +277,6 @@ class Catalog:
         """Fold a library's new and removed tracks into fresh Annoy files (queries go on)."""
         return self.library(library).index.rebuild(force=force)
 
-    def replace_vectors(self, embeddings: dict[int, Embedding], library: str = OWNER) -> None:
-        """Rebuild a library's embedding indexes with new vectors for these tracks (a new model's)."""
-        self.library(library).index.rebuild(
-            force=True, replace={t: _vectors(e) for t, e in embeddings.items()})
-
     def request_rebuild(self, library: str = OWNER) -> None:
         """Have `ear worker` rebuild a library's embedding indexes soon (until then, the vectors
         of new tracks are searched exactly, and removed tracks are skipped)."""
@@ -294,7 +291,3 @@ class Catalog:
 
     def rows(self, ids: Iterable[int]) -> dict[int, Track]:
         return Rows(None).rows(ids)
-
-
-def _vectors(e: Embedding) -> tuple:
-    return e.vectors, e.starts, e.style

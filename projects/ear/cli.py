@@ -11,16 +11,16 @@ import time
 
 from . import jobs, melody_index
 from .catalog import Catalog
-from .cli_owner import (add_owner_commands, chosen_library, cmd_copy_database, cmd_stats,  # noqa: F401
-                        cmd_users)
+from .cli_owner import (add_owner_commands, chosen_library, cmd_copy_database, cmd_models,  # noqa: F401
+                        cmd_stats, cmd_users)
 from .cli_queries import add_query_commands, cmd_hum, cmd_identify, cmd_similar  # noqa: F401
 from .config import Config, load_config
 from .db import METADATA_FIELDS, Track, database, write_transaction
-from .embed import shared_model
 from .errors import EarError
-from .ingest import PreparedTrack, audio_files, embed_again, melodies_again
+from .ingest import PreparedTrack, audio_files, melodies_again
 from .params import count_argument
 from .progress import Progress
+from .reembed import reembed
 from .runtime import configure_threads, in_a_child
 from .worker import Worker
 
@@ -105,6 +105,7 @@ def cmd_ingest(config: Config, args) -> int:
     failures = 0
     batch: list[PreparedTrack] = []
     progress = Progress(len(files))
+    model = catalog.library(library).model()
 
     def flush() -> None:
         for track, created in catalog.store(batch, library):
@@ -114,7 +115,7 @@ def cmd_ingest(config: Config, args) -> int:
 
     for path in files:
         try:
-            kept = catalog.prepare_file(path, metadata, shared_model(), library, args.link)
+            kept = catalog.prepare_file(path, metadata, model, library, args.link)
             if isinstance(kept, Track):  # these very bytes are a track already
                 progress.line(f"exists\t{kept.id}\t{kept.artist or '-'}\t{kept.title}\t{kept.source}")
             else:
@@ -136,13 +137,14 @@ def cmd_reindex(config: Config, args) -> int:
     catalog = Catalog(config)  # without --library: every library (a new model is everyone's)
     for library in ([catalog.library(chosen_library(catalog, args.library))] if args.library
                     else catalog.every_library()):
+        started = time.perf_counter()
         if args.reembed:
-            embeddings, missing = embed_again(((t.id, catalog.audio_path(t)) for t in library.tracks()),
-                                              config, shared_model())
-            catalog.replace_vectors(embeddings, library.name)
-            print(f"{library.name}: embedded {len(embeddings)} tracks again" + (
-                f"; {len(missing)} have no audio file (their old vectors kept; `ear ingest` their "
-                f"files again to give them one): {missing}" if missing else ""))
+            progress = Progress(len(library.tracks()))
+            embedded, missing = reembed(catalog, library.name, lambda share: progress.step())
+            progress.done()
+            print(f"{library.name}: embedded {embedded} tracks again with model {library.model_name()}" + (
+                f"; {len(missing)} have no audio file (`ear ingest` their files again to give "
+                f"them one): {missing}" if missing else ""))
         if args.melodies:
             found, missing = 0, []
             tracks = library.tracks()
@@ -155,8 +157,8 @@ def cmd_reindex(config: Config, args) -> int:
             print(f"{library.name}: found {found} melodies again" + (
                 f"; {len(missing)} tracks have no readable audio file (their old melodies kept): {missing}"
                 if missing else ""))
-        started = time.perf_counter()
-        catalog.rebuild_index(library.name, force=True)
+        else:
+            catalog.rebuild_index(library.name, force=True)
         print(f"{library.name}: embedding indexes rebuilt, {library.index.window_count} windows "
               f"in {time.perf_counter() - started:.1f} s")
     return 0
@@ -200,7 +202,7 @@ def cmd_worker(config: Config, args) -> int:
     configure_threads(config.worker_torch_threads, config.torch_interop_threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     in_a_child((catalog := Catalog(config)).tidy)
-    worker = Worker(catalog, shared_model(), config.worker_name)
+    worker = Worker(catalog, config.worker_name)
     worker.stop_on_signals()
     logging.info("ear worker %s stops after %d jobs", worker.name, worker.run(until_idle=args.until_idle))
     return 0

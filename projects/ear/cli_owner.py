@@ -1,17 +1,18 @@
 """The owner's commands about who may use ear, how it is doing and where its data lives:
-`ear users add | list | revoke`, `ear stats`, `ear copy-database`; and the check of `--library`
-that every command shares."""
+`ear users add | list | revoke`, `ear stats`, `ear models [use V]`, `ear copy-database`; and the
+check of `--library` that every command shares."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from . import users
+from . import models, users
 from .catalog import Catalog
 from .config import Config
 from .db_copy import copy_database
 from .errors import NotFound
 from .libraries import OWNER, check_name
+from .reembed import follow
 from .stats import Figures, figures
 
 _BARS = " ▁▂▃▄▅▆▇█"  # a count as a bar one character wide, in eighths of the largest
@@ -31,6 +32,13 @@ def add_owner_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="how ear is doing: queries, answered share, latency, feedback")
     p.add_argument("--days", type=_days, default=30, help="over the last N days (default 30)")
     p.add_argument("--json", action="store_true", help="the figures as one JSON object")
+
+    p = sub.add_parser("models", help="the embedding model's versions, their figures, which one serves")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    actions = p.add_subparsers(dest="action")
+    q = actions.add_parser("use", help="serve version V (e.g. to roll back): every library is "
+                                       "embedded again by `ear worker`, and its queries follow")
+    q.add_argument("version", help="as `ear models` lists it: shipped, v1, v2, ...")
 
     p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
                                              "(then set EAR_DATABASE_URL to it)")
@@ -71,6 +79,36 @@ def cmd_copy_database(config: Config, args) -> int:
     print(", ".join(f"{n} {table}" for table, n in copied.items()) + " rows copied; now set "
           f"EAR_DATABASE_URL={args.url} in .env and restart ear and ear-worker")
     return 0
+
+
+def cmd_models(config: Config, args) -> int:
+    catalog = Catalog(config)
+    if args.action == "use":
+        behind = follow(catalog, args.version)
+        print(f"model {args.version} makes new vectors; libraries to embed again (`ear worker` "
+              f"does it, `ear jobs` shows it; each one's queries switch when it is done): "
+              f"{', '.join(behind) or 'none'}")
+        return 0
+    for version in models.versions(config):
+        if args.json:
+            print(json.dumps({"version": version.name, "serving": version.serving,
+                              "created": version.created, "figures": version.figures}))
+        else:
+            print(("* " if version.serving else "  ") + _version_line(version))
+    return 0
+
+
+def _version_line(version: models.Version) -> str:
+    """A version's name, date, and what it scored on its held-out clips beside the model it was
+    trained from (in brackets)."""
+    scored = version.figures.get("eval") or {}
+    mine, base = scored.get("candidate", {}), scored.get("base", {})
+    parts = [f"{version.name:8}", f"{version.created or 'in the package':25}"]
+    if version.figures.get("trained_from"):
+        parts.append(f"from {version.figures['trained_from']}")
+    parts += [f"{label} {mine[key]:.1f} ({base.get(key, float('nan')):.1f})"
+              for key, label in models.FIGURE_LABELS.items() if key in mine]
+    return "  ".join(parts)
 
 
 def _days(raw: str) -> int:

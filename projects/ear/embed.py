@@ -22,6 +22,7 @@ N_MELS = 64
 DIM = 64
 WINDOW_FRAMES = 1 + int(WINDOW_S * SAMPLE_RATE - N_FFT) // HOP  # 123
 MODEL_PATH = Path(__file__).with_name("model") / "ear-embed.pt"
+SHIPPED = "shipped"  # MODEL_PATH's name among the model's versions (models.py)
 
 
 def _mel_filters(n_mels: int, n_fft: int, rate: int, low: float = 50.0,
@@ -108,7 +109,8 @@ def _for_inference(net: Embedder) -> Embedder:
 class Model:
     """The trained embedder, loaded once (in the Gunicorn master, before the fork)."""
 
-    def __init__(self, path: Path = MODEL_PATH) -> None:
+    def __init__(self, path: Path = MODEL_PATH, name: str = SHIPPED) -> None:
+        self.name = name  # the version (models.py) an index records for the vectors made here
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.frontend = LogMel()
         self.net = Embedder()
@@ -210,14 +212,3 @@ class Windows:
 def unit(vector: np.ndarray) -> np.ndarray:
     """`vector` scaled to length 1 (a zero vector stays zero)."""
     return vector / max(float(np.linalg.norm(vector)), 1e-9)
-
-
-_shared: Model | None = None
-
-
-def shared_model() -> Model:
-    """The process's one model (loaded on first use; the app loads it before Gunicorn forks)."""
-    global _shared
-    if _shared is None:
-        _shared = Model()
-    return _shared

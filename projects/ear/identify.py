@@ -16,7 +16,6 @@ import numpy as np
 from . import fusion
 from .libraries import Library
 from .db import Track
-from .embed import shared_model
 from .match import best_per_track, verified_candidates
 
 
@@ -90,8 +89,7 @@ def identification(library: Library, samples: np.ndarray) -> Identification:
 
 def embed_query(library: Library, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray]:
     """(the embeddings' vote for each track near the clip's windows, the clip's style vector)."""
-    library.index.refresh()
-    vectors, starts, style = shared_model().analyse(samples, hop_s=fusion.QUERY_HOP_S)
+    vectors, starts, style = library.model().analyse(samples, hop_s=fusion.QUERY_HOP_S)
     votes = fusion.embedding_votes(
         library.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
     return votes, style

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 from annoy import AnnoyIndex
 
+from .embed import SHIPPED
 from .index_files import (NO_BUILT, Built, Pending, empty_pending, open_built, open_pending,
                           pending_arrays, track_column)
 from .storage import commit, locked, read_json, replacing, stamp, write_json
@@ -64,6 +65,11 @@ class EmbeddingIndex:
     @property
     def removed(self) -> set[int]:
         return set(self._state.removed.tolist())
+
+    @property
+    def model(self) -> str | None:
+        """The model version (models.py) that made the vectors; None while there are none."""
+        return _model_of(self._state.manifest)
 
     @property
     def window_count(self) -> int:
@@ -125,11 +131,12 @@ class EmbeddingIndex:
         with locked(self.folder / name):
             yield self._read_manifest()
 
-    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        """Store {track id: (window vectors, window starts in s, track vector)}; searchable at
-        once (pending)."""
+    def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], model: str) -> bool:
+        """Store {track id: (window vectors, window starts in s, track vector)} made by `model`;
+        searchable at once (pending). False if the index holds another model's vectors (the
+        caller has them made again)."""
         if not tracks:
-            return
+            return True
         arrays = pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
         with self._locked(".write.lock") as manifest:  # written under the lock: see `sweep`
@@ -138,9 +145,12 @@ class EmbeddingIndex:
                          window_items=arrays.window_items,
                          track_vectors=arrays.track_vectors.astype(np.float16),
                          track_ids=arrays.track_ids)
+            manifest["model"] = _model_of(manifest) or model  # the first vectors name it
+            agrees = manifest["model"] == model
             manifest["pending"] = [*manifest.get("pending", []), name]
             self._write_manifest(manifest)
         self.refresh()
+        return agrees
 
     def remove(self, track_ids: list[int]) -> None:
         """Hide tracks from every search now; the next rebuild drops their vectors."""
@@ -170,10 +180,12 @@ class EmbeddingIndex:
         return bool(manifest.get("pending") or manifest.get("removed"))
 
     def rebuild(self, force: bool = False,
-                replace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> bool:
+                replace: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+                model: str | None = None) -> bool:
         """Fold pending vectors into new Annoy files, dropping removed tracks; False if there
         was nothing to do. One rebuild at a time; adds and queries go on meanwhile.
-        `replace`: new vectors for some tracks (after a model change), instead of their old."""
+        `replace`: new vectors for some tracks, made by `model` (after a model change), instead
+        of their old; the new files record `model`, and queries follow it from their swap."""
         with self._locked(".build.lock") as start:
             if not force and not replace and not (start.get("pending") or start.get("removed")):
                 return False
@@ -196,6 +208,8 @@ class EmbeddingIndex:
                 previous = manifest.get("built")
                 manifest["built"] = built
                 manifest["generation"] = generation
+                if model is not None:
+                    manifest["model"] = model
                 manifest["pending"] = [p for p in manifest.get("pending", [])
                                        if p not in start.get("pending", [])]
                 manifest["removed"] = sorted(set(manifest.get("removed", [])) - removed)
@@ -244,3 +258,10 @@ class EmbeddingIndex:
 
     def _write_manifest(self, manifest: dict) -> None:
         write_json(self.folder / "manifest.json", manifest)
+
+
+def _model_of(manifest: dict) -> str | None:
+    # An index from before versions were recorded holds the shipped model's vectors.
+    if manifest.get("built") or manifest.get("pending"):
+        return manifest.get("model", SHIPPED)
+    return manifest.get("model")

@@ -58,6 +58,11 @@ class Embedding:
     vectors: np.ndarray  # one per 2 s window, a window a second (float16)
     starts: np.ndarray  # the windows' start times in s
     style: np.ndarray  # what "similar tracks" compares (embed.Model.style_vector)
+    model: str  # the version (models.py) that made them: an index holds one version's vectors
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(window vectors, their starts, style vector), as index.py stores a track."""
+        return self.vectors, self.starts, self.style
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,8 @@ def embedding(parts: Iterable[np.ndarray], model: Model) -> Embedding:
 
 def _embedding(windows: Windows) -> Embedding:
     vectors, starts = windows.result()
-    return Embedding(vectors.astype(np.float16), starts, windows.model.style_vector(windows.statistics()))
+    return Embedding(vectors.astype(np.float16), starts, windows.model.style_vector(windows.statistics()),
+                     windows.model.name)
 
 
 def content_hash(samples: np.ndarray) -> str:

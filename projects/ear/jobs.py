@@ -1,7 +1,7 @@
 """The queue: work for `ear worker`, kept in the catalog database.
 
 A job is an original ear keeps (originals.py) plus what to do with it (`ingest`), or a rebuild
-of a library's embedding indexes (`reindex`); its id is random (ids.py). It goes queued → running → done | failed. A worker claims
+of a library's embedding indexes (`reindex`, or `reembed` after a change of model); its id is random (ids.py). It goes queued → running → done | failed. A worker claims
 the oldest queued job in one transaction (with PostgreSQL, `FOR UPDATE SKIP LOCKED`, so that
 several workers never take the same one) and beats while it works. A job whose worker stopped
 beating (killed, or its machine stopped) is queued again; one that was started MAX_ATTEMPTS
@@ -17,7 +17,7 @@ from peewee import fn
 from .db import OWNER_LIBRARY, Job, database, now, write_transaction
 from .ids import new_job
 
-INGEST, REINDEX = "ingest", "reindex"
+INGEST, REINDEX, REEMBED = "ingest", "reindex", "reembed"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 UNFINISHED = (QUEUED, RUNNING)
 BEAT_EVERY_S = 1.0  # how often a working worker says so, with its progress
@@ -36,13 +36,14 @@ def queue_ingest(original: str, source: str, metadata: dict[str, str],
                        metadata=json.dumps(metadata))
 
 
-def queue_reindex(library: str = OWNER_LIBRARY) -> None:
-    """Queue a rebuild of a library's embedding indexes, unless one is queued already (it will
-    see every change made before it starts)."""
+def queue_reindex(library: str = OWNER_LIBRARY, kind: str = REINDEX) -> None:
+    """Queue a rebuild of a library's embedding indexes (`reembed`: with every track embedded
+    again by the serving model, models.py), unless one is queued already (it will see every
+    change made before it starts)."""
     with database.connection_context(), write_transaction():
-        if not Job.select().where(Job.kind == REINDEX, Job.status == QUEUED,
+        if not Job.select().where(Job.kind == kind, Job.status == QUEUED,
                                   Job.library == library).exists():
-            new_job(kind=REINDEX, library=library)
+            new_job(kind=kind, library=library)
 
 
 def claim(worker: str) -> Job | None:

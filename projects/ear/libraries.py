@@ -20,11 +20,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable
 
+from . import models
 from .config import Config
 from .db import METADATA_FIELDS, OWNER_LIBRARY, Track, database, write_transaction
 from .errors import EarError, NotFound
 from .hashtable import HashTable
-from .embed import DIM, STYLE_DIM
+from .embed import DIM, STYLE_DIM, Model
 from .index import EmbeddingIndex
 from .melody_index import MelodyIndex
 from .segments import MAX_TRACK_ID
@@ -144,6 +145,17 @@ class Library(Rows):
         self.table = HashTable(fingerprints)
         self.index = EmbeddingIndex(embeddings, DIM, STYLE_DIM)
         self.melodies = MelodyIndex(name)  # loaded at its first hum
+
+    def model(self) -> Model:
+        """The model whose vectors the index holds (models.py): queries and new tracks are
+        embedded with it. Picks up the index's newest generation first."""
+        self.index.refresh()
+        return models.for_index(self.config, self.index.model)
+
+    def model_name(self) -> str:
+        """The version `model` is (without loading it)."""
+        self.index.refresh()
+        return self.index.model or models.serving(self.config)
 
 
 class OpenLibraries:

@@ -14,7 +14,9 @@ from typing import Callable
 import torch
 
 from .db import close_idle
-from .embed import Model, shared_model
+from .config import Config
+from .embed import Model
+from .models import serving_model
 from .errors import EarError
 
 _MADV_PAGEOUT = 21  # Linux ≥ 5.4
@@ -24,12 +26,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def load_model_before_fork() -> Model:
+def load_model_before_fork(config: Config) -> Model:
     """Load torch and the weights in Gunicorn's master, for the worker to inherit, on one
     thread: a thread pool started here would deadlock the forked worker, which sets its own
     limits (`configure_threads`, from deploy/gunicorn.conf.py)."""
     torch.set_num_threads(1)
-    return shared_model()
+    return serving_model(config)
 
 
 def configure_threads(threads: int, interop_threads: int) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .libraries import Library
 from .db import Track
-from .embed import shared_model, unit
+from .embed import unit
 from .errors import NotFound
 from .identify import Candidate, as_candidates, identification
 
@@ -62,7 +62,7 @@ def similar_to_clip(library: Library, samples: np.ndarray, k: int,
     library.index.refresh()
     style = found.clip_style  # embedded already unless the landmarks were sure
     if style is None:
-        style = shared_model().clip_vector(samples)
+        style = library.model().clip_vector(samples)
     return None, _nearest(library, style, k, set(), filters)
 
 

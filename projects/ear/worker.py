@@ -27,9 +27,9 @@ from peewee import InterfaceError, OperationalError
 from . import jobs
 from .catalog import Catalog
 from .db import Job, Track
-from .embed import Model
 from .errors import EarError
 from .ingest import expected_seconds
+from .reembed import reembed
 from .runtime import in_a_child, one_heap, trim_heap
 from .storage import locked
 
@@ -43,8 +43,8 @@ class Stopping(Exception):
 
 
 class Worker:
-    def __init__(self, catalog: Catalog, model: Model, name: str = "") -> None:
-        self.catalog, self.model = catalog, model
+    def __init__(self, catalog: Catalog, name: str = "") -> None:
+        self.catalog = catalog
         self.name = name or socket.gethostname()
         if not _NAME.fullmatch(self.name):  # it names the worker's lock file
             raise EarError("bad_worker_name", f"A worker's name is letters, digits, '.', '_' and "
@@ -106,6 +106,9 @@ class Worker:
         try:
             if job.kind == jobs.INGEST:
                 self._ingest(job)
+            elif job.kind == jobs.REEMBED:
+                reembed(self.catalog, job.library, self._advance)
+                jobs.finish(job)
             else:
                 self.catalog.rebuild_index(job.library)
                 jobs.finish(job)
@@ -138,18 +141,20 @@ class Worker:
     def _ingest(self, job: Job) -> None:
         total = expected_seconds(self.catalog.originals.path(job.original))
 
-        def progress(seconds: float) -> None:
-            if self._stop.is_set():
-                raise Stopping
-            self._progress = seconds / total if total else None
-
-        kept = self.catalog.prepare_original(job.original, job.source, json.loads(job.metadata),
-                                             self.model, job.library, progress)
+        kept = self.catalog.prepare_original(
+            job.original, job.source, json.loads(job.metadata), self.catalog.library(job.library).model(),
+            job.library, lambda seconds: self._advance(seconds / total if total else None))
         if isinstance(kept, Track):  # these very bytes were added to this library before
             _duplicate(job, kept)
             return
         self.catalog.store([kept], job.library, then=lambda stored: _ended(job, *stored[0]))
         self.catalog.request_rebuild(job.library)
+
+    def _advance(self, share: float | None) -> None:
+        """Note a job's progress (0 to 1, None: unknown); raise Stopping when asked to stop."""
+        if self._stop.is_set():
+            raise Stopping
+        self._progress = share
 
     @contextmanager
     def _beating(self) -> Iterator[None]:

@@ -17,7 +17,7 @@ import torch
 from ..catalog import Catalog
 from ..db import Track
 from ..decode import SAMPLE_RATE, decode, decode_track
-from ..embed import shared_model
+from ..models import serving_model
 from ..errors import EarError
 from ..storage import read_json, write_json
 from ..ingest import (PreparedTrack, audio_files, content_hash, embedding, fingerprint,
@@ -47,7 +47,7 @@ def ingest(catalog: Catalog, folders: list[str], stats_path: Path) -> dict | Non
             continue
         prints = fingerprint(samples)
         embedding_started = time.thread_time()
-        embedded = embedding([samples], shared_model())
+        embedded = embedding([samples], serving_model(catalog.config))
         embedding_s += time.thread_time() - embedding_started
         audio_s += samples.size / SAMPLE_RATE
         batch.append(PreparedTrack(str(path), track_metadata(path, str(path), None),

@@ -23,7 +23,8 @@ from .. import fusion
 from ..catalog import Catalog
 from ..config import Config
 from ..decode import decode_query
-from ..embed import Model, shared_model
+from ..embed import Model
+from ..models import serving_model
 from ..errors import EarError
 from ..segments import KEY_BYTES
 from ..identify import embed_query, identification
@@ -188,7 +189,7 @@ def _embedding_cost(clip_jobs: list[dict], config: Config) -> str:
     for q in clip_jobs:
         samples = decode_query(q["file"], config)
         started = time.perf_counter()
-        shared_model().windows(samples, hop_s=fusion.QUERY_HOP_S)
+        serving_model(config).windows(samples, hop_s=fusion.QUERY_HOP_S)
         times.append((time.perf_counter() - started) * 1000)
     return (f"model: load {load_s * 1000:.0f} ms; embedding a 10 s clip ({len(times)} clips, "
             f"{torch.get_num_threads()} thread): p50 {np.percentile(times or [0], 50):.1f} ms, "

@@ -25,7 +25,7 @@ from ..catalog import Catalog
 from ..config import Config
 from ..db import Track, database
 from ..decode import decode_query, decode_track
-from ..embed import shared_model
+from ..models import shipped_model
 from ..errors import BadAudio
 from ..ingest import prepare
 from ..ids import track_ids
@@ -92,7 +92,7 @@ def _ingest(catalog: Catalog, beats: list) -> tuple[dict[str, int], str]:
     bar = Progress(len(todo))
     for start in range(0, len(todo), 50):
         # Linked, not copied: `ear reindex --melodies` finds them again after a change of method.
-        batch = [replace(prepare(b.path, catalog.config, shared_model()), linked_path=str(b.path.resolve()))
+        batch = [replace(prepare(b.path, catalog.config, shipped_model()), linked_path=str(b.path.resolve()))
                  for b in todo[start:start + 50]]
         for (track, _), beat in zip(catalog.store(batch), todo[start:start + 50]):
             have[beat.name] = track.id

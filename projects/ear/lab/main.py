@@ -1,4 +1,4 @@
-"""`ear eval` (`--hum`: query by humming), `ear train`, `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
+"""`ear eval` (`--hum`: query by humming), `ear train` (`--from-catalog`: the learning loop), `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
 options, parsed here so that the CLI needs none of the lab."""
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         from . import libraries
         libraries.add_arguments(parser)
         return libraries.run(parser.parse_args(argv))
+    if "--from-catalog" in argv:
+        from . import learn
+        learn.add_arguments(parser)
+        return learn.run(load_config(data_dir=data_dir), parser.parse_args(argv))
     from . import train
     train.add_arguments(parser)
     return train.run(parser.parse_args(argv))

@@ -36,7 +36,7 @@ def similarity_report(catalog: Catalog, tracks: list[Track], labels_csv: str | N
              f"{len(set(genres))} genres; precision@10 (the query track itself excluded)",
              f"{'vectors':22} {'same artist':>12} {'same genre':>11}"]
     for name, vectors in (("model (track index)", model_vectors), ("MFCC mean+std", mfcc_vectors)):
-        a, g = _precision_at_10(vectors, artists, genres)
+        a, g = precision_at_10(vectors, artists, genres)
         lines.append(f"{name:22} {a:11.1f}% {g:10.1f}%")
     return "\n".join(lines)
 
@@ -52,8 +52,10 @@ def mfcc_stats(samples: np.ndarray) -> np.ndarray:
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)]).astype(np.float32)
 
 
-def _precision_at_10(vectors: np.ndarray, artists: list[str], genres: list[str]
-                     ) -> tuple[float, float]:
+def precision_at_10(vectors: np.ndarray, artists: list[str], genres: list[str],
+                    queries: list[int] | None = None) -> tuple[float, float]:
+    """Per cent of the 10 nearest tracks with the query track's artist, and genre, over the
+    `queries` (indexes into `vectors`; default all), the query itself excluded."""
     with tempfile.TemporaryDirectory() as tmp:
         index = AnnoyIndex(vectors.shape[1], "angular")
         index.on_disk_build(str(Path(tmp) / "eval.ann"))
@@ -61,7 +63,7 @@ def _precision_at_10(vectors: np.ndarray, artists: list[str], genres: list[str]
             index.add_item(i, v.tolist())
         index.build(TRACK_TREES, n_jobs=1)
         same_artist, same_genre = [], []
-        for i in range(len(vectors)):
+        for i in range(len(vectors)) if queries is None else queries:
             found = [j for j in index.get_nns_by_item(i, 11) if j != i][:10]
             same_artist.append(np.mean([artists[j] == artists[i] for j in found]))
             same_genre.append(np.mean([genres[j] == genres[i] for j in found]))

@@ -27,7 +27,7 @@ import numpy as np
 from ..catalog import Catalog
 from ..config import Config, load_config
 from ..decode import decode_query
-from ..embed import shared_model
+from ..models import shipped_model
 from ..identify import identification
 from ..ingest import audio_files, prepare
 from ..runtime import configure_threads
@@ -116,7 +116,7 @@ def _measured(work: Callable[[], None], profiled: bool) -> dict:
 
 
 def _ingest_run(files: list[Path], config: Config, profiled: bool = False) -> dict:
-    model, audio = shared_model(), []
+    model, audio = shipped_model(), []
 
     def work() -> None:
         for path in files:

@@ -25,7 +25,8 @@ from ..catalog import Catalog
 from ..config import load_config
 from ..db import Track, User, database
 from ..ids import track_ids
-from ..embed import DIM, STYLE_DIM, shared_model
+from ..embed import DIM, STYLE_DIM
+from ..models import shipped_model
 from ..features import F_MAX_BIN, FRAME_SECONDS
 from ..ingest import prepare
 from ..progress import Progress
@@ -43,7 +44,7 @@ def build(data_dir: Path, keys_json: Path, libraries: int, tracks: int, seconds:
           real_track: Path) -> None:
     config = load_config(data_dir=data_dir, database_url="")  # never the .env's database
     catalog = Catalog(config)
-    real = prepare(real_track, config, shared_model(), name=real_track.name)
+    real = prepare(real_track, config, shipped_model(), name=real_track.name)
     keys = read_json(keys_json) or {}
     rng = np.random.default_rng(14)
     progress = Progress(libraries)

@@ -12,7 +12,9 @@ import json
 import math
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,20 +51,46 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    tracks = _load_music(work / "music", [Path(d) for d in args.music])
+    tracks = list(load_music(work / "music", list(audio_files(args.music))).values())
     out = Path(args.out) if args.out else MODEL_PATH
     if args.style_only:
-        _store_style_statistics(out, tracks)
+        store_style_statistics(out, tracks)
         return 0
     if len(tracks) < args.batch:
         raise SystemExit(f"{len(tracks)} tracks: need at least --batch {args.batch}")
-    noise = [_to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
+    noise = [to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
     print(f"training on {len(tracks)} tracks, "
           f"{sum(t[0].size for t in tracks) / SAMPLE_RATE / 3600:.1f} h", flush=True)
 
     torch.manual_seed(args.seed)
-    net, frontend = Embedder(), LogMel()
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    net = Embedder()
+    step = fit(net, tracks, noise, work, Schedule(args.steps, args.batch, args.lr, args.seed))
+    save_weights(net, f"ear-embed-{DIM}d-step{step}", args.music, out)
+    store_style_statistics(out, tracks)
+    print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: int
+    batch: int  # tracks (= windows) per step
+    lr: float  # the peak, reached after `warm_up` steps, then cosine decay
+    seed: int
+    warm_up: int = 300
+
+
+# (clean windows, the same windows as ear heard them) from real queries, for one step
+RealPairs = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+def fit(net: Embedder, tracks: list[tuple[np.ndarray, np.ndarray]], noise: list[np.ndarray],
+        work: Path, schedule: Schedule, real: RealPairs | None = None) -> int:
+    """Train `net` to `schedule.steps` (resuming from `work`/checkpoint.pt, saved every 250
+    steps), logging the losses to `work`/loss.csv; `real` adds pairs of real queries to each
+    step's identification loss. Returns the step reached."""
+    frontend = LogMel()
+    opt = torch.optim.AdamW(net.parameters(), lr=schedule.lr, weight_decay=1e-4)
     step, checkpoint = 0, work / "checkpoint.pt"
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -70,44 +98,45 @@ def run(args) -> int:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         print(f"resuming at step {step}", flush=True)
-    rng = np.random.default_rng(args.seed + step)
-    log = (work / "loss.csv").open("a")
+    rng = np.random.default_rng(schedule.seed + step)
     started, running = time.perf_counter(), []
     net.train()
-    while step < args.steps:
-        for group in opt.param_groups:  # cosine decay after a short warm-up
-            group["lr"] = args.lr * min(1.0, (step + 1) / 300) * 0.5 * (
-                1 + math.cos(math.pi * step / args.steps))
-        clean, degraded, other = _views(tracks, noise, args.batch, rng)
-        vectors = net(frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))))
-        a, b, c = vectors.split(args.batch)
-        identify_loss = _nt_xent(a, b, 0.05)
-        similar_loss = _nt_xent(a, c, 0.1)
-        loss = identify_loss + 0.5 * similar_loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        with torch.no_grad():
-            hit = (a @ b.T).argmax(dim=1).eq(torch.arange(args.batch)).float().mean().item()
-        running.append((identify_loss.item(), similar_loss.item(), hit))
-        if step % 50 == 0:
-            i, s, h = np.mean(running, axis=0)
-            running.clear()
-            log.write(f"{step},{i:.4f},{s:.4f},{h:.3f}\n")
-            log.flush()
-            print(f"step {step}/{args.steps} identify {i:.3f} similar {s:.3f} "
-                  f"in-batch top-1 {h:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
-        if step % 250 == 0 or step == args.steps:
-            with replacing(checkpoint) as fh:
-                torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, fh)
-    _save_weights(net, f"ear-embed-{DIM}d-step{step}", args.music, out)
-    _store_style_statistics(out, tracks)
-    print(f"weights: {out} ({out.stat().st_size / 1e6:.1f} MB)")
-    return 0
+    with (work / "loss.csv").open("a") as log:
+        while step < schedule.steps:
+            for group in opt.param_groups:
+                group["lr"] = schedule.lr * min(1.0, (step + 1) / schedule.warm_up) * 0.5 * (
+                    1 + math.cos(math.pi * step / schedule.steps))
+            clean, degraded, other = _views(tracks, noise, schedule.batch, rng)
+            if real is not None:
+                real_clean, real_heard = real(rng)
+                clean, degraded = np.concatenate([clean, real_clean]), np.concatenate([degraded, real_heard])
+            vectors = net(frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))))
+            a, b, c = vectors.split([len(clean), len(clean), len(other)])
+            identify_loss = _nt_xent(a, b, 0.05)
+            similar_loss = _nt_xent(a[:len(other)], c, 0.1)
+            loss = identify_loss + 0.5 * similar_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                hit = (a @ b.T).argmax(dim=1).eq(torch.arange(len(a))).float().mean().item()
+            running.append((identify_loss.item(), similar_loss.item(), hit))
+            if step % 50 == 0 or step == schedule.steps:
+                i, sim, h = np.mean(running, axis=0)
+                running.clear()
+                log.write(f"{step},{i:.4f},{sim:.4f},{h:.3f}\n")
+                log.flush()
+                print(f"step {step}/{schedule.steps} identify {i:.3f} similar {sim:.3f} "
+                      f"in-batch top-1 {h:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            if step % 250 == 0 or step == schedule.steps:
+                with replacing(checkpoint) as fh:
+                    torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, fh)
+    net.eval()
+    return step
 
 
-def _save_weights(net: Embedder, version: str, music: list[str], out: Path) -> None:
+def save_weights(net: Embedder, version: str, music: list[str], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
     with replacing(out) as fh:  # a running ear never reads half a file
@@ -115,7 +144,7 @@ def _save_weights(net: Embedder, version: str, music: list[str], out: Path) -> N
                     "trained_on": sorted({str(Path(d)) for d in music})}, fh)
 
 
-def _store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Keep, in the model file, the mean and spread over the training tracks of each style
     statistic (`embed.Windows.statistics`): style vectors are standardised with them."""
     model = Model(path)
@@ -137,12 +166,12 @@ def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
 
 
 # ---- data ------------------------------------------------------------------------------------
-def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every track decoded once to 16 kHz (int16 on disk), with an Opus-coded twin."""
+def load_music(folder: Path, files: list[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{file: its audio at 16 kHz, and an Opus-coded twin}, decoded once into `folder` (int16,
+    memory-mapped); files that cannot be decoded, are shorter than 20 s or near silent are left out."""
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / "tracks.json"
     names = json.loads(listing.read_text()) if listing.exists() else {}
-    files = list(audio_files([str(d) for d in dirs]))
     for path in files:
         key = str(path)
         if key in names:
@@ -161,18 +190,18 @@ def _load_music(folder: Path, dirs: list[Path]) -> list[tuple[np.ndarray, np.nda
         listing.write_text(json.dumps(names, indent=1))
         print(f"decoded {path}", flush=True)
     wanted = {str(p) for p in files}
-    tracks = [(np.load(folder / f"{stem}.npy", mmap_mode="r"),
-               np.load(folder / f"{stem}-opus.npy", mmap_mode="r"))
-              for key, stem in sorted(names.items()) if key in wanted]
+    tracks = {key: (np.load(folder / f"{stem}.npy", mmap_mode="r"),
+                    np.load(folder / f"{stem}-opus.npy", mmap_mode="r"))
+              for key, stem in sorted(names.items()) if key in wanted}
     # Some module files render to near silence; they would only stall the window sampler.
-    return [t for t in tracks if np.sqrt(np.mean(np.square(t[0][::97] / 32767.0))) > 0.01]
+    return {key: t for key, t in tracks.items() if np.sqrt(np.mean(np.square(t[0][::97] / 32767.0))) > 0.01}
 
 
 def _int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
 
-def _to_16k(x: np.ndarray) -> np.ndarray:
+def to_16k(x: np.ndarray) -> np.ndarray:
     """48 kHz noise → 16 kHz (averaging three samples is low-pass enough for noise)."""
     n = x.size // 3 * 3
     return x[:n].reshape(-1, 3).mean(axis=1).astype(np.float32)

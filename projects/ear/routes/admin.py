@@ -1,22 +1,21 @@
 """The owner's room, /admin/: sign in (the admin token or a user's key, signin.py), and one page
 per kind: the catalog (search, describe, remove, upload through the job queue), activity (what
-was asked and answered), quality (what listeners said), models (which one serves). A user sees
+was asked and answered), quality (what listeners said), models (which one serves, their
+figures; the admin may choose another). A user sees
 their own library; the admin every library, or one (?library=NAME). Every POST carries the
 session's form token; the pages' scripts call the JSON API with it (X-Ear-Session).
 """
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, Response, current_app, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from .. import plots, users
+from .. import models, plots, users
 from ..db import LoggedQuery, database
-from ..embed import MODEL_PATH
 from ..errors import EarError, NotFound
 from ..libraries import OWNER
 from ..querylog import is_query_id
+from ..reembed import follow
 from ..stats import figures
 from . import signin
 from .helpers import caller, catalog, count_arg
@@ -98,11 +97,27 @@ def quality():
 
 
 @bp.get("/models")
-def models():
-    stat = MODEL_PATH.stat()
-    serving = {"name": MODEL_PATH.name, "size_kb": round(stat.st_size / 1024),
-               "modified": dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc).strftime("%Y-%m-%d")}
-    return _page("models", serving=serving)
+def models_page():
+    """The versions, which one makes new vectors and which one each library's index holds; the
+    figures (measured on the owner's catalog) only for the admin."""
+    config, who = catalog().config, caller()
+    versions = models.versions(config)
+    shelves = catalog().every_library() if who.admin else [catalog().library(who.searches)]
+    held = {shelf.name: shelf.model_name() for shelf in shelves}
+    trained = [v for v in versions if v.figures.get("eval")]
+    plot = plots.bars([v.name for v in trained], [
+        (label, [v.figures["eval"]["candidate"].get(key) or 0 for v in trained])
+        for key, label in models.FIGURE_LABELS.items()], "held-out figures per version") if trained else None
+    return _page("models", versions=versions, held=held, labels=models.FIGURE_LABELS,
+                 figures_shown=who.admin, plot=plot if who.admin else None)
+
+
+@bp.post("/models/use")
+def use_model():
+    if not caller().admin:
+        raise EarError("admin_only", "Only the admin chooses the model: it serves every library.", 403)
+    follow(catalog(), request.form.get("version", ""))
+    return redirect(url_for("admin.models_page"))
 
 
 @bp.get("/queries/<query_id>/audio")

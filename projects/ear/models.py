@@ -1,0 +1,139 @@
+"""The embedding model's versions: the one shipped in the package, and those `ear train
+--from-catalog` made from the owner's music, each with its figures, one of them serving.
+
+A trained version is a folder `models/vN/` in the data directory holding its weights
+(`ear-embed.pt`) and `figures.json` (what `ear eval` measured on a held-out part of the
+owner's catalog, for it and for the model it was trained from). `models/serving.json` names the
+version new vectors are made with. Vectors from two models cannot be compared, so each
+library's embedding index records the version that made its vectors, and a query to a library
+is embedded with that version (`for_index`): when the serving version changes, a `reembed` job
+per library makes the vectors again, and each library's queries follow its index at the moment
+its new vectors are swapped in. Until then they go on with the old version.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .embed import MODEL_PATH, SHIPPED, Model
+from .errors import EarError, NotFound
+from .storage import read_json, write_json
+
+WEIGHTS = "ear-embed.pt"
+FIGURES = "figures.json"
+# Models a process keeps loaded (5 MB each): the serving one, and while libraries are being
+# re-embedded, the one their old vectors came from.
+KEPT_LOADED = 2
+# What `ear train --from-catalog` measures of a version on the held-out part of the catalog;
+# a version serves only if it beats the one it came from on identification and on similarity.
+FIGURE_LABELS = {"top5_hard": "top-5 HARD %", "top5_ultra": "top-5 ULTRA %",
+                 "p10_artist": "same artist p@10 %", "p10_genre": "same genre p@10 %"}
+_TRAINED = re.compile(r"v([1-9][0-9]{0,5})")
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    path: Path
+    created: str  # ISO time, "" for the shipped model
+    figures: dict  # as figures.json holds them; {} when none were measured
+    serving: bool
+
+
+def folder(config: Config) -> Path:
+    return config.data_dir / "models"
+
+
+def path_of(config: Config, name: str) -> Path:
+    """The weights of version `name`; NotFound if there is no such version."""
+    if name == SHIPPED:
+        return MODEL_PATH
+    path = folder(config) / name / WEIGHTS
+    if not _TRAINED.fullmatch(name) or not path.is_file():
+        raise NotFound("model_not_found", f"No model version {name!r}: `ear models` lists them.")
+    return path
+
+
+def serving(config: Config) -> str:
+    """The version new vectors are made with."""
+    return str((read_json(folder(config) / "serving.json") or {}).get("version", SHIPPED))
+
+
+def set_serving(config: Config, name: str) -> None:
+    """Make `name` the serving version (the caller queues the libraries' re-embedding)."""
+    path_of(config, name)
+    folder(config).mkdir(parents=True, exist_ok=True)
+    write_json(folder(config) / "serving.json", {"version": name})
+
+
+def versions(config: Config) -> list[Version]:
+    """Every version, the shipped one first, then the trained ones oldest first."""
+    current = serving(config)
+    found = [Version(SHIPPED, MODEL_PATH, "", {}, current == SHIPPED)]
+    trained = sorted((int(m.group(1)), p) for p in (folder(config).glob("v*") if folder(config).is_dir() else [])
+                     if (m := _TRAINED.fullmatch(p.name)) and (p / WEIGHTS).is_file())
+    for _, path in trained:
+        figures = read_json(path / FIGURES) or {}
+        found.append(Version(path.name, path / WEIGHTS, str(figures.get("created", "")),
+                             figures, current == path.name))
+    return found
+
+
+def new_version(config: Config) -> tuple[str, Path]:
+    """The name and (new, empty) folder for the next trained version."""
+    numbers = [int(m.group(1)) for p in (folder(config).glob("v*") if folder(config).is_dir() else [])
+               if (m := _TRAINED.fullmatch(p.name))]
+    name = f"v{max(numbers, default=0) + 1}"
+    path = folder(config) / name
+    path.mkdir(parents=True)
+    return name, path
+
+
+def record_figures(path: Path, figures: dict) -> None:
+    write_json(path / FIGURES, {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                **figures})
+
+
+_loaded: OrderedDict[Path, Model] = OrderedDict()
+_loading = threading.Lock()
+
+
+def load(config: Config, name: str) -> Model:
+    """Version `name`, loaded once per process (the last KEPT_LOADED used are kept)."""
+    return _load(path_of(config, name), name)
+
+
+def shipped_model() -> Model:
+    """The package's model (what a data directory without trained versions serves)."""
+    return _load(MODEL_PATH, SHIPPED)
+
+
+def _load(path: Path, name: str) -> Model:
+    with _loading:
+        if path not in _loaded:
+            try:
+                _loaded[path] = Model(path, name)
+            except (OSError, RuntimeError, KeyError) as exc:
+                raise EarError("model_unreadable", f"The model {name} cannot be read: {exc}") from exc
+            while len(_loaded) > KEPT_LOADED:
+                _loaded.popitem(last=False)
+        _loaded.move_to_end(path)
+        return _loaded[path]
+
+
+def serving_model(config: Config) -> Model:
+    return load(config, serving(config))
+
+
+def for_index(config: Config, recorded: str | None) -> Model:
+    """The model whose vectors an index holds (`recorded`), or for an empty one the serving one."""
+    try:
+        return load(config, recorded) if recorded else serving_model(config)
+    except NotFound as exc:  # its folder was deleted by hand: the index cannot be searched
+        raise EarError("model_missing", f"{exc.message} An index holds its vectors: `ear models use "
+                       "shipped` (and the worker) embeds them again.", 503) from exc
