@@ -148,3 +148,20 @@ def test_the_models_page_shows_figures_to_the_admin_who_alone_chooses(app, clien
     assert "owner: v1" in page and "Use shipped" in page
     missing = client.post("/admin/models/use", data={"version": "v9", "form_token": _form_token(client.get("/admin/models"))})
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.postgresql
+def test_the_catalog_page_searches_in_the_database(app, client, songs_dir):
+    _add(client, songs_dir / "song1.flac", title="Night Drive", genre="synthwave")
+    _add(client, songs_dir / "song2.flac", title="100% Sun", artist="Ann")
+    _sign_in(client, "test-token")
+
+    def titles(query: str) -> list[str]:
+        page = client.get("/admin/catalog", query_string={"q": query}).text
+        return re.findall(r'name="title" value="([^"]+)"', page)
+
+    assert titles("") == ["100% Sun", "Night Drive"]  # the newest first
+    assert titles("NIGHT") == titles("wave") == ["Night Drive"]  # any field, case aside
+    assert titles("%") == ["100% Sun"] and titles("_") == []  # wildcards are letters here
+    assert titles("song2") == ["100% Sun"]  # the file's name
+    assert "No tracks match" in client.get("/admin/catalog?q=nothing").text

@@ -14,6 +14,8 @@ store per library, and what 100 of them cost, are in docs/libraries.md.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import re
 import threading
 from collections import OrderedDict
@@ -81,6 +83,19 @@ class Rows:
     def tracks(self) -> list[Track]:
         with database.connection_context():
             return list(Track.select().where(self._mine()).order_by(Track.added_at, Track.id))
+
+    def find(self, search: str, page: int, per_page: int) -> tuple[int, list[Track]]:
+        """(how many tracks have `search` in a title, artist, album, genre or file name, case
+        aside; the `page`th `per_page` of them, the newest first), asked of the database: a
+        page of a large catalog costs a page."""
+        found = self._mine()
+        if search:
+            found &= functools.reduce(operator.or_, (getattr(Track, name).contains(search)
+                                                     for name in (*METADATA_FIELDS, "source")))
+        with database.connection_context():
+            query = Track.select().where(found)
+            return query.count(), list(query.order_by(Track.added_at.desc(), Track.id.desc())
+                                       .paginate(page, per_page))
 
     def track_count(self) -> int:
         with database.connection_context():

@@ -13,7 +13,7 @@ from markupsafe import Markup
 from .. import models, plots, users
 from ..db import LoggedQuery, database
 from ..errors import EarError, NotFound
-from ..libraries import OWNER
+from ..libraries import OWNER, Rows
 from ..querylog import is_query_id
 from ..reembed import follow
 from ..stats import figures
@@ -63,19 +63,14 @@ def sign_out():
 
 @bp.get("/catalog")
 def catalog_page():
-    search = request.args.get("q", "").strip().lower()
-    sees = caller().sees
-    tracks = catalog().tracks() if sees is None else catalog().library(sees).tracks()
-    if search:
-        tracks = [t for t in tracks if any(search in (v or "").lower() for v in
-                                           (t.title, t.artist, t.album, t.genre, t.source))]
-    pages = max(1, -(-len(tracks) // PAGE_TRACKS))
+    search = request.args.get("q", "").strip()
     page = request.args.get("page", "1")
-    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= pages):
+    page = int(page) if page.isascii() and page.isdigit() and len(page) < 9 else 0
+    total, shown = Rows(caller().sees).find(search, max(page, 1), PAGE_TRACKS)
+    pages = max(1, -(-total // PAGE_TRACKS))
+    if not 1 <= page <= pages:
         raise EarError("bad_parameter", f"page must be a whole number from 1 to {pages}.")
-    page = int(page)
-    shown = tracks[::-1][(page - 1) * PAGE_TRACKS: page * PAGE_TRACKS]  # the newest first
-    return _page("catalog", tracks=shown, total=len(tracks), search=search, page_number=page, pages=pages)
+    return _page("catalog", tracks=shown, total=total, search=search, page_number=page, pages=pages)
 
 
 @bp.get("/activity")
