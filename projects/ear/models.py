@@ -22,7 +22,7 @@ from pathlib import Path
 from .config import Config
 from .embed import MODEL_PATH, SHIPPED, Model
 from .errors import EarError, NotFound
-from .storage import read_json, write_json
+from .storage import commit, read_json, write_json
 
 WEIGHTS = "ear-embed.pt"
 FIGURES = "figures.json"
@@ -84,22 +84,24 @@ def versions(config: Config) -> list[Version]:
     return found
 
 
-def new_version(config: Config) -> tuple[str, Path]:
-    """The name and (new, empty) folder for the next trained version."""
+def next_name(config: Config) -> str:
+    """The name the next trained version will have."""
     numbers = [int(m.group(1)) for p in (folder(config).glob("v*") if folder(config).is_dir() else [])
                if (m := _TRAINED.fullmatch(p.name))]
-    name = f"v{max(numbers, default=0) + 1}"
+    return f"v{max(numbers, default=0) + 1}"
+
+
+def add_version(config: Config, name: str, weights: Path, figures: dict) -> None:
+    """Keep `weights` (moved) as version `name` with its figures; it is listed, and can serve,
+    only once whole (the weights go in last)."""
     path = folder(config) / name
-    path.mkdir(parents=True)
-    return name, path
-
-
-def record_figures(path: Path, figures: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
     write_json(path / FIGURES, {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                 **figures})
+    commit(weights, path / WEIGHTS)
 
 
-_loaded: OrderedDict[Path, Model] = OrderedDict()
+_loaded: OrderedDict[tuple[Path, int], Model] = OrderedDict()  # by file and its change time
 _loading = threading.Lock()
 
 
@@ -115,15 +117,16 @@ def shipped_model() -> Model:
 
 def _load(path: Path, name: str) -> Model:
     with _loading:
-        if path not in _loaded:
-            try:
-                _loaded[path] = Model(path, name)
-            except (OSError, RuntimeError, KeyError) as exc:
-                raise EarError("model_unreadable", f"The model {name} cannot be read: {exc}") from exc
-            while len(_loaded) > KEPT_LOADED:
-                _loaded.popitem(last=False)
-        _loaded.move_to_end(path)
-        return _loaded[path]
+        try:
+            key = (path, path.stat().st_mtime_ns)
+            if key not in _loaded:
+                _loaded[key] = Model(path, name)
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise EarError("model_unreadable", f"The model {name} cannot be read: {exc}") from exc
+        while len(_loaded) > KEPT_LOADED:
+            _loaded.popitem(last=False)
+        _loaded.move_to_end(key)
+        return _loaded[key]
 
 
 def serving_model(config: Config) -> Model:

@@ -113,16 +113,15 @@ def _round(config: Config, catalog: Catalog, confirmed: list[dict], work: Path, 
     step = fit(net, list(by_track.values()), noise, work, schedule,
                _real_pairs(config, pairs, by_track, max(1, args.batch // 4)) if pairs else None)
 
-    name, folder = models.new_version(config)
-    save_weights(net, f"ear-embed-{DIM}d-{name}-from-{base}-step{step}", ["the owner's catalog"],
-                 folder / models.WEIGHTS)
-    store_style_statistics(folder / models.WEIGHTS, list(by_track.values()))
-    scored = compare(config, work / "eval", [base, name], tracks, kept_apart, args.clips_per_track, args.seed)
+    name, candidate = models.next_name(config), work / "candidate.pt"
+    save_weights(net, f"ear-embed-{DIM}d-{name}-from-{base}-step{step}", ["the owner's catalog"], candidate)
+    store_style_statistics(candidate, list(by_track.values()))
+    scored = compare(config, work / "eval", {base: models.path_of(config, base), name: candidate},
+                     tracks, kept_apart, args.clips_per_track, args.seed)
     better = is_better(scored[name], scored[base])
-    models.record_figures(folder, {"trained_from": base, "steps": step, "tracks": len(by_track),
-                                   "held_out": len(kept_apart), "queries": len(pairs),
-                                   "eval": {"candidate": scored[name], "base": scored[base]},
-                                   "better": better})
+    models.add_version(config, name, candidate, {
+        "trained_from": base, "steps": step, "tracks": len(by_track), "held_out": len(kept_apart),
+        "queries": len(pairs), "eval": {"candidate": scored[name], "base": scored[base]}, "better": better})
     (work / "checkpoint.pt").unlink(missing_ok=True)  # the next round starts from the new serving model
     print(_report(name, base, scored))
     if better:

@@ -30,13 +30,15 @@ LENGTHS_S = [5.0, 10.0]
 _BATCH_TRACKS = 20
 
 
-def compare(config: Config, work: Path, versions: list[str], tracks: list[tuple[Track, Path]],
+def compare(config: Config, work: Path, versions: dict[str, Path], tracks: list[tuple[Track, Path]],
             held_out: set[int], clips_per_track: int, seed: int) -> dict[str, dict]:
-    """{version: its figures} on the held-out tracks of `tracks` (the owner's, with their audio)."""
+    """{version: its figures} for `versions` ({name: weights}) on the held-out tracks of
+    `tracks` (the owner's, with their audio)."""
     copy = replace(config, data_dir=work / "catalog", database_url="")  # never the owner's database
-    for name in versions:
+    for name, weights in versions.items():
         if name != models.SHIPPED:
-            shutil.copytree(models.folder(config) / name, models.folder(copy) / name, dirs_exist_ok=True)
+            (models.folder(copy) / name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(weights, models.folder(copy) / name / models.WEIGHTS)
     try:
         catalog = Catalog(copy)
         _fill(catalog, tracks)
