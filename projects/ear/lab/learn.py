@@ -4,6 +4,9 @@ of, measured against the serving model on a held-out part of the catalog (learn_
 and kept as a new version (models.py). It serves only if it is better on both identification
 and similarity; then every library is embedded again, as a job of `ear worker`.
 
+Where the owner's tracks name their artist, the similarity loss treats windows of one artist's
+tracks as alike (as windows of one track are): what "sounds like" should bring together.
+
 A confirmed query is a kept clip (EAR_KEEP_QUERIES) whose answer the fingerprints gave beyond
 doubt, or that a listener said was right: a real microphone in a real room hearing a known
 track at a known offset, which the synthetic rooms of training only imitate. Such a clip and
@@ -56,7 +59,8 @@ def add_arguments(p) -> None:
     p.add_argument("--work", help="folder for decoded audio, checkpoint, loss log and eval "
                                   "(default: DATA_DIR/models/training)")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch", type=int, default=32, help="tracks (= windows) per step")
+    p.add_argument("--batch", type=int, default=16, help="tracks (= windows) per step; its memory "
+                   "at 1 thread: 8 → 315 MB, 16 → 364 MB, 32 → 542 MB (docs/learning.md)")
     p.add_argument("--lr", type=float, default=3e-4, help="lower than from scratch: it starts trained")
     p.add_argument("--clips-per-track", type=int, default=2,
                    help="held-out clips per track, length and noise level, for the figures")
@@ -111,7 +115,8 @@ def _round(config: Config, catalog: Catalog, confirmed: list[dict], work: Path, 
     noise = [to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
     schedule = Schedule(args.steps, args.batch, args.lr, args.seed, warm_up=max(1, args.steps // 10))
     step = fit(net, list(by_track.values()), noise, work, schedule,
-               _real_pairs(config, pairs, by_track, max(1, args.batch // 4)) if pairs else None)
+               _real_pairs(config, pairs, by_track, max(1, args.batch // 4)) if pairs else None,
+               _artists([t for t, _ in tracks if t.id in by_track]))
 
     name, candidate = models.next_name(config), work / "candidate.pt"
     save_weights(net, f"ear-embed-{DIM}d-{name}-from-{base}-step{step}", ["the owner's catalog"], candidate)
@@ -142,6 +147,13 @@ def held_out(tracks: list[Track]) -> set[int]:
                   for t in tracks)
     return {tid for k, (number, tid) in enumerate(draw)
             if number < HELD_OUT_SHARE * 2 ** 32 or k < MIN_HELD_OUT}
+
+
+def _artists(tracks: list[Track]) -> np.ndarray:
+    """A number per track, the same for tracks of one artist: what "sounds like" should bring
+    together (a track without an artist is alike only to itself)."""
+    numbers: dict[str, int] = {}
+    return np.array([numbers.setdefault(t.artist or f"#{t.id}", len(numbers)) for t in tracks])
 
 
 def is_better(candidate: dict, base: dict) -> bool:

@@ -85,10 +85,13 @@ RealPairs = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
 def fit(net: Embedder, tracks: list[tuple[np.ndarray, np.ndarray]], noise: list[np.ndarray],
-        work: Path, schedule: Schedule, real: RealPairs | None = None) -> int:
+        work: Path, schedule: Schedule, real: RealPairs | None = None,
+        kinds: np.ndarray | None = None) -> int:
     """Train `net` to `schedule.steps` (resuming from `work`/checkpoint.pt, saved every 250
     steps), logging the losses to `work`/loss.csv; `real` adds pairs of real queries to each
-    step's identification loss. Returns the step reached."""
+    step's identification loss; `kinds` (a number per track, e.g. its artist) makes windows of
+    tracks of one kind alike in the similarity loss, as windows of one track are. Returns the
+    step reached."""
     frontend = LogMel()
     opt = torch.optim.AdamW(net.parameters(), lr=schedule.lr, weight_decay=1e-4)
     step, checkpoint = 0, work / "checkpoint.pt"
@@ -106,14 +109,15 @@ def fit(net: Embedder, tracks: list[tuple[np.ndarray, np.ndarray]], noise: list[
             for group in opt.param_groups:
                 group["lr"] = schedule.lr * min(1.0, (step + 1) / schedule.warm_up) * 0.5 * (
                     1 + math.cos(math.pi * step / schedule.steps))
-            clean, degraded, other = _views(tracks, noise, schedule.batch, rng)
+            clean, degraded, other, chosen = _views(tracks, noise, schedule.batch, rng)
             if real is not None:
                 real_clean, real_heard = real(rng)
                 clean, degraded = np.concatenate([clean, real_clean]), np.concatenate([degraded, real_heard])
             vectors = net(frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))))
             a, b, c = vectors.split([len(clean), len(clean), len(other)])
             identify_loss = _nt_xent(a, b, 0.05)
-            similar_loss = _nt_xent(a[:len(other)], c, 0.1)
+            similar_loss = _nt_xent(a[:len(other)], c, 0.1, None if kinds is None else
+                                    torch.from_numpy(kinds[chosen][:, None] == kinds[chosen][None, :]))
             loss = identify_loss + 0.5 * similar_loss
             opt.zero_grad()
             loss.backward()
@@ -158,11 +162,18 @@ def store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray
     print(f"style statistics of {len(tracks)} tracks stored in {path}", flush=True)
 
 
-def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float,
+             alike: torch.Tensor | None = None) -> torch.Tensor:
+    """NT-Xent: a[i]'s match is b[i]; with `alike` (booleans, (n, n)), every b[j] it marks for
+    a[i] is one (the supervised contrastive loss of Khosla et al. 2020, its mean over them)."""
     logits = a @ b.T / temperature
-    target = torch.arange(a.shape[0])
-    return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
-                  + torch.nn.functional.cross_entropy(logits.T, target))
+    if alike is None:
+        target = torch.arange(a.shape[0])
+        return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                      + torch.nn.functional.cross_entropy(logits.T, target))
+    weights = alike.float() / alike.float().sum(dim=1, keepdim=True)  # `alike` is symmetric
+    return -0.5 * ((logits.log_softmax(dim=1) * weights).sum(dim=1).mean()
+                   + (logits.T.log_softmax(dim=1) * weights).sum(dim=1).mean())
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -231,4 +242,4 @@ def _views(tracks, noise, batch: int, rng: np.random.Generator):
         x = audio[u - CONTEXT:u + WINDOW].astype(np.float32) / 32767
         other.append(random_room(x, noise, rng, False, SAMPLE_RATE)[CONTEXT:])
     return (np.stack(clean), np.stack(degraded).astype(np.float32),
-            np.stack(other).astype(np.float32))
+            np.stack(other).astype(np.float32), chosen)
