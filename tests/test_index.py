@@ -127,10 +127,15 @@ def test_the_index_records_which_model_made_its_vectors(tmp_path):
     centres = _fill(index)
     assert index.model == "shipped"
     rng = np.random.default_rng(5)
-    assert not index.add({99: _track(rng, centres[1])}, "v1")  # another model's: the caller re-embeds
-    index.rebuild(force=True, replace={tid: _track(rng, c) for tid, c in centres.items()}, model="v1")
+    assert not index.add({99: _track(rng, centres[1])}, "v1")  # another model's: refused
+    assert 99 not in index.track_ids() and index.track_ids() == set(centres)
+    # A new model's vectors replace every other: those it has not made are the old model's.
+    index.rebuild(force=True, replace={tid: _track(rng, centres[tid]) for tid in (3, 4)}, model="v1")
     assert index.model == "v1" and EmbeddingIndex(tmp_path, DIM, TRACK_DIM).model == "v1"
-    assert index.add({100: _track(rng, centres[2])}, "v1")
+    assert index.track_ids() == {3, 4} and index.search_tracks(_style(centres[7]), 5)[0].tolist() in ([3, 4], [4, 3])
+    assert index.add({100: _track(rng, centres[2])}, "v1") and index.track_ids() == {3, 4, 100}
+    index.rebuild(force=True, replace={5: _track(rng, centres[5])}, model="v1")  # the same model: kept
+    assert index.track_ids() == {3, 4, 5, 100}
 
 
 def test_an_index_from_before_models_were_recorded_holds_the_shipped_ones(tmp_path):

@@ -62,10 +62,14 @@ def test_a_round_makes_a_version_with_its_figures(trained):
 def test_models_use_switches_the_indexes_and_rolls_back(trained):
     data, _, _, songs = trained
     manifest = data / "embeddings" / "manifest.json"
+    run_ear(data, "users", "add", "zoe")  # a library that once had a track and has none now
+    added = run_ear(data, "--library", "zoe", "ingest", "--link", str(songs[0])).stdout.split("\t")[1]
+    run_ear(data, "--library", "zoe", "remove", added)
     for version in ("v1", models.SHIPPED):
         run_ear(data, "models", "use", version)
-        run_ear(data, "worker", "--until-idle")
+        run_ear(data, "worker", "--until-idle")  # every library follows (and none loops for ever)
         assert json.loads(manifest.read_text())["model"] == version
+        assert json.loads((data / "libraries" / "zoe" / "embeddings" / "manifest.json").read_text())["model"] == version
         assert [v["version"] for v in map(json.loads, run_ear(data, "models", "--json").stdout.splitlines())
                 if v["serving"]] == [version]
         found = json.loads(run_ear(data, "identify", "--json", str(songs[5])).stdout)
@@ -74,7 +78,7 @@ def test_models_use_switches_the_indexes_and_rolls_back(trained):
     assert refused.returncode == 1 and "No model version 'v7'" in refused.stderr
 
 
-def test_an_index_whose_version_was_deleted_fails_as_model_missing_until_rolled_back(trained):
+def test_an_index_whose_version_was_deleted_fails_as_model_missing_until_the_worker_follows(trained):
     data = trained[0]
     run_ear(data, "models", "use", "v1")
     run_ear(data, "worker", "--until-idle")
@@ -84,8 +88,9 @@ def test_an_index_whose_version_was_deleted_fails_as_model_missing_until_rolled_
         unknown = write(data.parent / "unknown.flac", song(999, seconds=12.0))
         failed = json.loads(run_ear(data, "identify", "--json", str(unknown), check=False).stdout)
         assert failed["error"]["code"] == "model_missing"
-        run_ear(data, "models", "use", "shipped")
-        run_ear(data, "worker", "--until-idle")
+        listed = [json.loads(line) for line in run_ear(data, "models", "--json").stdout.splitlines()]
+        assert [v["version"] for v in listed if v["serving"]] == ["shipped"]  # the chosen one is gone
+        run_ear(data, "worker", "--until-idle")  # at its start it queues what is behind
         assert "error" not in json.loads(run_ear(data, "identify", "--json", str(unknown)).stdout)
     finally:
         (data / "models" / "v1-away").rename(data / "models" / "v1")

@@ -105,7 +105,6 @@ def cmd_ingest(config: Config, args) -> int:
     failures = 0
     batch: list[PreparedTrack] = []
     progress = Progress(len(files))
-    model = catalog.library(library).model()
 
     def flush() -> None:
         for track, created in catalog.store(batch, library):
@@ -115,7 +114,7 @@ def cmd_ingest(config: Config, args) -> int:
 
     for path in files:
         try:
-            kept = catalog.prepare_file(path, metadata, model, library, args.link)
+            kept = catalog.prepare_file(path, metadata, catalog.library(library).model(), library, args.link)
             if isinstance(kept, Track):  # these very bytes are a track already
                 progress.line(f"exists\t{kept.id}\t{kept.artist or '-'}\t{kept.title}\t{kept.source}")
             else:
@@ -140,11 +139,15 @@ def cmd_reindex(config: Config, args) -> int:
         started = time.perf_counter()
         if args.reembed:
             progress = Progress(len(library.tracks()))
-            embedded, missing = reembed(catalog, library.name, lambda share: progress.step())
+            embedded, missing = reembed(catalog, library.name, lambda share: progress.step(), every_track=True)
             progress.done()
             print(f"{library.name}: embedded {embedded} tracks again with model {library.model_name()}" + (
-                f"; {len(missing)} have no audio file (`ear ingest` their files again to give "
-                f"them one): {missing}" if missing else ""))
+                f"; {len(missing)} have no audio file (without vectors of this model, if it is new: "
+                f"`ear ingest` their files again): {missing}" if missing else ""))
+        else:
+            catalog.rebuild_index(library.name, force=True)
+        print(f"{library.name}: embedding indexes rebuilt, {library.index.window_count} windows "
+              f"in {time.perf_counter() - started:.1f} s")
         if args.melodies:
             found, missing = 0, []
             tracks = library.tracks()
@@ -157,10 +160,6 @@ def cmd_reindex(config: Config, args) -> int:
             print(f"{library.name}: found {found} melodies again" + (
                 f"; {len(missing)} tracks have no readable audio file (their old melodies kept): {missing}"
                 if missing else ""))
-        else:
-            catalog.rebuild_index(library.name, force=True)
-        print(f"{library.name}: embedding indexes rebuilt, {library.index.window_count} windows "
-              f"in {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -77,7 +77,8 @@ def identification(library: Library, samples: np.ndarray) -> Identification:
         # Asked for only when the landmarks found nothing beyond doubt: it costs ~30 ms.
         found, style = embed_query(library, samples)
         votes.update(found)
-        clip_style.append(style)
+        if style is not None:
+            clip_style.append(style)
         return fusion.proposals(votes)
 
     fits = best_per_track(*verified_candidates(samples, library.table, embedding_proposals))
@@ -87,12 +88,15 @@ def identification(library: Library, samples: np.ndarray) -> Identification:
         clip_style[0] if clip_style else None)
 
 
-def embed_query(library: Library, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray]:
-    """(the embeddings' vote for each track near the clip's windows, the clip's style vector)."""
-    vectors, starts, style = library.model().analyse(samples, hop_s=fusion.QUERY_HOP_S)
-    votes = fusion.embedding_votes(
-        library.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K), starts)
-    return votes, style
+def embed_query(library: Library, samples: np.ndarray) -> tuple[dict[int, fusion.Vote], np.ndarray | None]:
+    """(the embeddings' vote for each track near the clip's windows, the clip's style vector);
+    none of either if the library's index changed model while the clip was embedded."""
+    model = library.model()
+    vectors, starts, style = model.analyse(samples, hop_s=fusion.QUERY_HOP_S)
+    found = library.index.search_windows(vectors, fusion.NEIGHBOURS, fusion.SEARCH_K)
+    if library.model_name() != model.name:  # the vectors searched may be the other model's
+        return {}, None
+    return fusion.embedding_votes(found, starts), style
 
 
 def as_candidates(library: Library, found: list[fusion.Evidence]) -> list[Candidate]:

@@ -71,6 +71,12 @@ class EmbeddingIndex:
         """The model version (models.py) that made the vectors; None while there are none."""
         return _model_of(self._state.manifest)
 
+    def track_ids(self) -> set[int]:
+        """The tracks the index holds vectors of (removed ones aside)."""
+        state = self._state
+        held = np.concatenate([state.built.track_ids, state.pending.track_ids]).astype(np.int64)
+        return set(held[~np.isin(held, state.removed)].tolist())
+
     @property
     def window_count(self) -> int:
         state = self._state
@@ -133,24 +139,25 @@ class EmbeddingIndex:
 
     def add(self, tracks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], model: str) -> bool:
         """Store {track id: (window vectors, window starts in s, track vector)} made by `model`;
-        searchable at once (pending). False if the index holds another model's vectors (the
-        caller has them made again)."""
+        searchable at once (pending). False, and nothing stored, if the index holds another
+        model's vectors (the caller has them made again by that one)."""
         if not tracks:
             return True
         arrays = pending_arrays(tracks, self.dim, self.track_dim)
         name = f"pending-{uuid.uuid4().hex[:12]}.npz"
         with self._locked(".write.lock") as manifest:  # written under the lock: see `sweep`
+            if _model_of(manifest) not in (None, model):
+                return False
             with replacing(self.folder / name) as fh:
                 np.savez(fh, window_vectors=arrays.window_vectors.astype(np.float16),
                          window_items=arrays.window_items,
                          track_vectors=arrays.track_vectors.astype(np.float16),
                          track_ids=arrays.track_ids)
-            manifest["model"] = _model_of(manifest) or model  # the first vectors name it
-            agrees = manifest["model"] == model
+            manifest["model"] = model  # the first vectors name it
             manifest["pending"] = [*manifest.get("pending", []), name]
             self._write_manifest(manifest)
         self.refresh()
-        return agrees
+        return True
 
     def remove(self, track_ids: list[int]) -> None:
         """Hide tracks from every search now; the next rebuild drops their vectors."""
@@ -184,38 +191,34 @@ class EmbeddingIndex:
                 model: str | None = None) -> bool:
         """Fold pending vectors into new Annoy files, dropping removed tracks; False if there
         was nothing to do. One rebuild at a time; adds and queries go on meanwhile.
-        `replace`: new vectors for some tracks, made by `model` (after a model change), instead
-        of their old; the new files record `model`, and queries follow it from their swap."""
+        `replace`: new vectors for some tracks, made by `model`, instead of their old. If
+        `model` is not the index's, the new files hold these vectors alone (every other is the
+        old model's, and waits to be made again), record `model`, and queries follow it from
+        their swap."""
         with self._locked(".build.lock") as start:
             if not force and not replace and not (start.get("pending") or start.get("removed")):
                 return False
             generation = start.get("generation", 0) + 1
+            changes_model = model is not None and model != _model_of(start)
             removed = set(start.get("removed", []))
-            old = open_built(self.folder, start.get("built"), self.track_dim)
-            pending = open_pending(self.folder, start.get("pending", []), self.dim, self.track_dim)
+            old = NO_BUILT if changes_model else open_built(self.folder, start.get("built"), self.track_dim)
+            pending = open_pending(self.folder, [] if changes_model else start.get("pending", []),
+                                   self.dim, self.track_dim)
             if replace:
-                extra = pending_arrays({t: v for t, v in replace.items() if t not in removed},
-                                        self.dim, self.track_dim)
-                pending = Pending(*(np.concatenate([
-                    getattr(pending, name)[~np.isin(track_column(getattr(pending, ids)),
-                                                    list(replace))], getattr(extra, name)])
-                    for name, ids in (("window_vectors", "window_items"),
-                                      ("window_items", "window_items"),
-                                      ("track_vectors", "track_ids"),
-                                      ("track_ids", "track_ids"))))
+                pending = _replaced(pending, pending_arrays({t: v for t, v in replace.items() if t not in removed},
+                                                            self.dim, self.track_dim))
             built = self._build(generation, old, pending, removed, removed | set(replace or ()))
             with self._locked(".write.lock") as manifest:
                 previous = manifest.get("built")
-                manifest["built"] = built
-                manifest["generation"] = generation
-                if model is not None:
+                manifest.update(built=built, generation=generation)
+                late = [p for p in manifest.get("pending", []) if p not in start.get("pending", [])]
+                if changes_model:  # what was added meanwhile is the old model's too
                     manifest["model"] = model
-                manifest["pending"] = [p for p in manifest.get("pending", [])
-                                       if p not in start.get("pending", [])]
+                manifest["pending"] = [] if changes_model else late
                 manifest["removed"] = sorted(set(manifest.get("removed", [])) - removed)
                 self._write_manifest(manifest)
             # Readers that still map the old files keep them alive until they let go.
-            for name in [*(previous or {}).values(), *start.get("pending", [])]:
+            for name in [*(previous or {}).values(), *start.get("pending", []), *(late if changes_model else [])]:
                 if isinstance(name, str):
                     (self.folder / name).unlink(missing_ok=True)
         self.refresh()
@@ -265,3 +268,12 @@ def _model_of(manifest: dict) -> str | None:
     if manifest.get("built") or manifest.get("pending"):
         return manifest.get("model", SHIPPED)
     return manifest.get("model")
+
+
+def _replaced(pending: Pending, extra: Pending) -> Pending:
+    """`pending` with the tracks of `extra` taking their vectors from it."""
+    replaced = list(track_column(extra.track_ids))
+    return Pending(*(np.concatenate([getattr(pending, name)[~np.isin(track_column(getattr(pending, ids)), replaced)],
+                                     getattr(extra, name)])
+                     for name, ids in (("window_vectors", "window_items"), ("window_items", "window_items"),
+                                       ("track_vectors", "track_ids"), ("track_ids", "track_ids"))))

@@ -13,6 +13,7 @@ its new vectors are swapped in. Until then they go on with the old version.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from .config import Config
 from .embed import MODEL_PATH, SHIPPED, Model
 from .errors import EarError, NotFound
 from .storage import commit, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = "ear-embed.pt"
 FIGURES = "figures.json"
@@ -60,8 +63,13 @@ def path_of(config: Config, name: str) -> Path:
 
 
 def serving(config: Config) -> str:
-    """The version new vectors are made with."""
-    return str((read_json(folder(config) / "serving.json") or {}).get("version", SHIPPED))
+    """The version new vectors are made with: the shipped one if the version chosen is gone
+    (its folder deleted by hand), so that ear still starts and follows it."""
+    name = str((read_json(folder(config) / "serving.json") or {}).get("version", SHIPPED))
+    if name != SHIPPED and not (folder(config) / name / WEIGHTS).is_file():
+        log.warning("the serving model %s is gone from %s: the shipped one serves", name, folder(config))
+        return SHIPPED
+    return name
 
 
 def set_serving(config: Config, name: str) -> None:

@@ -1,12 +1,14 @@
-"""A library's vectors made again by the serving model (models.py), so that its index, and with
-it its queries, follow a change of model. `ear models use` and the learning loop queue it as a
-job per library (`reembed`, done by `ear worker`); `ear reindex --reembed` does it at once.
+"""A library's vectors made by the serving model (models.py), so that its index, and with it its
+queries, follow a change of model. `ear models use` and the learning loop queue it as a job per
+library (`reembed`, done by `ear worker`, which also queues it at its start for any library
+left behind); `ear reindex --reembed` does it at once.
 
 Every track is embedded again from its audio (ingest.embed_again) and the new vectors replace
-the old in one rebuild, whose manifest records the model: queries switch model at that swap, so
-none compares vectors of two models. Tracks added meanwhile are embedded again in another pass.
-A track whose audio is gone cannot be: after a change of model its old vectors would answer
-nonsense, so it leaves the embedding index (its landmarks still identify it).
+the old in one rebuild, whose manifest records the model: queries switch model at that swap,
+and the index keeps no other model's vectors (index.py). Then passes follow, until none is
+needed, for what changed meanwhile: tracks added without vectors of the new model, or another
+change of serving model. A track whose audio is gone cannot be embedded again: after a change
+of model it leaves the embedding index (its landmarks still identify it).
 """
 from __future__ import annotations
 
@@ -17,39 +19,46 @@ from . import jobs
 from .catalog import Catalog
 from .db import Track
 from .ingest import embed_again
-from .models import serving_model, set_serving
+from .models import serving, serving_model, set_serving
 
 
 def follow(catalog: Catalog, version: str) -> list[str]:
-    """Serve `version` (models.py) from now on, and queue the embedding again of every library
-    whose index holds another's vectors: their names."""
+    """Serve `version` from now on, and queue the embedding again of every library whose
+    index holds another's vectors: their names."""
     set_serving(catalog.config, version)
-    behind = [shelf.name for shelf in catalog.every_library() if shelf.model_name() != version]
+    return queue_behind(catalog)
+
+
+def queue_behind(catalog: Catalog) -> list[str]:
+    """Queue a `reembed` of each library whose index holds another model's vectors than the
+    serving one's: their names."""
+    current = serving(catalog.config)
+    behind = [shelf.name for shelf in catalog.every_library() if shelf.model_name() != current]
     for name in behind:
         jobs.queue_reindex(name, jobs.REEMBED)
     return behind
 
 
-def reembed(catalog: Catalog, library: str, progress: Callable[[float], None] | None = None
-            ) -> tuple[int, list[int]]:
-    """Embed `library`'s tracks again with the serving model: (how many, ids without audio).
-    `progress(share done)` is called before each track (it may raise to stop)."""
-    model = serving_model(catalog.config)
+def reembed(catalog: Catalog, library: str, progress: Callable[[float], None] | None = None,
+            every_track: bool = False) -> tuple[int, list[int]]:
+    """Make `library`'s vectors the serving model's: every track's if its index holds another
+    model's (or `every_track`, e.g. after an update changed the shipped weights), else those
+    of the tracks it has none of. (How many were embedded, the ids without audio.)
+    `progress(share done)` is called before each track of the first pass (it may raise to stop)."""
     shelf = catalog.library(library)
-    done: set[int] = set()
-    embedded, missing = 0, []
+    embedded, missing, first = 0, set(), True
     while True:
-        tracks = [t for t in shelf.tracks() if t.id not in done]
-        if done and not tracks:
-            return embedded, missing
-        embeddings, gone = embed_again(_audio(catalog, tracks, progress if not done else None),
+        model = serving_model(catalog.config)
+        same = shelf.model_name() == model.name
+        held = shelf.index.track_ids() if same and not (first and every_track) else set()
+        tracks = [t for t in shelf.tracks() if t.id not in held and t.id not in missing]
+        if same and not tracks:
+            return embedded, sorted(missing)
+        embeddings, gone = embed_again(_audio(catalog, tracks, progress if first else None),
                                        catalog.config, model)
-        if gone and shelf.index.model != model.name:
-            shelf.index.remove(gone)
         shelf.index.rebuild(force=True, replace={t: e.arrays() for t, e in embeddings.items()},
                             model=model.name)
-        done |= {t.id for t in tracks}
-        embedded, missing = embedded + len(embeddings), missing + gone
+        embedded, missing, first = embedded + len(embeddings), missing | set(gone), False
 
 
 def _audio(catalog: Catalog, tracks: list[Track], progress: Callable[[float], None] | None

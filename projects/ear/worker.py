@@ -29,7 +29,7 @@ from .catalog import Catalog
 from .db import Job, Track
 from .errors import EarError
 from .ingest import expected_seconds
-from .reembed import reembed
+from .reembed import queue_behind, reembed
 from .runtime import in_a_child, one_heap, trim_heap
 from .storage import locked
 
@@ -69,9 +69,12 @@ class Worker:
                 return self._loop(poll_s, until_idle)
 
     def _queue_unfinished_rebuilds(self) -> None:
+        """Queue what its last life did not get to: rebuilds, and libraries still to follow a
+        change of model (one that came just before a crash, say)."""
         for shelf in self.catalog.every_library():
-            if shelf.index.needs_rebuild():  # a rebuild its last life did not get to
+            if shelf.index.needs_rebuild():
                 self.catalog.request_rebuild(shelf.name)
+        queue_behind(self.catalog)
 
     def stop(self, *_) -> None:
         """Stop soon: the job in hand is given back at its next progress."""

@@ -129,7 +129,9 @@ def _round(config: Config, catalog: Catalog, confirmed: list[dict], work: Path, 
         "queries": len(pairs), "eval": {"candidate": scored[name], "base": scored[base]}, "better": better})
     (work / "checkpoint.pt").unlink(missing_ok=True)  # the next round starts from the new serving model
     print(_report(name, base, scored))
-    if better:
+    if better and models.serving(config) != base:  # the owner chose another meanwhile: theirs stands
+        print(f"{name} is better than {base}, but {models.serving(config)} was chosen since: it stays")
+    elif better:
         behind = follow(catalog, name)
         print(f"{name} is better on both: it serves; libraries to embed again (`ear worker`): "
               f"{', '.join(behind) or 'none'}")

@@ -16,7 +16,7 @@ import numpy as np
 from .. import models
 from ..catalog import Catalog
 from ..config import Config
-from ..db import METADATA_FIELDS, Track, init_db
+from ..db import METADATA_FIELDS, Track, close_idle, init_db
 from ..errors import EarError
 from ..libraries import OWNER
 from ..reembed import reembed
@@ -39,6 +39,7 @@ def compare(config: Config, work: Path, versions: dict[str, Path], tracks: list[
         if name != models.SHIPPED:
             (models.folder(copy) / name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(weights, models.folder(copy) / name / models.WEIGHTS)
+    close_idle()  # the owner's database is let go of cleanly while the copy's is in use
     try:
         catalog = Catalog(copy)
         _fill(catalog, tracks)
