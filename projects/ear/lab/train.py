@@ -113,18 +113,14 @@ def fit(net: Embedder, tracks: list[tuple[np.ndarray, np.ndarray]], noise: list[
             if real is not None:
                 real_clean, real_heard = real(rng)
                 clean, degraded = np.concatenate([clean, real_clean]), np.concatenate([degraded, real_heard])
-            vectors = net(frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))))
-            a, b, c = vectors.split([len(clean), len(clean), len(other)])
-            identify_loss = _nt_xent(a, b, 0.05)
-            similar_loss = _nt_xent(a[:len(other)], c, 0.1, None if kinds is None else
-                                    torch.from_numpy(kinds[chosen][:, None] == kinds[chosen][None, :]))
+            identify_loss, similar_loss, hit = _losses(
+                net, frontend(torch.from_numpy(np.concatenate([clean, degraded, other]))), len(other),
+                None if kinds is None else torch.from_numpy(kinds[chosen][:, None] == kinds[chosen][None, :]))
             loss = identify_loss + 0.5 * similar_loss
             opt.zero_grad()
             loss.backward()
             opt.step()
             step += 1
-            with torch.no_grad():
-                hit = (a @ b.T).argmax(dim=1).eq(torch.arange(len(a))).float().mean().item()
             running.append((identify_loss.item(), similar_loss.item(), hit))
             if step % 50 == 0 or step == schedule.steps:
                 i, sim, h = np.mean(running, axis=0)
@@ -160,6 +156,28 @@ def store_style_statistics(path: Path, tracks: list[tuple[np.ndarray, np.ndarray
     with replacing(path) as fh:
         torch.save(state, fh)
     print(f"style statistics of {len(tracks)} tracks stored in {path}", flush=True)
+
+
+def _losses(net: Embedder, logmel: torch.Tensor, n: int, alike: torch.Tensor | None
+            ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(identification loss, similarity loss, in-batch top-1 of identification) of a step's
+    views: clean, degraded (as many) and `n` others. Without `alike` the similarity loss is on
+    the window vectors (two windows of one track alike); with it, on the windows' textures,
+    standardised over the batch as style vectors are over tracks (embed.Model.style_vector):
+    what "similar tracks" compares, made alike for the tracks `alike` marks."""
+    vectors, textures = net.forward_with_texture(logmel)
+    m = (len(vectors) - n) // 2
+    a, b, c = vectors.split([m, m, n])
+    identify_loss = _nt_xent(a, b, 0.05)
+    if alike is None:
+        similar_loss = _nt_xent(a[:n], c, 0.1)
+    else:
+        style = torch.cat([textures[:n], textures[2 * m:]])
+        style = torch.nn.functional.normalize((style - style.mean(dim=0)) / (style.std(dim=0) + 1e-6), dim=1)
+        similar_loss = _nt_xent(style[:n], style[n:], 0.1, alike)
+    with torch.no_grad():
+        hit = (a @ b.T).argmax(dim=1).eq(torch.arange(m)).float().mean().item()
+    return identify_loss, similar_loss, hit
 
 
 def _nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float,
