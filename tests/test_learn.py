@@ -65,8 +65,12 @@ def test_models_use_switches_the_indexes_and_rolls_back(trained):
     run_ear(data, "users", "add", "zoe")  # a library that once had a track and has none now
     added = run_ear(data, "--library", "zoe", "ingest", "--link", str(songs[0])).stdout.split("\t")[1]
     run_ear(data, "--library", "zoe", "remove", added)
+    gone = write(data.parent / "moved-away.flac", song(500, seconds=25.0))  # linked, then deleted
+    run_ear(data, "ingest", "--link", "--title", "gone", str(gone))
+    gone.unlink()
     for version in ("v1", models.SHIPPED):
-        run_ear(data, "models", "use", version)
+        said = run_ear(data, "models", "use", version).stdout
+        assert "1 of their tracks have no audio file left" in said
         run_ear(data, "worker", "--until-idle")  # every library follows (and none loops for ever)
         assert json.loads(manifest.read_text())["model"] == version
         assert json.loads((data / "libraries" / "zoe" / "embeddings" / "manifest.json").read_text())["model"] == version

@@ -88,6 +88,10 @@ def cmd_models(config: Config, args) -> int:
         print(f"model {args.version} makes new vectors; libraries to embed again (`ear worker` "
               f"does it, `ear jobs` shows it; each one's queries switch when it is done): "
               f"{', '.join(behind) or 'none'}")
+        silent = sum(catalog.audio_path(t) is None for name in behind for t in catalog.library(name).tracks())
+        if silent:
+            print(f"{silent} of their tracks have no audio file left: they leave the embedding index "
+                  "(their fingerprints still identify them; `ear ingest` their files again to bring them back)")
         return 0
     for version in models.versions(config):
         if args.json:
