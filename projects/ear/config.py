@@ -57,11 +57,11 @@ class Config:
            "needs the other core.")
     torch_interop_threads: int = _setting(1, "torch's inter-op threads (as EAR_TORCH_THREADS).")
     worker_torch_threads: int = _setting(
-        1, "CPU threads torch may use in `ear worker`, which adds uploaded tracks, and in "
-           "`ear train --from-catalog` (the web worker's are EAR_TORCH_THREADS).")
+        1, "CPU threads torch may use in `ear worker`, which adds uploaded tracks, and in the "
+           "learning loop's training (the web worker's are EAR_TORCH_THREADS).")
     worker_nice: int = _setting(
-        10, "How much `ear worker` and `ear train --from-catalog` step back for the site and its "
-            "queries (nice, 0–19).")
+        10, "How much `ear worker` and the learning loop's training step back for the site and "
+            "its queries (nice, 0–19).")
     worker_name: str = _setting(
         "", "The name `ear worker` runs under, one per worker; empty: the host name. Give each "
             "its own when several work for one database.")
