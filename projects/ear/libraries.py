@@ -162,13 +162,12 @@ class Library(Rows):
         self.melodies = MelodyIndex(name)  # loaded at its first hum
 
     def model(self) -> Model:
-        """The model whose vectors the index holds (models.py): queries and new tracks are
-        embedded with it. Picks up the index's newest generation first."""
-        self.index.refresh()
-        return models.for_index(self.config, self.index.model)
+        """The model whose vectors the index holds (models.py; an empty index: the serving
+        one): queries and new tracks are embedded with it."""
+        return models.for_index(self.config, self.model_name())
 
     def model_name(self) -> str:
-        """The version `model` is (without loading it)."""
+        """The version `model` is (without loading it), from the index's newest generation."""
         self.index.refresh()
         return self.index.model or models.serving(self.config)
 

@@ -83,9 +83,9 @@ def versions(config: Config) -> list[Version]:
     """Every version, the shipped one first, then the trained ones oldest first."""
     current = serving(config)
     found = [Version(SHIPPED, MODEL_PATH, "", {}, current == SHIPPED)]
-    trained = sorted((int(m.group(1)), p) for p in (folder(config).glob("v*") if folder(config).is_dir() else [])
-                     if (m := _TRAINED.fullmatch(p.name)) and (p / WEIGHTS).is_file())
-    for _, path in trained:
+    for _, path in sorted(_numbered(config)):
+        if not (path / WEIGHTS).is_file():  # not whole yet (add_version)
+            continue
         figures = read_json(path / FIGURES) or {}
         found.append(Version(path.name, path / WEIGHTS, str(figures.get("created", "")),
                              figures, current == path.name))
@@ -94,9 +94,13 @@ def versions(config: Config) -> list[Version]:
 
 def next_name(config: Config) -> str:
     """The name the next trained version will have."""
-    numbers = [int(m.group(1)) for p in (folder(config).glob("v*") if folder(config).is_dir() else [])
-               if (m := _TRAINED.fullmatch(p.name))]
-    return f"v{max(numbers, default=0) + 1}"
+    return f"v{max((number for number, _ in _numbered(config)), default=0) + 1}"
+
+
+def _numbered(config: Config) -> list[tuple[int, Path]]:
+    """(N, folder) of every `vN` folder."""
+    found = folder(config).glob("v*") if folder(config).is_dir() else []
+    return [(int(m.group(1)), p) for p in found if (m := _TRAINED.fullmatch(p.name))]
 
 
 def add_version(config: Config, name: str, weights: Path, figures: dict) -> None:
@@ -141,10 +145,10 @@ def serving_model(config: Config) -> Model:
     return load(config, serving(config))
 
 
-def for_index(config: Config, recorded: str | None) -> Model:
-    """The model whose vectors an index holds (`recorded`), or for an empty one the serving one."""
+def for_index(config: Config, name: str) -> Model:
+    """Version `name`, which an index's vectors were made by: 503 `model_missing` if it is gone."""
     try:
-        return load(config, recorded) if recorded else serving_model(config)
+        return load(config, name)
     except NotFound as exc:  # its folder was deleted by hand: the index cannot be searched
         raise EarError("model_missing", f"{exc.message} An index holds its vectors: `ear models use "
                        "shipped` (and the worker) embeds them again.", 503) from exc

@@ -115,7 +115,7 @@ def _round(config: Config, catalog: Catalog, confirmed: list[dict], work: Path, 
     noise = [to_16k(v) for v in noise_bank(work / "noise", args.seed + 100).values()]
     schedule = Schedule(args.steps, args.batch, args.lr, args.seed, warm_up=max(1, args.steps // 10))
     step = fit(net, list(by_track.values()), noise, work, schedule,
-               _real_pairs(config, pairs, by_track, max(1, args.batch // 4)) if pairs else None,
+               _real_pairs(pairs, by_track, max(1, args.batch // 4)),
                _artists([t for t, _ in tracks if t.id in by_track]))
 
     name, candidate = models.next_name(config), work / "candidate.pt"
@@ -186,8 +186,9 @@ def confirmed_queries(config: Config) -> list[dict]:
                 for q in rows]
 
 
-def _real_pairs(config: Config, pairs: list[dict], by_track: dict, per_step: int) -> RealPairs:
-    """Each step: `per_step` confirmed clips' 2 s windows, and the track's windows they heard."""
+def _real_pairs(pairs: list[dict], by_track: dict, per_step: int) -> RealPairs | None:
+    """Each step: `per_step` confirmed clips' 2 s windows, and the track's windows they heard
+    (None: no clip to draw from)."""
     clips = []
     for q in pairs:
         try:
@@ -207,9 +208,7 @@ def _real_pairs(config: Config, pairs: list[dict], by_track: dict, per_step: int
             heard.append(clip[t:t + WINDOW])
         return np.stack(clean), np.stack(heard)
 
-    if not clips:
-        return lambda rng: (np.zeros((0, WINDOW), np.float32), np.zeros((0, WINDOW), np.float32))
-    return draw
+    return draw if clips else None
 
 
 def _start_over_unless_same(work: Path, plan: dict) -> None:

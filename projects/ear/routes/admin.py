@@ -99,12 +99,12 @@ def models_page():
     versions = models.versions(config)
     shelves = catalog().every_library() if who.admin else [catalog().library(who.searches)]
     held = {shelf.name: shelf.model_name() for shelf in shelves}
-    trained = [v for v in versions if v.figures.get("eval")]
+    trained = [v for v in versions if v.figures.get("eval")] if who.admin else []
     plot = plots.bars([v.name for v in trained], [
         (label, [v.figures["eval"]["candidate"].get(key) or 0 for v in trained])
         for key, label in models.FIGURE_LABELS.items()], "held-out figures per version") if trained else None
     return _page("models", versions=versions, held=held, labels=models.FIGURE_LABELS,
-                 figures_shown=who.admin, plot=plot if who.admin else None)
+                 figures_shown=who.admin, plot=plot)
 
 
 @bp.post("/models/use")
