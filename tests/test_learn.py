@@ -132,3 +132,9 @@ def test_the_schedules_line_runs_and_a_second_round_waits(trained, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)
         busy = run_ear(data, "train", "--from-catalog", check=False)
     assert busy.returncode == 1 and "running already" in busy.stderr
+
+
+def test_a_catalog_too_small_to_learn_from_is_refused(tmp_path):
+    refused = run_ear(tmp_path / "data", "train", "--from-catalog", check=False)
+    assert refused.returncode == 1 and f"training needs at least {MIN_TRACKS}" in refused.stderr
+    assert not (tmp_path / "data" / "models" / "v1").exists()
