@@ -68,6 +68,17 @@ def encode(src: Path, dst: Path, *args: str) -> Path:
     return dst
 
 
+def video(path: Path, sound: np.ndarray, codec: list[str]) -> Path:
+    """A video of FFmpeg's moving test pattern (its clock drawn in the picture, 320×240 at 10
+    frames a second) with `sound` as its sound, as long as the sound."""
+    wav = write(path.with_suffix(".sound.wav"), sound)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+                    "-i", f"testsrc2=size=320x240:rate=10:duration={len(sound) / RATE:.3f}", "-i", str(wav),
+                    "-map", "0:v", "-map", "1:a", *codec, "-shortest", str(path)], check=True)
+    wav.unlink()
+    return path
+
+
 def tune(seed: int, notes: int = 48) -> list[tuple[float, float, int]]:
     """A melody for query by humming: (start, length) in beats and a MIDI pitch per note, steps
     and small leaps on a major scale, different for every seed."""

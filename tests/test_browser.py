@@ -14,7 +14,7 @@ import requests
 import soundfile as sf
 from helpers import AUTH, REPO, free_port, job_done, start_gunicorn, start_nginx, stop_nginx, wait_until_up
 from playwright.sync_api import expect, sync_playwright
-from synth import beat, hummed, song, tune, write
+from synth import beat, hummed, song, tune, video, write
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -126,6 +126,33 @@ def test_widget_hum_mode_finds_the_beat_and_plays_from_the_melody(playing_site_b
         audio = page.locator("audio")
         page.wait_for_function(f"a => !a.paused && Math.abs(a.currentTime - {melody_at:.2f}) < 3",
                                arg=audio.element_handle(), timeout=10_000)
+        browser.close()
+
+
+def test_widget_shows_the_video_frame_of_the_moment_follows_it_while_playing_and_why(playing_site_behind_nginx, tmp_path):
+    url, server = playing_site_behind_nginx
+    sound = song(11, seconds=60.0)
+    path = video(tmp_path / "pattern.mp4", sound, ["-c:v", "mpeg4", "-q:v", "8", "-c:a", "aac"])
+    with open(path, "rb") as fh:
+        job_done(url + "/ear", requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60))
+    wav = _microphone_file(sound[44100 * 40: 44100 * 52], tmp_path / "mic.wav")  # from 40 s on
+    with sync_playwright() as p:
+        browser, page = _page(p, wav)
+        page.goto(url + "/")
+        page.get_by_role("button", name="Listen").click()
+        expect(page.get_by_role("status")).to_contain_text("Found: pattern", timeout=40_000)
+        frame = page.locator("img.frame")
+        expect(frame).to_be_visible()
+        page.wait_for_function("f => f.complete && f.naturalWidth === 320", arg=frame.element_handle(), timeout=10_000)
+        shown = int(frame.get_attribute("src").rpartition("t=")[2])
+        assert 39 <= shown <= 53, shown  # the microphone's file starts at 40 s of the track, and loops
+        page.get_by_role("button", name="Why?").click()
+        page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=page.locator(".why img").element_handle(),
+                               timeout=5_000)
+        page.screenshot(path=str(ARTIFACTS / "widget-frame.png"), full_page=True)
+        page.get_by_role("button", name="Play from here").click()
+        page.wait_for_function(f"f => +f.src.split('t=')[1] >= {shown + 2} && f.complete && f.naturalWidth === 320",
+                               arg=frame.element_handle(), timeout=15_000)
         browser.close()
 
 

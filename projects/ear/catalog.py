@@ -9,7 +9,8 @@ store, at the service's start, by `ear compact`) finishes the job; readers trust
 
 A track's audio is an original the catalog keeps (originals.py: an upload, or a file `ear ingest`
 copied) or a file the owner linked; an original is deleted with the last track that names it, or
-when the upload it came from was no audio; what a crash left is swept after a day.
+when the upload it came from was no audio; what a crash left is swept after a day. A video's
+frames (frames.py) are the track's: stored before its row, removed with it.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from .libraries import OWNER, Library, OpenLibraries, Rows, names_on_disk
 from .segments import pack
 from .storage import ensure_writable
 from .originals import Originals
+from .frames import Frames
 from .ingest import OnProgress, PreparedTrack, prepare
-from .jobs import UNFINISHED
 
 log = logging.getLogger(__name__)
 Stored = Callable[[list[tuple[Track, bool]]], None]
@@ -47,6 +48,7 @@ class Catalog:
         pair_with_folder(config.data_dir / "catalog-id",
                          bool(owner.table.track_ids()) or len(names_on_disk(config)) > 1)
         self.originals = Originals(config.originals_dir)
+        self.frames = Frames(config.frames_dir)
 
     def library(self, name: str = OWNER) -> Library:
         """Library `name`'s stores (libraries.OpenLibraries: opened on demand, a few kept open)."""
@@ -86,6 +88,8 @@ class Catalog:
                     if not shelf.index.add({tid: p.embedding.arrays() for tid, p in zip(ids, new)
                                             if p.embedding is not None and p.embedding.model == model}, model):
                         jobs.queue_reindex(library, jobs.REEMBED)  # made while the model changed
+                for tid, p in ((t, p) for t, p in zip(ids, new) if p.frames is not None):
+                    self.frames.adopt(p.frames, tid)  # before the row: a track found has its frames
             # From the check to the rows that name the originals, under their lock: a removal of
             # the same bytes from another library went before (the file is gone) or waits. After
             # the slow writes, which uploads must not wait for: a refused batch's ids are
@@ -111,6 +115,7 @@ class Catalog:
             for item, (existing, j, is_new) in zip(prepared, plan):
                 if not is_new:
                     self._forget_original(item.original)
+                    self.frames.discard(item.frames)
         return result
 
     def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,
@@ -200,7 +205,7 @@ class Catalog:
     def _originals_in_use(self, name: str | None = None) -> set[str]:
         # Those that a track names or an unfinished job still needs (all, or just `name`).
         tracks = Track.select(Track.original).where(Track.original != "")
-        waiting = Job.select(Job.original).where(Job.status.in_(UNFINISHED), Job.original != "")
+        waiting = Job.select(Job.original).where(Job.status.in_(jobs.UNFINISHED), Job.original != "")
         if name is not None:
             tracks, waiting = tracks.where(Track.original == name), waiting.where(Job.original == name)
         return {o for query in (tracks, waiting) for (o,) in query.tuples()}
@@ -225,6 +230,7 @@ class Catalog:
             shelf.index.remove([track_id])
             track.delete_instance()
             self._forget_original(track.original)
+            self.frames.remove(track_id)
         return track
 
     def reconcile(self) -> None:
@@ -247,6 +253,7 @@ class Catalog:
             shelf.index.sweep()
         with database.connection_context(), self.originals.lock():
             self.originals.sweep(self._originals_in_use())
+            self.frames.sweep({tid for (tid,) in Track.select(Track.id).tuples()})
         jobs.prune()
 
     def _reconcile(self, shelf: Library) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .catalog import Catalog
 from .cli_owner import chosen_library
 from .config import Config
 from .decode import decode_query
 from .errors import EarError
+from .explain import explain
 from .heard import Timing, answered, hummed
 from .hum import search
 from .identify import identify
@@ -26,6 +28,10 @@ def add_query_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
                    help="also list the first N tracks of the ranking, matches or not")
+    p.add_argument("--frames", metavar="DIR", type=Path,
+                   help="write the video frame of each best match's moment as DIR/<FILE's name>.jpg")
+    p.add_argument("--explain", metavar="DIR", type=Path,
+                   help="write why each best match matched, as a picture: DIR/<FILE's name>.svg")
     _log_argument(p)
 
     p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
@@ -83,6 +89,13 @@ def cmd_identify(config: Config, args) -> int:
         result["matches"] = [m.to_json() for m in found.matches]
         if args.candidates:
             result["candidates"] = [m.to_json() for m in found.candidates]
+        best = found.matches[0] if found.matches else None
+        frame = best and catalog.frames.nearest(best.track.id, best.offset_s)
+        if args.frames and frame:
+            result["frame"] = str(_written(args.frames / (Path(file).stem + ".jpg"), frame.read_bytes()))
+        if args.explain and best:
+            picture = explain(library, samples, best).to_json()["svg"]
+            result["explain"] = str(_written(args.explain / (Path(file).stem + ".svg"), picture.encode()))
         return result
 
     def describe(file: str, result: dict) -> None:
@@ -94,7 +107,9 @@ def cmd_identify(config: Config, args) -> int:
         best = result["matches"][0]
         t = best["track"]
         print(f"{file}: {t['artist'] or '-'} — {t['title']} (#{t['id']}) at "
-              f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}")
+              f"{best['offset_s']:.2f} s, confidence {best['confidence']:.2f}"
+              + "".join(f"; {what}: {result[key]}" for key, what in (("frame", "its frame"), ("explain", "why"))
+                        if key in result))
 
     _answer_each([(f, lambda f=f: answer(f)) for f in args.files], args.json, describe)
     return 0
@@ -130,6 +145,12 @@ def cmd_similar(config: Config, args) -> int:
                else [(f, lambda f=f: like_clip(f)) for f in args.files])
     _answer_each(queries, args.json, describe)
     return 0
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def _answer_each(queries, as_json: bool, describe) -> None:

@@ -46,6 +46,10 @@ class Config:
     decode_timeout_s: float = _setting(
         60.0, "Wall-clock limit for decoding one query, in seconds (tracks get max_track_seconds "
               "/ 20 if longer).")
+    frame_seconds: float = _setting(
+        2.0, "A video track (mp4, webm, mkv, mov) keeps a small picture (320 px JPEG) of every "
+             "this many seconds, for the frame of the matched moment (GET /tracks/<id>/frame). "
+             "0: keep no pictures.")
     port: int = _setting(
         5001, "Port of `ear serve` and of Gunicorn (deploy/gunicorn.conf.py binds 127.0.0.1 on it).")
     match_threshold: float = _setting(
@@ -109,6 +113,10 @@ class Config:
     @property
     def originals_dir(self) -> Path:
         return self.data_dir / "originals"
+
+    @property
+    def frames_dir(self) -> Path:
+        return self.data_dir / "frames"
 
     @property
     def queries_dir(self) -> Path:

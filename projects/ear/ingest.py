@@ -22,6 +22,7 @@ from .db import METADATA_FIELDS
 from .decode import SAMPLE_RATE, decode_track, read_tags
 from .embed import Model, Windows
 from .errors import BadAudio
+from .frames import Extracted, extract
 from .features import FRAME_SECONDS, TRACK_PEAKS, Block, block_peaks, blocks
 from .hashes import TrackLandmarks
 from .originals import AUDIO_SUFFIXES
@@ -79,6 +80,7 @@ class PreparedTrack:
     original: str = ""  # the original ear keeps of it (originals.py), if any
     linked_path: str = ""  # the file the owner's shell linked instead, if any
     copied_from: str = ""  # the file the owner's shell had the original copied from, if any
+    frames: Extracted | None = None  # a video's pictures (frames.py), waiting for the track's id
 
 
 def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
@@ -103,7 +105,16 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
                 progress(audio.seconds)
     return PreparedTrack(source_name, track_metadata(source, source_name, metadata),
                          audio.seconds, audio.content_hash, prints.result(), _embedding(windows),
-                         melody.result())
+                         melody.result(), frames=_frames(source, config, audio.seconds))
+
+
+def _frames(source: bytes | str | os.PathLike, config: Config, seconds: float) -> Extracted | None:
+    # Video is read from files only (an upload is one by now: originals.py); a second of
+    # decoding a second of video at most, or the track goes without pictures.
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    return extract(Path(source), config.frames_dir, config.frame_seconds,
+                   timeout_s=max(config.decode_timeout_s, seconds))
 
 
 class HashedAudio:

@@ -82,7 +82,7 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
         for speed, density, pairing in PASSES:
             if density not in found_peaks:
                 found_peaks[density] = peaks(samples, density)[:2]
-            grid, hashes, frames = _as_played(*found_peaks[density], speed, pairing)
+            grid, hashes, frames = as_played(*found_peaks[density], speed, pairing)
             first_here = len(verified)
             fits, tried = _verify_votes(grid, stored_peaks, table, vote(table.lookup(hashes), frames))
             verified += fits
@@ -112,7 +112,7 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
     return verified, placements
 
 
-def _as_played(t: np.ndarray, f: np.ndarray, speed: float, pairing: Pairing
+def as_played(t: np.ndarray, f: np.ndarray, speed: float, pairing: Pairing
                ) -> tuple[QueryGrid, np.ndarray, np.ndarray]:
     """The query's peaks scaled back from `speed` (played at `speed`, a frame t was t*speed and
     a bin f was f/speed in the original): their grid, landmark hashes and anchor frames."""

@@ -24,7 +24,8 @@ AUDIO_SUFFIXES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpe
                   ".mp4": "audio/mp4", ".aac": "audio/aac", ".webm": "audio/webm",
                   ".mka": "audio/x-matroska", ".wma": "audio/x-ms-wma", ".aif": "audio/aiff",
                   ".aiff": "audio/aiff", ".xm": "audio/xm", ".mod": "audio/mod", ".it": "audio/it",
-                  ".s3m": "audio/s3m"}  # what ear takes for audio, and the type it is served as
+                  ".s3m": "audio/s3m", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
+                  ".m4v": "video/mp4"}  # what ear takes for audio (a video's sound), and the type it is served as
 
 _COPY_BYTES = 1 << 20  # copied a MB at a time: an upload is never held whole in memory
 _NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,5})?")  # what `keep` names a file

@@ -253,8 +253,12 @@ def candidate_json(candidate: Candidate) -> dict:
 
 
 def with_media(answer: dict, track: Track) -> dict:
-    """An answer's JSON (a match of any kind), its track carrying the links the widget uses."""
-    return {**answer, "track": {**answer["track"], **media_links(track)}}
+    """An answer's JSON (a match of any kind), its track carrying the links the widget uses, and
+    `frame_url` for a video track's picture of the matched moment."""
+    at = answer.get("offset_s", answer.get("start_s"))
+    frame = ({"frame_url": link("tracks.track_frame", track_id=track.id, t=round(at, 1))}
+             if at is not None and catalog().frames.has(track.id) else {})
+    return {**answer, **frame, "track": {**answer["track"], **media_links(track)}}
 
 
 def similar_json(similar: Similar) -> dict:

@@ -1,9 +1,10 @@
 """The caller's tracks (routes/helpers.py: a visitor's are the public library's): list, look up,
 add (queued as jobs), describe (title, artist, album, genre) and remove (with a key), and each
-track's audio and cover."""
+track's audio, cover and video frames."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import PurePath
 
 from flask import Blueprint, Response, jsonify, request, send_file
@@ -98,6 +99,26 @@ def track_cover(track_id: int):
     response = Response(image, mimetype=mimetype)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.cache_control.max_age = 24 * _MEDIA_MAX_AGE_S
+    return _cached_for_the_caller(response)
+
+
+@bp.get("/tracks/<int:track_id>/frame")
+def track_frame(track_id: int):
+    """The video frame nearest `t` seconds into the track (frames.py)."""
+    try:
+        seconds = float(request.args.get("t", "0"))
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds):
+        raise EarError("bad_time", "t must be a number of seconds into the track, e.g. ?t=40.5.")
+    path = catalog().frames.nearest(visible_track(track_id).id, seconds)
+    if path is None:
+        raise NotFound("frame_not_found", "This track has no video frames.")
+    # A frame's bytes never change under its name (a track's frames are written once): its
+    # ETag is its name and its track, and a browser may keep it as long as a cover.
+    response = send_file(path, mimetype="image/jpeg", conditional=True, max_age=24 * _MEDIA_MAX_AGE_S,
+                         etag=f"{track_id}-{path.stem}")
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return _cached_for_the_caller(response)
 
 

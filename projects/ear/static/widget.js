@@ -1,6 +1,7 @@
 /* ear widget: <script src="/ear/widget.js" defer></script> and <div data-ear></div>.
    Options (data attributes): data-mode="identify|similar|hum", data-seconds="8" (hum: 15),
-   data-api="/ear/". "hum": the visitor hums or sings a melody; the answer is the tracks carrying it.
+   data-api="/ear/", data-why="off" (no "why?" picture under a result: it costs the server ~10 ms
+   a query). "hum": the visitor hums or sings a melody; the answer is the tracks carrying it.
    No framework, no build step; styles live in a shadow root. */
 (() => {
   "use strict";
@@ -26,6 +27,8 @@ input[type=text]{font:inherit;border:1px solid var(--line);border-radius:8px;pad
 .status.error{color:var(--bad)}
 .result{display:flex;gap:12px;margin-top:8px}
 .result img{width:64px;height:64px;object-fit:cover;border-radius:6px}
+img.frame{display:block;width:100%;max-width:320px;margin-top:8px;border-radius:8px}
+.why img{display:block;width:100%;max-width:360px;margin-top:8px;border:1px solid var(--line);border-radius:8px}
 .title{font-weight:600;font-size:1.05em}
 .muted{color:var(--muted);font-size:.9em}
 ul{margin:6px 0 0;padding-left:1.1em}
@@ -51,9 +54,12 @@ ul{margin:6px 0 0;padding-left:1.1em}
         <div class="muted where"></div>
         <div class="row" style="margin-top:6px">
           <button data-act="play" hidden>▶ Play from here</button>
+          <button data-act="why" aria-expanded="false" hidden>Why?</button>
         </div>
       </div>
     </div>
+    <img class="frame" alt="The video at this moment" hidden>
+    <div class="why" hidden><img alt="Why it matched: the clip's peaks lined up on the track's"></div>
     <div class="similar" hidden><div class="muted">Sounds like:</div><ul></ul></div>
     <div class="feedback row" style="margin-top:10px">
       <span class="muted">Right?</span>
@@ -93,6 +99,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       this.host = host;
       this.api = new URL(host.dataset.api || defaultApi, location.href).href.replace(/\/?$/, "/");
       this.mode = ["similar", "hum"].includes(host.dataset.mode) ? host.dataset.mode : "identify";
+      this.explains = this.mode === "identify" && host.dataset.why !== "off";
       this.seconds = Math.min(Math.max(+host.dataset.seconds || (this.mode === "hum" ? 15 : 8), 3), 30);
       const root = host.attachShadow({ mode: "open" });
       root.innerHTML = `<style>${CSS}</style>${HTML}`;
@@ -199,7 +206,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       form.append("audio", blob, name);
       let body;
       try {
-        const res = await fetch(this.api + this.mode, { method: "POST", body: form });
+        const res = await fetch(this.api + this.mode + (this.explains ? "?explain=1" : ""), { method: "POST", body: form });
         body = await res.json().catch(() => ({}));
         if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
         this.base = res.url || this.api;  // where ear answered, after any redirect
@@ -229,9 +236,11 @@ ul{margin:6px 0 0;padding-left:1.1em}
         this.$(".title").textContent = t.title;
         this.$(".artist").textContent = t.artist || "";
         this.$(".where").textContent = `at ${fmt(best.offset_s)} · ${sure} (${pct}%)`;
-        const img = this.$("img");
+        const img = this.$(".result img");
         img.hidden = !t.cover_url;
         if (t.cover_url) img.src = this.link(t.cover_url);
+        this.showFrame(best.offset_s);
+        this.showWhy(body.explain?.svg);
         this.$("[data-act=play]").hidden = !t.audio_url;
         this.say(`Found: ${t.title}${t.artist ? ` by ${t.artist}` : ""}, at ${fmt(best.offset_s)} (${sure}).`);
       } else {
@@ -261,12 +270,42 @@ ul{margin:6px 0 0;padding-left:1.1em}
       this.$(".title").textContent = t.title;
       this.$(".artist").textContent = t.artist || "";
       this.$(".where").textContent = `the melody at ${fmt(best.start_s)}–${fmt(best.end_s)} · ${Math.round(best.score * 100)}% alike`;
-      const img = this.$("img");
+      const img = this.$(".result img");
       img.hidden = !t.cover_url;
       if (t.cover_url) img.src = this.link(t.cover_url);
+      this.showFrame(best.start_s);
+      this.showWhy(null);
       this.$("[data-act=play]").hidden = !t.audio_url;
       this.say(`Found: ${t.title}${t.artist ? ` by ${t.artist}` : ""}, at ${fmt(best.start_s)}.`);
       this.showSimilar(matches.slice(1));
+    }
+
+    // A video track's picture of the moment (`frame_url`), asked again at each new second
+    // while ▶ plays; hidden for a track without one.
+    showFrame(seconds) {
+      const frame = this.$("img.frame");
+      const url = this.answer?.frame_url;
+      frame.hidden = !url;
+      if (!url) return;
+      const at = new URL(this.link(url));
+      at.searchParams.set("t", String(Math.round(seconds)));
+      if (frame.src !== at.href) frame.src = at.href;
+    }
+
+    // The picture of why it matched (SVG text from ?explain=1), behind the "Why?" toggle; as an
+    // image, so that nothing in it can run.
+    showWhy(svg) {
+      const button = this.$("[data-act=why]");
+      button.hidden = !svg;
+      button.setAttribute("aria-expanded", "false");
+      this.$(".why").hidden = true;
+      if (svg) this.$(".why img").src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
+    }
+
+    why() {
+      const open = this.$(".why").hidden;
+      this.$(".why").hidden = !open;
+      this.$("[data-act=why]").setAttribute("aria-expanded", String(open));
     }
 
     showSimilar(similar) {
@@ -295,6 +334,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
         audio.src = src;
         audio.dataset.src = src;
         audio.currentTime = this.answer.offset_s;
+        audio.ontimeupdate = () => this.showFrame(audio.currentTime);
       }
       audio.play().catch(() => this.say("The track could not be played.", true));
     }
