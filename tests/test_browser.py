@@ -92,6 +92,26 @@ def test_widget_records_and_shows_the_track(site_behind_nginx, songs_dir, tmp_pa
     print(f"\nbrowser test (record, upload, answer, feedback): {time.monotonic() - started:.1f} s")
 
 
+def test_widget_answers_while_still_listening(site_behind_nginx, songs_dir, tmp_path):
+    url, server = site_behind_nginx
+    with open(songs_dir / "song2.flac", "rb") as fh:
+        job_done(url + "/ear", requests.post(url + "/ear/tracks", files={"audio": fh}, headers=AUTH, timeout=60))
+    wav = _microphone_file(song(2)[44100 * 4: 44100 * 24], tmp_path / "mic.wav")
+    with sync_playwright() as p:
+        browser, page = _page(p, wav)
+        page.goto(url + "/")
+        page.get_by_role("button", name="Listen").click()
+        clicked = page.evaluate("performance.now()")
+        status = page.get_by_role("status")
+        expect(status).to_contain_text("Found: song2", timeout=40_000)
+        answered_s = (page.evaluate("performance.now()") - clicked) / 1000
+        uploads = int(page.locator("[data-ear]").get_attribute("data-uploads"))
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()  # the recording ended
+        browser.close()
+    print(f"\nanswered while listening: after {answered_s:.1f} s of an 8 s recording, {uploads} upload(s)")
+    assert answered_s < 7.0, "the answer waited for the recording's end"
+
+
 def test_widget_says_no_match(site_behind_nginx, tmp_path):
     url, server = site_behind_nginx
     wav = _microphone_file(song(301)[: 44100 * 20], tmp_path / "mic.wav")  # not in the catalog

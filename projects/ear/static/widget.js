@@ -72,6 +72,8 @@ ul{margin:6px 0 0;padding-left:1.1em}
   <audio preload="none" hidden></audio>
 </div>`;
 
+  const LOOK_MS = 1500;  // how often what has been heard so far is sent while listening
+  const SURE = 0.9;  // a match this confident ends the listening early
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
   function themeOf(el) {
@@ -97,6 +99,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
   class EarWidget {
     constructor(host) {
       this.host = host;
+      this.uploads = 0;
       this.api = new URL(host.dataset.api || defaultApi, location.href).href.replace(/\/?$/, "/");
       this.mode = ["similar", "hum"].includes(host.dataset.mode) ? host.dataset.mode : "identify";
       this.explains = this.mode === "identify" && host.dataset.why !== "off";
@@ -187,29 +190,50 @@ ul{margin:6px 0 0;padding-left:1.1em}
       };
       recorder.start(250);
       tick();
+      const type = () => recorder.mimeType || mime || "audio/webm";
+      const name = () => (type().includes("mp4") ? "clip.mp4" : "clip.webm");
+      this.uploads = 0;
+      const early = this.mode === "identify" ? this.answerWhileListening(recorder, chunks, type, name) : null;
       await done;
       cancelAnimationFrame(timer);
       stream.getTracks().forEach((t) => t.stop());
       ctx.close();
       this.$(".meter").hidden = true;
       this.$("[data-act=stop]").hidden = true;
-      const type = recorder.mimeType || mime || "audio/webm";
-      await this.send(new Blob(chunks, { type }), type.includes("mp4") ? "clip.mp4" : "clip.webm");
+      const answered = await early;
+      if (answered) {
+        this.busy(false);
+        return this.show(answered);
+      }
+      await this.send(new Blob(chunks, { type: type() }), name());
     }
 
     stop() {}
 
+    // An answer while still listening: every LOOK_MS what has been heard so far goes up as a
+    // request of its own, which the one server worker answers between other visitors' (a single
+    // request streamed for the whole recording would hold that worker all along). A sure match
+    // stops the recording; what resolves is that answer, or null when none came.
+    async answerWhileListening(recorder, chunks, type, name) {
+      while (recorder.state === "recording") {
+        await new Promise((resolve) => setTimeout(resolve, LOOK_MS));
+        if (recorder.state !== "recording") return null;
+        const body = await this.ask(new Blob(chunks, { type: type() }), name()).catch(() => null);
+        const best = body?.matches?.[0];
+        if (best && best.confidence >= SURE) {
+          if (recorder.state === "recording") recorder.stop();
+          return body;
+        }
+      }
+      return null;
+    }
+
     async send(blob, name) {
       this.busy(true);
       this.say("Looking it up…");
-      const form = new FormData();
-      form.append("audio", blob, name);
       let body;
       try {
-        const res = await fetch(this.api + this.mode + (this.explains ? "?explain=1" : ""), { method: "POST", body: form });
-        body = await res.json().catch(() => ({}));
-        if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
-        this.base = res.url || this.api;  // where ear answered, after any redirect
+        body = await this.ask(blob, name);
       } catch (err) {
         this.busy(false);
         const offline = err instanceof TypeError;
@@ -217,6 +241,19 @@ ul{margin:6px 0 0;padding-left:1.1em}
       }
       this.busy(false);
       this.show(body);
+    }
+
+    // One upload to ear; its answer, or an error with ear's message. `data-uploads` on the
+    // element counts them (what a page or a test may want to know).
+    async ask(blob, name) {
+      const form = new FormData();
+      form.append("audio", blob, name);
+      this.host.dataset.uploads = String(++this.uploads);
+      const res = await fetch(this.api + this.mode + (this.explains ? "?explain=1" : ""), { method: "POST", body: form });
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
+      this.base = res.url || this.api;  // where ear answered, after any redirect
+      return body;
     }
 
     show(body) {
