@@ -141,7 +141,10 @@ def test_widget_hum_mode_finds_the_beat_and_plays_from_the_melody(playing_site_b
         page.get_by_role("button", name="Hum").click()
         status = page.get_by_role("status")
         expect(status).to_contain_text("Found: beat1", timeout=40_000)
-        page.screenshot(path=str(ARTIFACTS / "widget-hum.png"))
+        page.get_by_role("button", name="Why?").click()  # the hum over the beat's melody
+        page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=page.locator(".why img").element_handle(),
+                               timeout=5_000)
+        page.screenshot(path=str(ARTIFACTS / "widget-hum.png"), full_page=True)
         page.get_by_role("button", name="Play from here").click()
         audio = page.locator("audio")
         page.wait_for_function(f"a => !a.paused && Math.abs(a.currentTime - {melody_at:.2f}) < 3",

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import soundfile as sf
-from helpers import AUTH, added, room_clip
-from synth import RATE, song
+from helpers import AUTH, added, room_clip, run_ear
+from synth import RATE, beat, hummed, song, tune, write
 
 from ear.explain import Explanation, picture
 from ear.features import FRAME_SECONDS
@@ -73,3 +73,22 @@ def test_the_picture_of_a_three_hour_track_stays_under_30_kb():
     svg = picture(e)
     assert len(svg.encode()) <= 30_000, len(svg)
     ET.fromstring(svg)
+
+
+def test_a_hum_is_laid_over_the_melody_it_matched(client, config, tmp_path):
+    for seed in (0, 1):
+        added(client, {"audio": (io.BytesIO(write(tmp_path / f"beat{seed}.flac", beat(tune(seed), 90.0 + 8 * seed, seed))
+                                            .read_bytes()), f"beat{seed}.flac")})
+    hum = write(tmp_path / "hum.wav", hummed(tune(0), 10, 14, 90.0 * 0.8, -4, 0))  # a major third down
+    body = client.post("/hum?explain=1", data={"audio": (io.BytesIO(hum.read_bytes()), "hum.wav")}).get_json()
+    why = body["explain"]
+    assert why["track_id"] == body["matches"][0]["track"]["id"] and why["start_s"] == body["matches"][0]["start_s"]
+    assert round(why["shift"]) % 12 == 4
+    hummed_, melody = np.array(why["hum"]), np.array(why["melody"])
+    # Each hum point lies on the melody sounding at its time in the track (the hum is stretched
+    # linearly onto the span, so a note's edges may miss: most points, not all).
+    nearest = melody[np.abs(melody[:, 0][None, :] - hummed_[:, 0][:, None]).argmin(axis=1), 1]
+    assert np.median(np.abs(hummed_[:, 1] - nearest)) < 1.0
+    assert len(why["svg"].encode()) <= 30_000 and ET.fromstring(why["svg"]).tag == SVG + "svg"
+    out = run_ear(config.data_dir, "hum", str(hum), "--explain", str(tmp_path / "why")).stdout
+    assert str(tmp_path / "why" / "hum.svg") in out and (tmp_path / "why" / "hum.svg").read_text().startswith("<svg")

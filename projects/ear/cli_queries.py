@@ -13,7 +13,7 @@ from .cli_owner import chosen_library
 from .config import Config
 from .decode import decode_query
 from .errors import EarError
-from .explain import explain
+from .explain import explain, explain_hum
 from .heard import Timing, answered, hummed
 from .hum import search
 from .identify import identify
@@ -48,6 +48,8 @@ def add_query_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+")
     p.add_argument("-k", type=int, default=None, help="how many tracks at most (default: EAR_TOP_K)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--explain", metavar="DIR", type=Path,
+                   help="write the hum over the best match's melody, as a picture: DIR/<FILE's name>.svg")
     _log_argument(p)
 
 
@@ -179,12 +181,18 @@ def cmd_hum(config: Config, args) -> int:
         found = [m for m in search(library.melodies, samples, k=max(1, args.k or config.top_k)) if m.is_match]
         rows = library.rows(m.track_id for m in found)
         found = [m for m in found if m.track_id in rows]
-        return {**asked.logged(samples, (m.track_id for m in found), hummed(found[0] if found else None)),
-                "matches": [m.to_json(rows[m.track_id]) for m in found]}
+        result = {**asked.logged(samples, (m.track_id for m in found), hummed(found[0] if found else None)),
+                  "matches": [m.to_json(rows[m.track_id]) for m in found]}
+        if args.explain and found:
+            picture = explain_hum(library, samples, found[0], rows[found[0].track_id].title).to_json()["svg"]
+            result["explain"] = str(_written(args.explain / (Path(file).stem + ".svg"), picture.encode()))
+        return result
 
     def describe(file: str, result: dict) -> None:
         if not result["matches"]:
             print(f"{file}: no match")
+        if "explain" in result:
+            print(f"{file}: why: {result['explain']}")
         for m in result["matches"]:
             t = m["track"]
             print(f"{file}: {m['score']:.3f}  {t['artist'] or '-'} — {t['title']} (#{t['id']}) "

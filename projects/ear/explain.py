@@ -13,8 +13,11 @@ that fit the track best at the answered offset (the first confident one, as the 
   offset);
 - `z`: the verification's z-score, judged against `threshold`; `evidence`: which kinds of
   evidence (fingerprint, embedding) sufficed alone (fusion.py).
-It costs a query's landmark lookups and one verification again (tens of ms): made only when
-asked for. It keeps nothing of the clip.
+For a hum (`explain_hum`), the evidence is the hum's pitch contour laid over the track's
+melody in the span it matched, transposed by the match's shift and stretched linearly onto the
+span (the alignment itself may bend time within it).
+It costs a query's landmark lookups and one verification again, or a hum's pitch tracking again
+(tens of ms): made only when asked for. It keeps nothing of the clip.
 """
 from __future__ import annotations
 
@@ -27,7 +30,10 @@ from .decode import SAMPLE_RATE
 from .features import FRAME_SECONDS, N_FFT, peaks
 from .identify import Candidate
 from .libraries import Library
+from .hum import MATCH_LEAD, MATCH_SIMILARITY, HumMatch
 from .match import CONFIDENT_Z, PASSES, as_played
+from .melody import smooth
+from .pitch import FRAME_SECONDS as PITCH_FRAME_SECONDS, contour
 
 _CHANCE_SDS = 3.0  # an offset's votes above mean + this many deviations stand out from chance
 _MOST_POINTS = 400  # peaks and hits drawn at most: a picture under 30 KB
@@ -143,10 +149,13 @@ def picture(e: Explanation) -> str:
                f'evidence: {escape(", ".join(e.evidence) or "both together")}</text>'
                f'<text x="4" y="42"><tspan class="hit-key">●</tspan> the clip\'s landmarks in the track '
                f'<tspan class="pair-key">●</tspan> {len(e.pairs)} peaks landed</text>')
-    body = caption + scatter + _vote_bars(e, left, right, top + _PANEL + 30)
-    height = top + 2 * _PANEL + 50
+    return _svg(f"why it matched {e.title}", caption + scatter + _vote_bars(e, left, right, top + _PANEL + 30),
+                top + 2 * _PANEL + 50)
+
+
+def _svg(title: str, body: str, height: int) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WHY_WIDTH} {height}" role="img" '
-            f'aria-label="why it matched {escape(e.title)}"><title>why it matched {escape(e.title)}</title>'
+            f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
             f'{_WHY_STYLE}<rect width="100%" height="100%" fill="#fff"/>{body}</svg>')
 
 
@@ -175,3 +184,70 @@ def _dots(kind: str, xs: np.ndarray, ys: np.ndarray) -> str:
 
 def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+@dataclass(frozen=True)
+class HumExplanation:
+    track_id: int
+    title: str
+    start_s: float  # the span of the track the hum follows
+    end_s: float
+    score: float
+    shift: float
+    hum: np.ndarray  # (n, 2): track s, semitones (MIDI) of the hum's voiced frames, laid on the span
+    melody: np.ndarray  # (m, 2): track s, semitones of the track's melody around the span
+
+    def to_json(self) -> dict:
+        """The contours, and their picture as SVG text (`svg`)."""
+        return {"track_id": self.track_id, "start_s": self.start_s, "end_s": self.end_s, "score": self.score,
+                "shift": round(self.shift, 2), "hum": np.round(self.hum, 2).tolist(),
+                "melody": np.round(self.melody, 2).tolist(), "svg": hum_picture(self)}
+
+
+def explain_hum(library: Library, samples: np.ndarray, match: HumMatch, title: str) -> HumExplanation:
+    """The hum `samples` over the melody of the match's track, in the span it matched."""
+    hummed = smooth(contour([samples]))
+    voiced = np.flatnonzero(~np.isnan(hummed))
+    melody = next(m.contour for m in library.melodies.refresh().tracks if m.track_id == match.track_id)
+    around = slice(int(max(match.start_s - 1, 0) / PITCH_FRAME_SECONDS), int((match.end_s + 1) / PITCH_FRAME_SECONDS))
+    track = np.stack([np.arange(melody.size)[around] * PITCH_FRAME_SECONDS, melody[around].astype(np.float64)], axis=1)
+    track = track[~np.isnan(track[:, 1])]
+    pitch = hummed[voiced] + match.shift
+    if track.size:  # into the octave of the track's melody there (the match folds octaves)
+        pitch += 12 * np.round((np.median(track[:, 1]) - np.median(pitch)) / 12)
+    first, last = (voiced[[0, -1]] if voiced.size else (0, 1))
+    at = match.start_s + (voiced - first) / max(last - first, 1) * (match.end_s - match.start_s)
+    return HumExplanation(match.track_id, title, match.start_s, match.end_s, match.score, match.shift,
+                          np.stack([at, pitch], axis=1)[::2], track[::2])
+
+
+def hum_picture(e: HumExplanation) -> str:
+    """The hum (blue) over the track's melody (grey): time in the track against pitch."""
+    top, left, right, height = 48, 40, _WHY_WIDTH - 8, 2 * _PANEL
+    both = np.concatenate([e.hum[:, 1], e.melody[:, 1]]) if e.hum.size + e.melody.size else np.zeros(1)
+    low, high = float(both.min()) - 1, float(both.max()) + 1
+    t0, t1 = max(e.start_s - 1, 0), e.end_s + 1
+
+    def dots(kind: str, points: np.ndarray) -> str:
+        if not points.size:
+            return ""
+        return _dots(kind, left + (points[:, 0] - t0) / (t1 - t0) * (right - left),
+                     top + height - (points[:, 1] - low) / (high - low) * height)
+
+    caption = (f'<text x="4" y="14"><tspan font-weight="bold">{escape(e.title)}</tspan>, the melody at '
+               f'{_clock(e.start_s)}–{_clock(e.end_s)}</text>'
+               f'<text x="4" y="28">{e.score:.0%} alike (a match: {MATCH_SIMILARITY:.0%}, {MATCH_LEAD:.0%} over '
+               f'chance) · hum {e.shift:+.0f} semitones</text>'
+               f'<text x="4" y="42"><tspan class="hit-key">●</tspan> the track\'s melody '
+               f'<tspan class="pair-key">●</tspan> the hum, stretched onto the span</text>')
+    body = (caption + f'<rect class="axis" x="{left}" y="{top}" width="{right - left}" height="{height}"/>'
+            + dots("hit", e.melody[:_MOST_POINTS * 2]) + dots("pair", e.hum[:_MOST_POINTS])
+            + f'<text x="{left}" y="{top + height + 13}">{_clock(t0)}</text>'
+            f'<text x="{right}" y="{top + height + 13}" text-anchor="end">{_clock(t1)}</text>'
+            f'<text x="{left - 3}" y="{top + 10}" text-anchor="end">{_note(high)}</text>'
+            f'<text x="{left - 3}" y="{top + height}" text-anchor="end">{_note(low)}</text>')
+    return _svg(f"why the hum matched {e.title}", body, top + height + 20)
+
+
+def _note(midi: float) -> str:
+    return ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"][int(round(midi)) % 12] + str(int(round(midi)) // 12 - 1)

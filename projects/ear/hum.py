@@ -58,6 +58,7 @@ class HumMatch:
     start_s: float  # the matched span in the track
     end_s: float
     is_match: bool = False  # judged by `search` against the other candidates
+    shift: float = 0.0  # semitones from the hum up to the track's melody, modulo octaves
 
     def to_json(self, track: Track, path: bool = True) -> dict:
         """`path`: as `Track.to_json`."""
@@ -163,7 +164,8 @@ def _align(generation: Generation, hum: _Hum, cells: list[tuple[int, np.ndarray,
         similarity = float(1 - cost[i] / COST_CAP)
         out.append(HumMatch(generation.tracks[t].track_id, round(similarity, 4),
                             round(float(starts[i] + begin[i] * DECIMATE) * FRAME_SECONDS, 2),
-                            round(float(starts[i] + (end[i] + 1) * DECIMATE) * FRAME_SECONDS, 2)))
+                            round(float(starts[i] + (end[i] + 1) * DECIMATE) * FRAME_SECONDS, 2),
+                            shift=shifts[i]))
     return out
 
 

@@ -130,6 +130,11 @@ def count_arg(name: str, default: int, lowest: int = 0) -> int:
         raise EarError("bad_parameter", f"{name} {exc}.") from None
 
 
+def explain_arg() -> bool:
+    """?explain=1: the answer lays open what its best match rested on (explain.py)."""
+    return request.args.get("explain", "") in ("1", "true")
+
+
 def k_arg() -> int:
     return count_arg("k", default=catalog().config.top_k, lowest=1)
 

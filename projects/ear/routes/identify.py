@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from ..decode import SAMPLE_RATE
 from ..explain import explain
 from ..identify import identify
 from ..heard import answered
-from .helpers import (count_arg, candidate_json, library, log_query, one_query_at_a_time,
+from .helpers import (count_arg, candidate_json, explain_arg, library, log_query, one_query_at_a_time,
                       query_samples)
 
 bp = Blueprint("identify", __name__)
@@ -25,7 +25,7 @@ def identify_upload():
         samples = query_samples()
         answer = identify(library(), samples, candidates=wanted)
         best = answer.matches[0] if answer.matches else None
-        why = explain(library(), samples, best) if best and request.args.get("explain") in ("1", "true") else None
+        why = explain(library(), samples, best) if best is not None and explain_arg() else None
     query_id = log_query((c.track.id for c in answer.matches + answer.candidates),
                          answered(best))
     extra = {"candidates": [candidate_json(m) for m in answer.candidates]} if wanted else {}

@@ -1,6 +1,6 @@
 /* ear widget: <script src="/ear/widget.js" defer></script> and <div data-ear></div>.
    Options (data attributes): data-mode="identify|similar|hum", data-seconds="8" (hum: 15),
-   data-api="/ear/", data-why="off" (no "why?" picture under a result: it costs the server ~10 ms
+   data-api="/ear/", data-why="off" (no "Why?" picture under a result: it costs the server ~10 ms
    a query). "hum": the visitor hums or sings a melody; the answer is the tracks carrying it.
    No framework, no build step; styles live in a shadow root. */
 (() => {
@@ -102,7 +102,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       this.uploads = 0;
       this.api = new URL(host.dataset.api || defaultApi, location.href).href.replace(/\/?$/, "/");
       this.mode = ["similar", "hum"].includes(host.dataset.mode) ? host.dataset.mode : "identify";
-      this.explains = this.mode === "identify" && host.dataset.why !== "off";
+      this.explains = this.mode !== "similar" && host.dataset.why !== "off";
       this.seconds = Math.min(Math.max(+host.dataset.seconds || (this.mode === "hum" ? 15 : 8), 3), 30);
       const root = host.attachShadow({ mode: "open" });
       root.innerHTML = `<style>${CSS}</style>${HTML}`;
@@ -257,7 +257,10 @@ ul{margin:6px 0 0;padding-left:1.1em}
     }
 
     show(body) {
-      if (this.mode === "hum") return this.showHum(body.matches || [], body.query_id);
+      if (this.mode === "hum") {
+        this.showHum(body.matches || [], body.query_id);
+        return this.showWhy(body.explain?.svg);
+      }
       const best = this.mode === "similar" ? body.identified : body.matches?.[0];
       const similar = this.mode === "similar" ? body.matches || [] : [];
       this.answer = best || null;
@@ -311,7 +314,6 @@ ul{margin:6px 0 0;padding-left:1.1em}
       img.hidden = !t.cover_url;
       if (t.cover_url) img.src = this.link(t.cover_url);
       this.showFrame(best.start_s);
-      this.showWhy(null);
       this.$("[data-act=play]").hidden = !t.audio_url;
       this.say(`Found: ${t.title}${t.artist ? ` by ${t.artist}` : ""}, at ${fmt(best.start_s)}.`);
       this.showSimilar(matches.slice(1));
