@@ -26,7 +26,8 @@ from .worker import Worker
 
 _BATCH_TRACKS = 50  # tracks stored per segment when ingesting many files
 # Measuring and training tools: options their own, imported only when run (never by the service).
-_LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog (--hum: humming)",
+_LAB_COMMANDS = {"eval": "benchmark identification on degraded clips of a catalog (--hum: humming, "
+                         "--listen: growing prefixes)",
                  "train": "train the embedding model (resumable)",
                  "ingest-memory": "measure the memory of adding tracks (command and service)",
                  "busy": "identify latency while ear worker adds a bulk upload",

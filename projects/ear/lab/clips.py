@@ -53,8 +53,8 @@ def catalog_clips(folder: Path, tracks: list[Track], levels: list[Level], length
 
 
 def unknown_clips(folder: Path, dirs: list[str], levels: list[Level], count: int, seed: int,
-                  noise: dict[str, np.ndarray]) -> list[dict]:
-    """`count` clips (5 and 10 s in turn) per level of music not in the catalog."""
+                  noise: dict[str, np.ndarray], lengths: tuple[float, ...] = (5.0, 10.0)) -> list[dict]:
+    """`count` clips (of `lengths` in turn) per level of music not in the catalog."""
     if not dirs:
         return []
     files = list(audio_files(dirs))
@@ -76,7 +76,7 @@ def unknown_clips(folder: Path, dirs: list[str], levels: list[Level], count: int
         jobs = []
         for n in range(count):
             f = usable[n % len(usable)]
-            length = 10.0 if n % 2 else 5.0
+            length = lengths[n % len(lengths)]
             start = float(rng.uniform(0, durations[f] - length - 0.5))
             for level in levels:
                 jobs.append({"source": str(f), "track_id": None, "start_s": start,
@@ -86,6 +86,8 @@ def unknown_clips(folder: Path, dirs: list[str], levels: list[Level], count: int
 
     spec = {"seed": seed, "files": [str(f) for f in files], "n": count,
             "levels": [lv.name for lv in levels]}
+    if lengths != (5.0, 10.0):  # the default's plans (and work folders) stay as they were
+        spec["lengths"] = list(lengths)
     return _cached(folder, spec, plan, noise)
 
 

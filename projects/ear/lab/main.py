@@ -1,5 +1,6 @@
-"""`ear eval` (`--hum`: query by humming), `ear train` (`--from-catalog`: the learning loop), `ear ingest-memory`, `ear busy`, `ear libraries` and `ear speed`: their
-options, parsed here so that the CLI needs none of the lab."""
+"""`ear eval` (`--hum`: query by humming; `--listen`: growing prefixes), `ear train`
+(`--from-catalog`: the learning loop), `ear ingest-memory`, `ear busy`, `ear libraries` and
+`ear speed`: their options, parsed here so that the CLI needs none of the lab."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,13 @@ def run(command: str, argv: list[str], data_dir: str | None) -> int:
         config = load_config(data_dir=data_dir)
         configure_threads(config.torch_threads, config.torch_interop_threads)
         return hum_eval.run(config, args)
+    if command == "eval" and "--listen" in argv:
+        from . import listen_eval
+        listen_eval.add_arguments(parser)
+        args = parser.parse_args(argv)
+        config = load_config(data_dir=data_dir)
+        configure_threads(config.torch_threads, config.torch_interop_threads)
+        return listen_eval.run(config, args)
     if command == "eval":
         from . import eval as lab_eval
         lab_eval.add_arguments(parser)

@@ -1,0 +1,36 @@
+"""`ear eval --listen` end to end on synthesized songs: recordings cut into growing prefixes,
+both tables printed, a second run reusing the recordings."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from helpers import run_ear
+
+
+def test_listen_eval_prints_both_tables_and_reuses_its_recordings(tmp_path, songs_dir):
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    subprocess.run(["espeak-ng", "-w", str(unknown / "speech.wav"), 3 * (
+        "Nothing in the catalog sounds like this voice, which goes on reading aloud for a good "
+        "while, sentence after sentence, so that a clip can be cut from the middle of it. ")],
+        check=True)
+    args = ["eval", "--listen", "--work", str(tmp_path / "work"), "--catalog", str(songs_dir),
+            "--unknown", str(unknown), "--levels", "CLEAN", "--lengths", "2,4", "--every", "1.5",
+            "--record-s", "4.5", "--unknown-clips", "2"]
+    first = run_ear(tmp_path / "data", *args).stdout
+    assert "rendered 6 query clips" in first and "rendered 2 query clips" in first
+    assert "CLEAN    2s    6 100.0%   0.0%   0.0%      2" in first
+    assert "level     n  ≤1.5s    ≤3s  ≤4.5s" in first
+    assert "CLEAN     6 100.0% 100.0% 100.0%    1.5s  1.5s   0.0%      0.0%      2" in first
+    results = json.loads((tmp_path / "work" / "listen-results.json").read_text())
+    assert len(results) == 6 + 2
+    assert set(results[0]["answers"]) == {"1.5", "2", "3", "4", "4.5"}
+
+    again = run_ear(tmp_path / "data", *args).stdout
+    assert "rendered" not in again  # the same recordings, the same answers
+    assert _answers(json.loads((tmp_path / "work" / "listen-results.json").read_text())) == _answers(results)
+
+
+def _answers(results: list[dict]) -> list[dict]:
+    return [{s: {k: v for k, v in a.items() if k != "ms"} for s, a in r["answers"].items()} for r in results]
