@@ -73,7 +73,9 @@ ul{margin:6px 0 0;padding-left:1.1em}
 </div>`;
 
   const LOOK_MS = 1500;  // how often what has been heard so far is sent while listening
-  const SURE = 0.9;  // a match this confident ends the listening early
+  // A match on this many seconds ends the listening alone; on fewer, two uploads in a row must
+  // name the track: lone matches on 1.5–3 s were wrong too often (docs/seeing.md, ear eval --listen).
+  const ALONE_S = 4;
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
   function themeOf(el) {
@@ -212,15 +214,18 @@ ul{margin:6px 0 0;padding-left:1.1em}
 
     // An answer while still listening: every LOOK_MS what has been heard so far goes up as a
     // request of its own, which the one server worker answers between other visitors' (a single
-    // request streamed for the whole recording would hold that worker all along). A sure match
-    // stops the recording; what resolves is that answer, or null when none came.
+    // request streamed for the whole recording would hold that worker all along). A trusted
+    // match (ALONE_S) stops the recording; what resolves is that answer, or null when none came.
     async answerWhileListening(recorder, chunks, type, name) {
+      let previous = null;  // the track the upload before named
       while (recorder.state === "recording") {
         await new Promise((resolve) => setTimeout(resolve, LOOK_MS));
         if (recorder.state !== "recording") return null;
         const body = await this.ask(new Blob(chunks, { type: type() }), name()).catch(() => null);
         const best = body?.matches?.[0];
-        if (best && best.confidence >= SURE) {
+        const trusted = best && (body.query_seconds >= ALONE_S || best.track.id === previous);
+        previous = best ? best.track.id : null;
+        if (trusted) {
           if (recorder.state === "recording") recorder.stop();
           return body;
         }
