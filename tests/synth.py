@@ -79,6 +79,16 @@ def video(path: Path, sound: np.ndarray, codec: list[str]) -> Path:
     return path
 
 
+def speech(folder: Path) -> Path:
+    """A folder holding a long spoken text (espeak-ng): audio that no catalog of songs holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-w", str(folder / "speech.wav"), 3 * (
+        "Nothing in the catalog sounds like this voice, which goes on reading aloud for a good "
+        "while, sentence after sentence, so that a clip can be cut from the middle of it. ")],
+        check=True)
+    return folder
+
+
 def tune(seed: int, notes: int = 48) -> list[tuple[float, float, int]]:
     """A melody for query by humming: (start, length) in beats and a MIDI pitch per note, steps
     and small leaps on a major scale, different for every seed."""

@@ -105,11 +105,13 @@ def test_widget_answers_while_still_listening(site_behind_nginx, songs_dir, tmp_
         status = page.get_by_role("status")
         expect(status).to_contain_text("Found: song2", timeout=40_000)
         answered_s = (page.evaluate("performance.now()") - clicked) / 1000
-        uploads = int(page.locator("[data-ear]").get_attribute("data-uploads"))
+        widget = page.locator("[data-ear]")
+        uploads, heard = int(widget.get_attribute("data-uploads")), float(widget.get_attribute("data-heard"))
         expect(page.get_by_role("button", name="Stop")).to_be_hidden()  # the recording ended
         browser.close()
-    print(f"\nanswered while listening: after {answered_s:.1f} s of an 8 s recording, {uploads} upload(s)")
-    assert answered_s < 7.0, "the answer waited for the recording's end"
+    print(f"\nanswered while listening: after {answered_s:.1f} s, on {heard:.1f} s of audio "
+          f"of an 8 s recording, {uploads} upload(s)")
+    assert heard < 7.5, "the answer waited for the whole recording"
 
 
 def test_widget_says_no_match(site_behind_nginx, tmp_path):

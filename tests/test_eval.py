@@ -6,16 +6,12 @@ import json
 import re
 import subprocess
 
+from synth import speech
 from helpers import run_ear
 
 
 def test_eval_prints_its_tables_and_reuses_its_work_folder(tmp_path, songs_dir):
-    unknown = tmp_path / "unknown"
-    unknown.mkdir()
-    subprocess.run(["espeak-ng", "-w", str(unknown / "speech.wav"), 3 * (
-        "Nothing in the catalog sounds like this voice, which goes on reading aloud for a good "
-        "while, sentence after sentence, so that a clip can be cut from the middle of it. ")],
-        check=True)
+    unknown = speech(tmp_path / "unknown")
     args = ["eval", "--work", str(tmp_path / "work"), "--catalog", str(songs_dir), "--unknown", str(unknown),
             "--levels", "CLEAN,SOFT", "--lengths", "5", "--unknown-clips", "2", "--distractors", "3",
             "--service-queries", "0"]

@@ -16,6 +16,8 @@ from helpers import AUTH, added, room_clip, run_ear
 from synth import song, video
 
 from ear.frames import LEFTOVER_AGE_S
+from ear.ingest import prepare
+from ear.models import shipped_model
 
 SECONDS = 60
 MP4 = ["-c:v", "mpeg4", "-q:v", "8", "-c:a", "aac"]
@@ -127,12 +129,15 @@ def test_ear_identify_writes_the_frame_and_why_and_a_duplicate_leaves_no_frames(
 
 
 def test_frames_no_track_owns_are_swept_after_a_day(catalog, videos):
-    kept = catalog.frames.folder / "1234"  # a removed track's, whose removal a crash cut short
+    catalog.store([prepare(videos / "pattern.mp4", catalog.config, shipped_model())])
+    [owned] = list(catalog.frames.folder.iterdir())  # the stored video's
+    stray = catalog.frames.folder / "1234"  # a removed track's, whose removal a crash cut short
     fresh = catalog.frames.folder / "incoming-x"  # an ingest's, still running
-    for folder in (kept, fresh):
+    for folder in (stray, fresh):
         folder.mkdir()
         (folder / "000000.jpg").write_bytes(b"\xff\xd8")
     old = time.time() - LEFTOVER_AGE_S - 60
-    os.utime(kept, (old, old))
+    for folder in (stray, owned):
+        os.utime(folder, (old, old))
     catalog.tidy()
-    assert not kept.exists() and fresh.exists()
+    assert not stray.exists() and fresh.exists() and owned.exists()

@@ -3,18 +3,13 @@ both tables printed, a second run reusing the recordings."""
 from __future__ import annotations
 
 import json
-import subprocess
 
+from synth import speech
 from helpers import run_ear
 
 
 def test_listen_eval_prints_both_tables_and_reuses_its_recordings(tmp_path, songs_dir):
-    unknown = tmp_path / "unknown"
-    unknown.mkdir()
-    subprocess.run(["espeak-ng", "-w", str(unknown / "speech.wav"), 3 * (
-        "Nothing in the catalog sounds like this voice, which goes on reading aloud for a good "
-        "while, sentence after sentence, so that a clip can be cut from the middle of it. ")],
-        check=True)
+    unknown = speech(tmp_path / "unknown")
     args = ["eval", "--listen", "--work", str(tmp_path / "work"), "--catalog", str(songs_dir),
             "--unknown", str(unknown), "--levels", "CLEAN", "--lengths", "2,4", "--every", "1.5",
             "--record-s", "4.5", "--unknown-clips", "2"]

@@ -195,3 +195,20 @@ def test_ear_stats_per_library_from_the_log_and_the_feedback(app, client, config
     everyone = run_ear(config.data_dir, "stats").stdout
     assert "every library" in everyone and "precision 50.0%" in everyone, everyone
     assert everyone.split("identify")[1].split()[0] == "5"  # queries: the owner's 4 and ann's 1
+
+
+def test_a_prefix_of_a_recording_still_going_on_is_logged_only_if_it_matched_and_kept_never(config, songs_dir, tmp_path):
+    app = create_app(replace(config, keep_queries=True))
+    client = app.test_client()
+    known = write(tmp_path / "known.wav", song(2)[44100 * 20: 44100 * 25]).read_bytes()
+    missed = client.post("/identify?partial=1", data=known).get_json()  # the library is empty yet
+    with open(songs_dir / "song2.flac", "rb") as fh:
+        added(client, {"audio": fh})
+    matched = client.post("/identify?partial=1", data=known).get_json()
+    refused = client.post("/identify?partial=1", data=known[:4000])  # a fraction of a second
+    whole = client.post("/identify", data=known).get_json()
+    assert matched["matches"] and matched["query_id"] and missed["matches"] == [] and missed["query_id"] is None
+    assert refused.status_code == 422
+    rows = {row.query_id: row for row in _logged(app)}
+    assert set(rows) == {matched["query_id"], whole["query_id"]}  # no row for the missed or refused prefix
+    assert rows[matched["query_id"]].audio == "" and rows[whole["query_id"]].audio  # only the whole is kept

@@ -115,7 +115,7 @@ class Catalog:
             for item, (existing, j, is_new) in zip(prepared, plan):
                 if not is_new:
                     self._forget_original(item.original)
-                    self.frames.discard(item.frames)
+                    self.frames.give(item.frames, existing.id if existing is not None else None)
         return result
 
     def queue_upload(self, stream: BinaryIO, suffix: str, label: str, metadata: dict,

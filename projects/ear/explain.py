@@ -21,6 +21,7 @@ It costs a query's landmark lookups and one verification again, or a hum's pitch
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ def explain(library: Library, samples: np.ndarray, match: Candidate) -> Explanat
             if best[0] >= CONFIDENT_Z:  # where the match stopped too
                 break
         z, fit, grid, hashes, frames = best
-        hits = table.lookup(hashes)
+        hits = table.lookup(hashes)  # as the matcher's pass looked them up
     finally:
         table.release()
     mine = hits.track_id == track_id
@@ -144,7 +145,7 @@ def picture(e: Explanation) -> str:
                 f'<text x="{left - 3}" y="{top + 10}" text-anchor="end">{high:.0f}</text>'
                 f'<text x="{left - 3}" y="{top + _PANEL}" text-anchor="end">{max(low, 0):.0f}</text>'
                 f'<text x="{left + 4}" y="{top + 12}">track time (s)</text>')
-    caption = (f'<text x="4" y="14"><tspan font-weight="bold">{escape(e.title)}</tspan> at {_clock(e.offset_s)}</text>'
+    caption = (f'<text x="4" y="14"><tspan font-weight="bold">{_text(e.title)}</tspan> at {_clock(e.offset_s)}</text>'
                f'<text x="4" y="28">z {e.z:.1f} (a match needs {e.threshold:g}) · '
                f'evidence: {escape(", ".join(e.evidence) or "both together")}</text>'
                f'<text x="4" y="42"><tspan class="hit-key">●</tspan> the clip\'s landmarks in the track '
@@ -155,7 +156,7 @@ def picture(e: Explanation) -> str:
 
 def _svg(title: str, body: str, height: int) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WHY_WIDTH} {height}" role="img" '
-            f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
+            f'aria-label="{_text(title)}"><title>{_text(title)}</title>'
             f'{_WHY_STYLE}<rect width="100%" height="100%" fill="#fff"/>{body}</svg>')
 
 
@@ -163,11 +164,15 @@ def _vote_bars(e: Explanation, left: float, right: float, top: float) -> str:
     """The landmarks' votes per offset (seconds pooled into at most _MOST_BARS bars)."""
     per_bar = int(np.ceil(len(e.votes) / _MOST_BARS)) or 1
     votes = np.add.reduceat(e.votes, np.arange(0, len(e.votes), per_bar)) if len(e.votes) else np.zeros(1)
-    most = max(float(votes.max()), e.chance * per_bar, 1.0)
+    # Chance for a bar of several seconds: its own spread, away from the answered offset's bar
+    # (deviations do not add up as the seconds do).
+    elsewhere = np.delete(votes, min(int(e.offset_s) // per_bar, votes.size - 1)) if votes.size > 1 else votes
+    chance = float(elsewhere.mean() + _CHANCE_SDS * elsewhere.std()) if per_bar > 1 else e.chance
+    most = max(float(votes.max()), chance, 1.0)
     width = (right - left) / len(votes)
     d = "".join(f"M{left + i * width:.1f} {top + _PANEL:.0f}v{-v / most * _PANEL:.1f}h{max(width - 0.5, 0.5):.1f}"
                 f"v{v / most * _PANEL:.1f}z" for i, v in enumerate(votes) if v)
-    chance_y = top + _PANEL - e.chance * per_bar / most * _PANEL
+    chance_y = top + _PANEL - chance / most * _PANEL
     return (f'<path class="bar" d="{d}"/><line class="axis" x1="{left}" y1="{top + _PANEL}" x2="{right}" '
             f'y2="{top + _PANEL}"/><line class="chance" x1="{left}" y1="{chance_y:.1f}" x2="{right}" '
             f'y2="{chance_y:.1f}"/><text x="{right}" y="{chance_y - 3:.1f}" text-anchor="end">chance</text>'
@@ -180,6 +185,11 @@ def _vote_bars(e: Explanation, left: float, right: float, top: float) -> str:
 def _dots(kind: str, xs: np.ndarray, ys: np.ndarray) -> str:
     # One path of zero-length round-capped strokes: a dot in ~12 bytes.
     return f'<path class="{kind}" d="' + "".join(f"M{a:.0f} {b:.0f}h0" for a, b in zip(xs, ys)) + '"/>'
+
+
+def _text(text: str) -> str:
+    # Escaped, and without the control characters XML does not allow (a file's tag may hold them).
+    return str(escape(re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", text)))
 
 
 def _clock(seconds: float) -> str:
@@ -208,7 +218,8 @@ def explain_hum(library: Library, samples: np.ndarray, match: HumMatch, title: s
     """The hum `samples` over the melody of the match's track, in the span it matched."""
     hummed = smooth(contour([samples]))
     voiced = np.flatnonzero(~np.isnan(hummed))
-    melody = next(m.contour for m in library.melodies.refresh().tracks if m.track_id == match.track_id)
+    melody = next((m.contour for m in library.melodies.refresh().tracks if m.track_id == match.track_id),
+                  np.zeros(0, np.float16))  # none: the track was removed since the search
     around = slice(int(max(match.start_s - 1, 0) / PITCH_FRAME_SECONDS), int((match.end_s + 1) / PITCH_FRAME_SECONDS))
     track = np.stack([np.arange(melody.size)[around] * PITCH_FRAME_SECONDS, melody[around].astype(np.float64)], axis=1)
     track = track[~np.isnan(track[:, 1])]
@@ -234,7 +245,7 @@ def hum_picture(e: HumExplanation) -> str:
         return _dots(kind, left + (points[:, 0] - t0) / (t1 - t0) * (right - left),
                      top + height - (points[:, 1] - low) / (high - low) * height)
 
-    caption = (f'<text x="4" y="14"><tspan font-weight="bold">{escape(e.title)}</tspan>, the melody at '
+    caption = (f'<text x="4" y="14"><tspan font-weight="bold">{_text(e.title)}</tspan>, the melody at '
                f'{_clock(e.start_s)}–{_clock(e.end_s)}</text>'
                f'<text x="4" y="28">{e.score:.0%} alike (a match: {MATCH_SIMILARITY:.0%}, {MATCH_LEAD:.0%} over '
                f'chance) · hum {e.shift:+.0f} semitones</text>'

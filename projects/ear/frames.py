@@ -11,6 +11,7 @@ folders of tracks that were removed, or never stored (a crash, a duplicate), are
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -21,11 +22,14 @@ from pathlib import Path
 
 from .storage import ensure_writable, sync_folder, write_json
 
+log = logging.getLogger(__name__)
+
 # Containers that carry video as well as sound; an .m4a's only picture is its cover.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 WIDTH = 320  # pixels: a phone-sized picture, ~10 KB as JPEG at QUALITY
 QUALITY = 6  # FFmpeg's JPEG scale, 2 (best) to 31: 6 keeps text in a frame readable
 _INFO = "frames.json"
+_MOV_ATOMS = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"}
 _INCOMING = "incoming-"
 # A folder no track names is deleted only when older than this: a long `ear ingest` stores its
 # batch after analysing it, and the worker's store may be running in another process.
@@ -79,20 +83,32 @@ class Frames:
 
     def adopt(self, extracted: Extracted, track_id: int) -> None:
         """Make extracted frames the track's (before its row is committed: a track that can be
-        found has its frames; frames whose row never came are swept)."""
-        for name in os.listdir(extracted.folder):  # an ingest may die before the folder's rename
-            os.chmod(extracted.folder / name, 0o644)
-        extracted.folder.chmod(0o755)
-        os.replace(extracted.folder, self.folder / str(track_id))
+        found has its frames; frames whose row never came are swept). Frames already adopted,
+        or swept meanwhile, leave the track without pictures."""
+        owner = self.folder.stat()
+        try:
+            for path in [extracted.folder, *extracted.folder.iterdir()]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+                if os.geteuid() == 0:  # the owner's `ear ingest` as root: the service removes them
+                    os.chown(path, owner.st_uid, owner.st_gid)
+            os.replace(extracted.folder, self.folder / str(track_id))
+        except FileNotFoundError:
+            log.warning("the frames of track %d were gone before it was stored", track_id)
+            return
         sync_folder(self.folder)
 
-    def discard(self, extracted: Extracted | None) -> None:
-        """Frames not wanted after all (the track was already there)."""
-        if extracted is not None:
+    def give(self, extracted: Extracted | None, track_id: int | None) -> None:
+        """Frames of a track that was there already: its own if it has none (a video added
+        before frames were kept, sent again), else not wanted."""
+        if extracted is None:
+            return
+        if track_id is not None and not self.has(track_id):
+            self.adopt(extracted, track_id)
+        else:
             shutil.rmtree(extracted.folder, ignore_errors=True)
 
     def remove(self, track_id: int) -> None:
-        shutil.rmtree(self.folder / str(track_id), ignore_errors=True)
+        _remove(self.folder / str(track_id))
 
     def nearest(self, track_id: int, seconds: float) -> Path | None:
         """The track's frame nearest `seconds` into it; None when it has no frames."""
@@ -114,12 +130,24 @@ class Frames:
             if folder.name.isdigit() and int(folder.name) in track_ids:
                 continue
             try:
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder)
-                    gone += 1
+                old = folder.stat().st_mtime < cutoff
             except FileNotFoundError:
-                pass
+                continue
+            gone += old and _remove(folder)
         return gone
+
+
+def _remove(folder: Path) -> bool:
+    """Delete a folder of frames; one that cannot be (another user's) is logged, not raised:
+    pictures must never stop a removal or the service's start."""
+    try:
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.error("cannot delete %s: %s", folder, exc)
+        return False
+    return True
 
 
 def _demuxer(path: Path) -> str | None:
@@ -130,8 +158,8 @@ def _demuxer(path: Path) -> str | None:
             head = fh.read(12)
     except OSError:
         return None
-    if head[4:8] == b"ftyp":
-        return "mov"  # MP4, MOV, M4V
+    if head[4:8] in _MOV_ATOMS:
+        return "mov"  # MP4, M4V, and QuickTime files that start with another atom than ftyp
     return "matroska" if head[:4] == b"\x1a\x45\xdf\xa3" else None  # MKV, WebM
 
 

@@ -37,17 +37,23 @@ from .tables import fusion_table, methods_table
 _RANKED = 5  # top-5: the right track among the first five of the ranking
 
 
-def add_arguments(p) -> None:
+def add_benchmark_arguments(p, lengths: str) -> None:
+    """The options `ear eval` and `ear eval --listen` share: the music, the work folder, the
+    levels and how many clips of what length."""
     p.add_argument("--catalog", action="append", required=True, metavar="DIR",
-                   help="folder of catalog audio (repeatable)")
+                   help="folder of catalog audio (repeatable; ingested unless --work has it)")
     p.add_argument("--unknown", action="append", default=[], metavar="DIR",
                    help="folder of audio NOT in the catalog, for the false-positive rate")
     p.add_argument("--work", default="eval-work", help="folder for the catalog, queries, results")
     p.add_argument("--levels", default="CLEAN,SOFT,HARD,ULTRA")
-    p.add_argument("--lengths", default="5,10", help="clip lengths in seconds")
+    p.add_argument("--lengths", default=lengths, help="clip lengths in seconds")
     p.add_argument("--clips-per-track", type=int, default=1, help="per length and level")
     p.add_argument("--unknown-clips", type=int, default=100, help="per level")
     p.add_argument("--seed", type=int, default=1)
+
+
+def add_arguments(p) -> None:
+    add_benchmark_arguments(p, "5,10")
     p.add_argument("--distractors", type=int, default=0,
                    help="add this many pitch/tempo-shifted copies of catalog tracks")
     p.add_argument("--rebuild", action="store_true", help="ingest the catalog again")

@@ -31,6 +31,7 @@ from ..errors import EarError
 from ..identify import identification
 from ..progress import Progress
 from . import bench_catalog, clips
+from .eval import add_benchmark_arguments
 from .degrade import LEVELS, Level, noise_bank
 
 _LISTED = 12  # wrong first answers listed by name, at most
@@ -42,18 +43,9 @@ ALONE_S = 4.0
 
 def add_arguments(p) -> None:
     p.add_argument("--listen", action="store_true", required=True)
-    p.add_argument("--catalog", action="append", required=True, metavar="DIR",
-                   help="folder of catalog audio (repeatable; ingested unless --work has it)")
-    p.add_argument("--unknown", action="append", default=[], metavar="DIR",
-                   help="folder of audio NOT in the catalog, for false positives")
-    p.add_argument("--work", default="eval-work", help="folder of the catalog, recordings, results")
-    p.add_argument("--levels", default="CLEAN,SOFT,HARD,ULTRA")
-    p.add_argument("--lengths", default="2,3,4,6", help="short clip lengths in seconds (prefixes)")
+    add_benchmark_arguments(p, "2,3,4,6")  # the short clips: prefixes of the recordings
     p.add_argument("--every", type=float, default=1.5, help="seconds between the widget's uploads")
     p.add_argument("--record-s", type=float, default=9.0, help="length of each recording")
-    p.add_argument("--clips-per-track", type=int, default=1, help="recordings per track and level")
-    p.add_argument("--unknown-clips", type=int, default=100, help="unknown recordings per level")
-    p.add_argument("--seed", type=int, default=1)
 
 
 def run(config: Config, args) -> int:

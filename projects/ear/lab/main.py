@@ -12,27 +12,18 @@ from ..runtime import configure_threads
 def run(command: str, argv: list[str], data_dir: str | None) -> int:
     """Run a lab command with its own arguments (errors: the CLI's)."""
     parser = argparse.ArgumentParser(prog=f"ear {command}")
-    if command == "eval" and "--hum" in argv:
-        from . import hum_eval
-        hum_eval.add_arguments(parser)
-        args = parser.parse_args(argv)
-        config = load_config(data_dir=data_dir)
-        configure_threads(config.torch_threads, config.torch_interop_threads)
-        return hum_eval.run(config, args)
-    if command == "eval" and "--listen" in argv:
-        from . import listen_eval
-        listen_eval.add_arguments(parser)
-        args = parser.parse_args(argv)
-        config = load_config(data_dir=data_dir)
-        configure_threads(config.torch_threads, config.torch_interop_threads)
-        return listen_eval.run(config, args)
     if command == "eval":
-        from . import eval as lab_eval
-        lab_eval.add_arguments(parser)
+        if "--hum" in argv:
+            from . import hum_eval as chosen
+        elif "--listen" in argv:
+            from . import listen_eval as chosen
+        else:
+            from . import eval as chosen
+        chosen.add_arguments(parser)
         args = parser.parse_args(argv)
         config = load_config(data_dir=data_dir)
         configure_threads(config.torch_threads, config.torch_interop_threads)
-        return lab_eval.run(config, args)
+        return chosen.run(config, args)
     if command == "ingest-memory":
         from . import ingest_memory
         ingest_memory.add_arguments(parser)

@@ -104,18 +104,22 @@ def query_samples() -> np.ndarray:
     return samples
 
 
-def log_query(offered: Iterable[int], best: Answered | None) -> str:
+def log_query(offered: Iterable[int], best: Answered | None) -> str | None:
     """Log the query whose clip `query_samples` decoded, answered now (its route is the
-    blueprint's name: identify, similar, hum): its query id."""
+    blueprint's name: identify, similar, hum): its query id. A prefix of a recording still going
+    on (`partial_arg`) is logged only when it matched, since the widget may show that answer
+    and take feedback on it; its audio is never kept (the recording it is part of goes on)."""
+    if partial_arg() and best is None:
+        return None
     heard = g.ear_timing.heard(request.blueprint, caller().searches, g.ear_samples, offered, best)
-    return query_log().record(heard, g.ear_samples)
+    return query_log().record(heard, None if partial_arg() else g.ear_samples)
 
 
 def log_failed_query(error: EarError) -> None:
     """Log a query whose audio was read but that ended in an error (unreadable audio, no
     melody): no answer, its code. Errors before that (a bad parameter, a key) are no query."""
     timing, who = g.get("ear_timing"), g.get("ear_caller")
-    if timing is not None and who is not None:
+    if timing is not None and who is not None and not partial_arg():
         samples = g.get("ear_samples", np.zeros(0, np.float32))
         query_log().record(timing.heard(request.blueprint, who.searches, samples, (), None, error.code))
 
@@ -128,6 +132,11 @@ def count_arg(name: str, default: int, lowest: int = 0) -> int:
         return parse_count(raw, lowest)
     except ValueError as exc:
         raise EarError("bad_parameter", f"{name} {exc}.") from None
+
+
+def partial_arg() -> bool:
+    """?partial=1: the upload is what the widget heard so far of a recording still going on."""
+    return request.args.get("partial", "") in ("1", "true")
 
 
 def explain_arg() -> bool:

@@ -195,7 +195,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
       const type = () => recorder.mimeType || mime || "audio/webm";
       const name = () => (type().includes("mp4") ? "clip.mp4" : "clip.webm");
       this.uploads = 0;
-      const early = this.mode === "identify" ? this.answerWhileListening(recorder, chunks, type, name) : null;
+      const early = this.mode === "identify" ? this.answerWhileListening(recorder, chunks, type, name, done) : null;
       await done;
       cancelAnimationFrame(timer);
       stream.getTracks().forEach((t) => t.stop());
@@ -216,12 +216,17 @@ ul{margin:6px 0 0;padding-left:1.1em}
     // request of its own, which the one server worker answers between other visitors' (a single
     // request streamed for the whole recording would hold that worker all along). A trusted
     // match (ALONE_S) stops the recording; what resolves is that answer, or null when none came.
-    async answerWhileListening(recorder, chunks, type, name) {
+    // Each is `partial`: ear logs it only if it matched, and keeps none of its audio. The
+    // picture of why is asked for only when the answer could be trusted.
+    async answerWhileListening(recorder, chunks, type, name, done) {
       let previous = null;  // the track the upload before named
+      const started = performance.now();
       while (recorder.state === "recording") {
-        await new Promise((resolve) => setTimeout(resolve, LOOK_MS));
+        await Promise.race([new Promise((resolve) => setTimeout(resolve, LOOK_MS)), done]);
         if (recorder.state !== "recording") return null;
-        const body = await this.ask(new Blob(chunks, { type: type() }), name()).catch(() => null);
+        const heard = (performance.now() - started) / 1000;
+        const body = await this.ask(new Blob(chunks, { type: type() }), name(),
+          { partial: true, explain: heard >= ALONE_S || previous !== null }).catch(() => null);
         const best = body?.matches?.[0];
         const trusted = best && (body.query_seconds >= ALONE_S || best.track.id === previous);
         previous = best ? best.track.id : null;
@@ -250,11 +255,13 @@ ul{margin:6px 0 0;padding-left:1.1em}
 
     // One upload to ear; its answer, or an error with ear's message. `data-uploads` on the
     // element counts them (what a page or a test may want to know).
-    async ask(blob, name) {
+    async ask(blob, name, { partial = false, explain = true } = {}) {
       const form = new FormData();
       form.append("audio", blob, name);
       this.host.dataset.uploads = String(++this.uploads);
-      const res = await fetch(this.api + this.mode + (this.explains ? "?explain=1" : ""), { method: "POST", body: form });
+      const query = new URLSearchParams({
+        ...(this.explains && explain ? { explain: "1" } : {}), ...(partial ? { partial: "1" } : {}) });
+      const res = await fetch(this.api + this.mode + (String(query) ? `?${query}` : ""), { method: "POST", body: form });
       const body = await res.json().catch(() => ({}));
       if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
       this.base = res.url || this.api;  // where ear answered, after any redirect
@@ -262,6 +269,14 @@ ul{margin:6px 0 0;padding-left:1.1em}
     }
 
     show(body) {
+      // A new answer: the last one's playback and picture go; `data-heard` says how many seconds
+      // of audio this answer rests on.
+      const audio = this.$("audio");
+      audio.pause();
+      audio.ontimeupdate = null;
+      delete audio.dataset.src;
+      this.$("img.frame").hidden = true;
+      this.host.dataset.heard = String(body.query_seconds ?? "");
       if (this.mode === "hum") {
         this.showHum(body.matches || [], body.query_id);
         return this.showWhy(body.explain?.svg);
