@@ -120,3 +120,15 @@ def test_placements_say_where_a_track_fits_but_not_whether():
     weak = best_per_track([Fit(5.0, 1, 125), Fit(4.8, 2, 600)], [Fit(9.0, 1, 2500)])
     assert weak[1].z == 5.0
     assert not [e for e in fusion.combine(weak, {}, THRESHOLD) if e.is_match]
+
+
+def test_the_embeddings_alone_answer_only_over_enough_windows():
+    votes = {5: fusion.Vote(2 * fusion.EMBEDDING_SCORE, 12.0, fusion.EMBEDDING_ALONE_WINDOWS)}
+    [enough] = fusion.combine({}, votes, THRESHOLD)
+    assert enough.is_match and enough.kinds == ["embedding"]
+    short = {5: votes[5]._replace(windows=fusion.EMBEDDING_ALONE_WINDOWS - 1)}  # under 5 s of audio
+    [few] = fusion.combine({}, short, THRESHOLD)
+    assert not few.is_match and few.embedding_score == enough.embedding_score
+    # ...while a fingerprint fit that agrees on the offset still makes it an answer together
+    [fused] = fusion.combine({5: TrackFit(THRESHOLD - 3.0, 12.2)}, short, THRESHOLD)
+    assert fused.is_match and fused.kinds == []

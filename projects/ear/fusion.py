@@ -26,6 +26,10 @@ _OFFSET_BIN_S = 0.5
 # The fused score is its own scale, calibrated apart from EAR_MATCH_THRESHOLD, which is the
 # fingerprint's alone.
 EMBEDDING_SCORE = 0.12  # mean window margin at the best offset: the embeddings alone suffice
+# ...over at least this many query windows (2 s every 0.5 s: 5 s of audio, the shortest clips the
+# rule was calibrated on). Over fewer, the mean margin is noise: of the matches that 1.5–3 s
+# clips got from the embeddings alone, 111 of 201 named the wrong track (docs/seeing.md).
+EMBEDDING_ALONE_WINDOWS = 7
 FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × embedding score, where both agree on the offset
 EMBEDDING_WEIGHT = 30.0
 _OFFSET_TRUST_Z = 4.0  # below it a fingerprint fit's offset is noise
@@ -37,6 +41,7 @@ class Vote(NamedTuple):
 
     score: float  # mean window margin at the best offset
     offset_s: float
+    windows: int  # the query's windows the mean is over
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Evidence:
     offset_s: float
     fingerprint_z: float
     embedding_score: float
+    embedding_windows: int
     other_offsets_s: tuple[float, ...]
     agree: bool  # both kinds of evidence put the clip at the same place in the track
     threshold: float  # EAR_MATCH_THRESHOLD: the z-score at which the fingerprint alone suffices
@@ -61,7 +67,7 @@ class Evidence:
         found = []
         if fingerprint_suffices(self.fingerprint_z, self.runner_up_z, self.threshold):
             found.append("fingerprint")
-        if self.embedding_score >= EMBEDDING_SCORE:
+        if self.embedding_score >= EMBEDDING_SCORE and self.embedding_windows >= EMBEDDING_ALONE_WINDOWS:
             found.append("embedding")
         return found
 
@@ -102,7 +108,7 @@ def embedding_votes(neighbours: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
         if score > per_track.get(track, (-1.0, 0.0))[0]:
             per_track[track] = (score, b * _OFFSET_BIN_S)
     n = len(neighbours)
-    return {t: Vote(score / n, offset) for t, (score, offset) in per_track.items()}
+    return {t: Vote(score / n, offset, n) for t, (score, offset) in per_track.items()}
 
 
 def ranked(votes: dict[int, Vote]) -> list[tuple[int, Vote]]:
@@ -123,15 +129,16 @@ def combine(fingerprint: dict[int, TrackFit], votes: dict[int, Vote],
     the z-score at which the fingerprint alone is an answer."""
     out = []
     others = runner_ups(fingerprint)
-    no_fit, no_vote = TrackFit(0.0, 0.0), Vote(0.0, 0.0)
+    no_fit, no_vote = TrackFit(0.0, 0.0), Vote(0.0, 0.0, 0)
     for track in set(fingerprint) | set(votes):
         fit = fingerprint.get(track, no_fit)
         z, offset, repeats = fit.z, fit.offset_s, fit.other_offsets_s
-        score, ml_offset = votes.get(track, no_vote)
+        vote = votes.get(track, no_vote)
+        score, ml_offset = vote.score, vote.offset_s
         agree = track in fingerprint and track in votes and abs(offset - ml_offset) <= _AGREE_S
         if z < _OFFSET_TRUST_Z and score > 0 and not agree:  # a weak fit's offset is noise
             offset, repeats = ml_offset, ()
-        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), repeats, agree,
-                            threshold, others.get(track, 0.0)))
+        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), vote.windows, repeats,
+                            agree, threshold, others.get(track, 0.0)))
     out.sort(key=lambda e: -e.fused)
     return out
