@@ -132,3 +132,6 @@ def test_the_embeddings_alone_answer_only_over_enough_windows():
     # ...while a fingerprint fit that agrees on the offset still makes it an answer together
     [fused] = fusion.combine({5: TrackFit(THRESHOLD - 3.0, 12.2)}, short, THRESHOLD)
     assert fused.is_match and fused.kinds == []
+    # A small library's index: its windows' neighbours are unlike music, the margins of anything wide.
+    [small] = fusion.combine({}, votes, THRESHOLD, index_windows=fusion.EMBEDDING_ALONE_INDEX_WINDOWS - 1)
+    assert not small.is_match

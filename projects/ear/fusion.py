@@ -30,6 +30,11 @@ EMBEDDING_SCORE = 0.12  # mean window margin at the best offset: the embeddings 
 # rule was calibrated on). Over fewer, the mean margin is noise: of the matches that 1.5–3 s
 # clips got from the embeddings alone, 111 of 201 named the wrong track (docs/seeing.md).
 EMBEDDING_ALONE_WINDOWS = 7
+# ...and only in a library whose index holds this many windows (~3 h of music): in a smaller one
+# a query window's neighbours span unlike music, their farthest is far, and the margins of any
+# music are wide. Below it, 1-17 % of unknown 6 s clips were matched by the embeddings alone; at
+# it and above, under 1 % (libraries of 1-60 real tracks, docs/calibration.md).
+EMBEDDING_ALONE_INDEX_WINDOWS = 10_000
 FUSED_SCORE = 7.5  # z + EMBEDDING_WEIGHT × embedding score, where both agree on the offset
 EMBEDDING_WEIGHT = 30.0
 _OFFSET_TRUST_Z = 4.0  # below it a fingerprint fit's offset is noise
@@ -52,7 +57,7 @@ class Evidence:
     offset_s: float
     fingerprint_z: float
     embedding_score: float
-    embedding_windows: int
+    embedding_alone: bool  # may the embeddings suffice alone (enough windows, on both sides)?
     other_offsets_s: tuple[float, ...]
     agree: bool  # both kinds of evidence put the clip at the same place in the track
     threshold: float  # EAR_MATCH_THRESHOLD: the z-score at which the fingerprint alone suffices
@@ -67,7 +72,7 @@ class Evidence:
         found = []
         if fingerprint_suffices(self.fingerprint_z, self.runner_up_z, self.threshold):
             found.append("fingerprint")
-        if self.embedding_score >= EMBEDDING_SCORE and self.embedding_windows >= EMBEDDING_ALONE_WINDOWS:
+        if self.embedding_alone and self.embedding_score >= EMBEDDING_SCORE:
             found.append("embedding")
         return found
 
@@ -122,11 +127,12 @@ def proposals(votes: dict[int, Vote]) -> list[tuple[int, float]]:
 
 
 def combine(fingerprint: dict[int, TrackFit], votes: dict[int, Vote],
-            threshold: float) -> list[Evidence]:
+            threshold: float, index_windows: int = EMBEDDING_ALONE_INDEX_WINDOWS) -> list[Evidence]:
     """Every track with any evidence, best fused score first.
 
     The offset is the fingerprint's when it has one (it is exact to a frame). `threshold` is
-    the z-score at which the fingerprint alone is an answer."""
+    the z-score at which the fingerprint alone is an answer; `index_windows`, the windows of
+    the library's embedding index (see EMBEDDING_ALONE_INDEX_WINDOWS)."""
     out = []
     others = runner_ups(fingerprint)
     no_fit, no_vote = TrackFit(0.0, 0.0), Vote(0.0, 0.0, 0)
@@ -138,7 +144,8 @@ def combine(fingerprint: dict[int, TrackFit], votes: dict[int, Vote],
         agree = track in fingerprint and track in votes and abs(offset - ml_offset) <= _AGREE_S
         if z < _OFFSET_TRUST_Z and score > 0 and not agree:  # a weak fit's offset is noise
             offset, repeats = ml_offset, ()
-        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), vote.windows, repeats,
+        alone = vote.windows >= EMBEDDING_ALONE_WINDOWS and index_windows >= EMBEDDING_ALONE_INDEX_WINDOWS
+        out.append(Evidence(track, round(offset, 3), round(z, 2), round(score, 3), alone, repeats,
                             agree, threshold, others.get(track, 0.0)))
     out.sort(key=lambda e: -e.fused)
     return out

@@ -84,7 +84,8 @@ def identification(library: Library, samples: np.ndarray) -> Identification:
     fits = best_per_track(*verified_candidates(samples, library.table, embedding_proposals))
     known = library.known_ids(set(fits) | set(votes))
     return Identification(
-        [e for e in fusion.combine(fits, votes, library.config.match_threshold) if e.track_id in known],
+        [e for e in fusion.combine(fits, votes, library.config.match_threshold, library.index.window_count)
+         if e.track_id in known],
         clip_style[0] if clip_style else None)
 
 

@@ -35,9 +35,10 @@ from .eval import add_benchmark_arguments
 from .degrade import LEVELS, Level, noise_bank
 
 _LISTED = 12  # wrong first answers listed by name, at most
-# The widget's rule for stopping early (static/widget.js: ALONE_S): a match on less audio than
-# this must be named by two uploads in a row. A lone match on 1.5 or 3 s named the wrong track
-# for 1-13 % of recordings and matched 8-12 % of unknown ones (docs/seeing.md).
+# The widget's rule for stopping early (static/widget.js: SURE, ALONE_S): a match this confident,
+# or on this much audio, or named by two uploads in a row. Every other match on 1.5-3 s was
+# measured too often wrong to end the listening (docs/seeing.md).
+SURE = 0.99
 ALONE_S = 4.0
 
 
@@ -72,10 +73,11 @@ def run(config: Config, args) -> int:
           "it names another track; none: no match; unk FP: unknown clips given a match; all wrong: "
           "wrong + unk FP over catalog and unknown clips together")
     print(short_table(results, levels, lengths))
-    print(f"growing prefixes (an upload every {args.every:g} s, stopping at the first match): "
-          "≤N s: the first match came by then and names the track; median, p90: seconds heard "
-          "until a right first match (those recordings only); never: no prefix matched; 1st "
-          "wrong: the first match named another track; unk any: unknown recordings ever matched")
+    print(f"growing prefixes (an upload every {args.every:g} s, stopping at the match the widget "
+          f"trusts: confidence ≥ {SURE:g}, ≥ {ALONE_S:g} s of audio, or named twice in a row): ≤N s: "
+          "the answer came by then and names the track; median, p90: seconds heard until a right "
+          "answer (those recordings only); never: no trusted match; 1st wrong: the answer named "
+          "another track; unk any: unknown recordings given an answer")
     print(listen_table(results, levels, steps))
     print(wrong_first(results, steps))
     return 0
@@ -117,13 +119,15 @@ def listen_all(catalog: Catalog, recordings: list[dict], cuts: list[float]) -> l
 
 def first_match(result: dict, steps: list[float]) -> tuple[float, dict] | None:
     """(seconds, answer) of the match the widget stops at, over the prefixes `steps`; None:
-    never. Its rule (static/widget.js): a match on ALONE_S of audio or more, or one that the
-    upload before named too; the last upload (the whole recording) is taken as it is."""
+    never. Its rule (static/widget.js): a match with confidence SURE or more, or on ALONE_S of
+    audio or more, or one that the upload before named too; the last upload (the whole
+    recording) is taken as it is."""
     previous = None
     for i, seconds in enumerate(steps):
         answer = result["answers"][f"{seconds:g}"]
         track = answer["track_id"]
-        if track is not None and (seconds >= ALONE_S or track == previous or i == len(steps) - 1):
+        if track is not None and (answer["confidence"] >= SURE or seconds >= ALONE_S or track == previous
+                                  or i == len(steps) - 1):
             return seconds, answer
         previous = track
     return None

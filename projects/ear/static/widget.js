@@ -73,8 +73,10 @@ ul{margin:6px 0 0;padding-left:1.1em}
 </div>`;
 
   const LOOK_MS = 1500;  // how often what has been heard so far is sent while listening
-  // A match on this many seconds ends the listening alone; on fewer, two uploads in a row must
-  // name the track: lone matches on 1.5–3 s were wrong too often (docs/seeing.md, ear eval --listen).
+  // A match ends the listening when it is this confident, or rests on ALONE_S of audio, or two
+  // uploads in a row name its track; other matches on 1.5–3 s were wrong too often (docs/seeing.md,
+  // `ear eval --listen`, which applies the same rule).
+  const SURE = 0.99;
   const ALONE_S = 4;
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
@@ -228,7 +230,7 @@ ul{margin:6px 0 0;padding-left:1.1em}
         const body = await this.ask(new Blob(chunks, { type: type() }), name(),
           { partial: true, explain: heard >= ALONE_S || previous !== null }).catch(() => null);
         const best = body?.matches?.[0];
-        const trusted = best && (body.query_seconds >= ALONE_S || best.track.id === previous);
+        const trusted = best && (best.confidence >= SURE || body.query_seconds >= ALONE_S || best.track.id === previous);
         previous = best ? best.track.id : null;
         if (trusted) {
           if (recorder.state === "recording") recorder.stop();
