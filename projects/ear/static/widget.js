@@ -217,18 +217,15 @@ ul{margin:6px 0 0;padding-left:1.1em}
     // An answer while still listening: every LOOK_MS what has been heard so far goes up as a
     // request of its own, which the one server worker answers between other visitors' (a single
     // request streamed for the whole recording would hold that worker all along). A trusted
-    // match (ALONE_S) stops the recording; what resolves is that answer, or null when none came.
-    // Each is `partial`: ear logs it only if it matched, and keeps none of its audio. The
-    // picture of why is asked for only when the answer could be trusted.
+    // match (SURE, ALONE_S, or named twice in a row) stops the recording; what resolves is that
+    // answer, or null when none came. Each is `partial`: ear logs it only if it matched, and
+    // keeps none of its audio (the picture of why costs ear time only when there is a match).
     async answerWhileListening(recorder, chunks, type, name, done) {
       let previous = null;  // the track the upload before named
-      const started = performance.now();
       while (recorder.state === "recording") {
         await Promise.race([new Promise((resolve) => setTimeout(resolve, LOOK_MS)), done]);
         if (recorder.state !== "recording") return null;
-        const heard = (performance.now() - started) / 1000;
-        const body = await this.ask(new Blob(chunks, { type: type() }), name(),
-          { partial: true, explain: heard >= ALONE_S || previous !== null }).catch(() => null);
+        const body = await this.ask(new Blob(chunks, { type: type() }), name(), true).catch(() => null);
         const best = body?.matches?.[0];
         const trusted = best && (best.confidence >= SURE || body.query_seconds >= ALONE_S || best.track.id === previous);
         previous = best ? best.track.id : null;
@@ -257,12 +254,12 @@ ul{margin:6px 0 0;padding-left:1.1em}
 
     // One upload to ear; its answer, or an error with ear's message. `data-uploads` on the
     // element counts them (what a page or a test may want to know).
-    async ask(blob, name, { partial = false, explain = true } = {}) {
+    async ask(blob, name, partial = false) {
       const form = new FormData();
       form.append("audio", blob, name);
       this.host.dataset.uploads = String(++this.uploads);
       const query = new URLSearchParams({
-        ...(this.explains && explain ? { explain: "1" } : {}), ...(partial ? { partial: "1" } : {}) });
+        ...(this.explains ? { explain: "1" } : {}), ...(partial ? { partial: "1" } : {}) });
       const res = await fetch(this.api + this.mode + (String(query) ? `?${query}` : ""), { method: "POST", body: form });
       const body = await res.json().catch(() => ({}));
       if (!res.ok) throw new Error(body.error?.message || `The service answered ${res.status}.`);
