@@ -141,3 +141,15 @@ def test_frames_no_track_owns_are_swept_after_a_day(catalog, videos):
         os.utime(folder, (old, old))
     catalog.tidy()
     assert not stray.exists() and fresh.exists() and owned.exists()
+
+
+def test_ear_reindex_frames_gives_an_older_video_track_its_pictures(videos, tmp_path):
+    data = tmp_path / "data"
+    run_ear(data, "ingest", str(videos / "pattern.mp4"), env={"EAR_FRAME_SECONDS": "0"})  # kept none
+    assert not list((data / "frames").glob("[0-9]*"))
+    out = run_ear(data, "reindex", "--frames").stdout
+    assert "kept the frames of 1 video tracks" in out
+    [folder] = list((data / "frames").glob("[0-9]*"))
+    assert len(list(folder.glob("*.jpg"))) >= SECONDS // 2
+    assert "kept the frames of 0 video tracks" in run_ear(data, "reindex", "--frames").stdout  # once
+

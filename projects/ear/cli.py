@@ -17,6 +17,7 @@ from .cli_queries import add_query_commands, cmd_hum, cmd_identify, cmd_similar 
 from .config import Config, load_config
 from .db import METADATA_FIELDS, Track, database, write_transaction
 from .errors import EarError
+from .frames import extract
 from .ingest import PreparedTrack, audio_files, melodies_again
 from .params import count_argument
 from .progress import Progress
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="embed every track again from its audio file (after a model change)")
     p.add_argument("--melodies", action="store_true",
                    help="find every track's melody again from its audio file (after a change of method)")
+    p.add_argument("--frames", action="store_true",
+                   help="keep the pictures of video tracks that have none (added before ear kept them)")
 
     sub.add_parser("tracks", help="list the catalog")
     p = sub.add_parser("remove", help="remove tracks from the catalog")
@@ -161,7 +164,25 @@ def cmd_reindex(config: Config, args) -> int:
             print(f"{library.name}: found {found} melodies again" + (
                 f"; {len(missing)} tracks have no readable audio file (their old melodies kept): {missing}"
                 if missing else ""))
+        if args.frames:
+            print(f"{library.name}: kept the frames of {_frames_again(catalog, library.tracks())} video "
+                  "tracks that had none")
     return 0
+
+
+def _frames_again(catalog: Catalog, tracks: list[Track]) -> int:
+    """Frames for the tracks whose audio file is a video and who have none: how many got them."""
+    made = 0
+    for track in tracks:
+        path = catalog.audio_path(track)
+        if path is None or catalog.frames.has(track.id):
+            continue
+        found = extract(path, catalog.config.frames_dir, catalog.config.frame_seconds,
+                        timeout_s=max(catalog.config.decode_timeout_s, track.duration))
+        if found is not None:  # None: a file of sound only
+            catalog.frames.adopt(found, track.id)
+            made += 1
+    return made
 
 
 def cmd_tracks(config: Config, args) -> int:
