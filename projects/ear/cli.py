@@ -177,8 +177,7 @@ def _frames_again(catalog: Catalog, tracks: list[Track]) -> int:
         path = catalog.audio_path(track)
         if path is None or catalog.frames.has(track.id):
             continue
-        found = extract(path, catalog.config.frames_dir, catalog.config.frame_seconds,
-                        timeout_s=max(catalog.config.decode_timeout_s, track.duration))
+        found = extract(path, catalog.config, track.duration)
         if found is not None:  # None: a file of sound only
             catalog.frames.adopt(found, track.id)
             made += 1

@@ -92,8 +92,7 @@ def cmd_identify(config: Config, args) -> int:
         if args.candidates:
             result["candidates"] = [m.to_json() for m in found.candidates]
         best = found.matches[0] if found.matches else None
-        frame = best and catalog.frames.nearest(best.track.id, best.offset_s)
-        if args.frames and frame:
+        if args.frames and best and (frame := catalog.frames.nearest(best.track.id, best.offset_s)):
             result["frame"] = str(_written(args.frames / (Path(file).stem + ".jpg"), frame.read_bytes()))
         if args.explain and best:
             picture = explain(library, samples, best).to_json()["svg"]

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import Config
 from .storage import ensure_writable, sync_folder, write_json
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,13 @@ class Extracted:
     count: int
 
 
-def extract(path: Path, into: Path, every_s: float, timeout_s: float) -> Extracted | None:
-    """A JPEG every `every_s` seconds of the file's video, in a new folder under `into`; None
-    when the file holds no video (a cover image is no video), or FFmpeg cannot read it: the
-    sound is what makes a track, its pictures are a courtesy."""
+def extract(path: Path, config: Config, seconds: float) -> Extracted | None:
+    """A JPEG every EAR_FRAME_SECONDS of the file's video (`seconds` long), in a new folder under
+    the data folder's `frames/`; None when the file holds no video (a cover image is no video),
+    or FFmpeg cannot read it within a second of decoding per second of video: the sound is what
+    makes a track, its pictures are a courtesy."""
+    into, every_s = config.frames_dir, config.frame_seconds
+    timeout_s = max(config.decode_timeout_s, seconds)
     demuxer = _demuxer(path) if every_s > 0 and path.suffix.lower() in VIDEO_SUFFIXES else None
     if demuxer is None:
         return None

@@ -109,12 +109,10 @@ def prepare(source: bytes | str | os.PathLike, config: Config, model: Model,
 
 
 def _frames(source: bytes | str | os.PathLike, config: Config, seconds: float) -> Extracted | None:
-    # Video is read from files only (an upload is one by now: originals.py); a second of
-    # decoding a second of video at most, or the track goes without pictures.
+    # Video is read from files only (an upload is one by now: originals.py).
     if isinstance(source, (bytes, bytearray, memoryview)):
         return None
-    return extract(Path(source), config.frames_dir, config.frame_seconds,
-                   timeout_s=max(config.decode_timeout_s, seconds))
+    return extract(Path(source), config, seconds)
 
 
 class HashedAudio:
