@@ -54,7 +54,7 @@ def at_16k(audio: np.ndarray, start_s: float, seconds: float) -> np.ndarray:
 def work(app) -> int:
     """Do the app's queued jobs as `ear worker` does them (its Worker, in this process); how
     many ended."""
-    return Worker(app.extensions[EXTENSION], "tests").run(until_idle=True)
+    return Worker(app.extensions[EXTENSION], "tests").run()
 
 
 def added(client, data, headers=AUTH, **post) -> dict:

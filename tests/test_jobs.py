@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from helpers import AUTH, added, run_ear, work
@@ -20,6 +21,7 @@ from ear import jobs
 from ear.db import Job, database
 from ear.models import shipped_model
 from ear.errors import EarError
+from ear.standby import Standby
 from ear.storage import locked
 from ear.worker import Worker
 
@@ -112,7 +114,7 @@ def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
     job_id = answer.get_json()["job"]["id"]
     worker = Worker(app.extensions["ear"], "stopping")
     threading.Timer(0.5, worker.stop).start()
-    assert worker.run(until_idle=True) == 0
+    assert worker.run() == 0
     job = jobs.get(job_id)
     assert job.started_at is not None  # it was running when the worker was told to stop
     assert (job.status, job.attempts, job.progress) == ("queued", 0, 0.0)
@@ -120,11 +122,10 @@ def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
     assert work(app) == 2 and jobs.get(job_id).status == "done"
 
 
-def test_two_workers_of_one_name_cannot_run(app):
-    catalog = app.extensions["ear"]
+def test_two_workers_of_one_name_cannot_run(catalog):
     with locked(catalog.config.data_dir / "worker-twin.lock"):
         with pytest.raises(EarError) as refused:
-            Worker(catalog, "twin").run(until_idle=True)
+            Standby(replace(catalog.config, worker_name="twin")).run(until_idle=True)
     assert refused.value.code == "worker_running"
 
 
@@ -153,9 +154,9 @@ def test_job_routes_are_the_admins(client):
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_parameter"
 
 
-def test_a_worker_name_that_cannot_name_its_lock_is_refused(catalog):
+def test_a_worker_name_that_cannot_name_its_lock_is_refused(config):
     with pytest.raises(EarError) as refused:
-        Worker(catalog, "../elsewhere")
+        Standby(replace(config, worker_name="../elsewhere"))
     assert refused.value.code == "bad_worker_name"
 
 

@@ -3,7 +3,6 @@
 check of `--library` that every command shares."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from . import models, users
@@ -16,33 +15,6 @@ from .reembed import follow
 from .stats import Figures, figures
 
 _BARS = " ▁▂▃▄▅▆▇█"  # a count as a bar one character wide, in eighths of the largest
-MAX_DAYS = 3650  # ten years: far past any log's days (EAR_LOG_DAYS), and a date Python can hold
-
-
-def add_owner_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("users", help="the people who may upload to and search their own library")
-    actions = p.add_subparsers(dest="action", required=True)
-    q = actions.add_parser("add", help="add a user and print their key (shown this once)")
-    q.add_argument("name", help="also their library's name: lowercase letters, digits, - and _")
-    q = actions.add_parser("list", help="the users, and whether their key still opens")
-    q.add_argument("--json", action="store_true", help="one JSON object per line")
-    q = actions.add_parser("revoke", help="close a user's key for good (their tracks stay)")
-    q.add_argument("name")
-
-    p = sub.add_parser("stats", help="how ear is doing: queries, answered share, latency, feedback")
-    p.add_argument("--days", type=_days, default=30, help="over the last N days (default 30)")
-    p.add_argument("--json", action="store_true", help="the figures as one JSON object")
-
-    p = sub.add_parser("models", help="the embedding model's versions, their figures, which one serves")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    actions = p.add_subparsers(dest="action")
-    q = actions.add_parser("use", help="serve version V (e.g. to roll back): every library is "
-                                       "embedded again by `ear worker`, and its queries follow")
-    q.add_argument("version", help="as `ear models` lists it: shipped, v1, v2, ...")
-
-    p = sub.add_parser("copy-database", help="copy the catalog's database into an empty one at URL "
-                                             "(then set EAR_DATABASE_URL to it)")
-    p.add_argument("url", help="e.g. postgresql://ear:PASSWORD@localhost/ear")
 
 
 def chosen_library(catalog: Catalog, name: str | None) -> str:
@@ -113,12 +85,6 @@ def _version_line(version: models.Version) -> str:
     parts += [f"{label} {mine[key]:.1f} ({base.get(key, float('nan')):.1f})"
               for key, label in models.FIGURE_LABELS.items() if key in mine]
     return "  ".join(parts)
-
-
-def _days(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_DAYS):
-        raise argparse.ArgumentTypeError(f"must be a whole number of days from 1 to {MAX_DAYS}")
-    return int(raw)
 
 
 def cmd_stats(config: Config, args) -> int:

@@ -3,7 +3,6 @@ every FILE in turn, as text or one JSON object per line; with `--log`, each quer
 query log as the service's do (its query id in the JSON)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,45 +16,8 @@ from .explain import explain, explain_hum
 from .heard import Timing, answered, hummed
 from .hum import search
 from .identify import identify
-from .params import count_argument
 from .querylog import QueryLog
 from .similar import Filters, similar_to_clip, similar_to_track
-
-
-def add_query_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("identify", help="which catalog track is each FILE, and where in it")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--candidates", type=count_argument, default=0, metavar="N",
-                   help="also list the first N tracks of the ranking, matches or not")
-    p.add_argument("--frames", metavar="DIR", type=Path,
-                   help="write the video frame of each best match's moment as DIR/<FILE's name>.jpg")
-    p.add_argument("--explain", metavar="DIR", type=Path,
-                   help="write why each best match matched, as a picture: DIR/<FILE's name>.svg")
-    _log_argument(p)
-
-    p = sub.add_parser("similar", help="catalog tracks that sound like each FILE, or like a track")
-    p.add_argument("files", nargs="*")
-    p.add_argument("--track", type=int, help="tracks like this catalog track instead")
-    p.add_argument("-k", type=int, default=None, help="how many (default: EAR_TOP_K)")
-    p.add_argument("--artist", default="", help="only tracks by this artist")
-    p.add_argument("--genre", default="", help="only tracks of this genre")
-    p.add_argument("--exclude-artist", default="", help="no tracks by this artist")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    _log_argument(p)
-
-    p = sub.add_parser("hum", help="which catalog tracks carry the melody hummed or sung in each FILE")
-    p.add_argument("files", nargs="+")
-    p.add_argument("-k", type=int, default=None, help="how many tracks at most (default: EAR_TOP_K)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--explain", metavar="DIR", type=Path,
-                   help="write the hum over the best match's melody, as a picture: DIR/<FILE's name>.svg")
-    _log_argument(p)
-
-
-def _log_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", action="store_true", help="log each query as the service logs its own "
-                   "(what `ear stats` counts; never the audio unless EAR_KEEP_QUERIES)")
 
 
 class _Asked:

@@ -66,6 +66,10 @@ class Config:
     worker_nice: int = _setting(
         10, "How much `ear worker` and the learning loop's training step back for the site and "
             "its queries (nice, 0–19).")
+    worker_linger_s: float = _setting(
+        120.0, "Seconds `ear worker` keeps torch and the model loaded after its last job, for the "
+               "next upload; then it hands their ~200 MB back to the machine, and loads them again "
+               "(1–3 CPU s) when a job comes. 0: hand them back as soon as the queue is empty.")
     worker_name: str = _setting(
         "", "The name `ear worker` runs under, one per worker; empty: the host name. Give each "
             "its own when several work for one database.")

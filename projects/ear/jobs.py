@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import threading
 
-from peewee import fn
+from peewee import InterfaceError, OperationalError, fn
 
 from .db import OWNER_LIBRARY, Job, database, now, write_transaction
 from .ids import new_job
@@ -26,6 +28,9 @@ BEAT_EVERY_S = 1.0  # how often a working worker says so, with its progress
 STALE_AFTER_S = 30.0
 MAX_ATTEMPTS = 3
 KEEP_FINISHED_DAYS = 30  # finished jobs are listed this long, then deleted
+RETRY_S = 5.0  # between a worker's tries to reach a database that did not answer
+
+log = logging.getLogger(__name__)
 
 
 def queue_ingest(original: str, source: str, metadata: dict[str, str],
@@ -61,6 +66,17 @@ def claim(worker: str) -> Job | None:
         job.started_at = job.heartbeat = now()
         job.save()
         return job
+
+
+def claim_or_wait(worker: str, stop: threading.Event) -> Job | None:
+    """`claim`, but a database that does not answer (restarting, say) is told in the log and
+    waited for (RETRY_S, or until `stop`) instead of ending the worker: None then."""
+    try:
+        return claim(worker)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("cannot reach the database (%s); trying again", exc)
+        stop.wait(RETRY_S)
+        return None
 
 
 def _requeue_stale() -> None:

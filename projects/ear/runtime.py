@@ -1,6 +1,8 @@
 """The serving process's tuning: torch's threads, the master's pages, the worker's heap and its
-life. Called from Gunicorn's hooks (`deploy/gunicorn.conf.py`) and `ear serve`; each function
-says the operational reason it exists.
+life, children forked for work. Called from Gunicorn's hooks (`deploy/gunicorn.conf.py`), `ear
+serve` and `ear worker`; each function says the operational reason it exists. torch is imported
+by the functions that tune it, not here: `ear worker`'s waiting process (standby.py) uses the
+rest and must not hold torch.
 """
 from __future__ import annotations
 
@@ -9,15 +11,14 @@ import os
 import signal
 import sys
 import traceback
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .db import close_idle
 from .config import Config
-from .embed import Model
-from .models import serving_model
 from .errors import EarError
+
+if TYPE_CHECKING:
+    from .embed import Model
 
 _MADV_PAGEOUT = 21  # Linux ≥ 5.4
 _M_ARENA_MAX = -8  # mallopt's parameter
@@ -30,12 +31,15 @@ def load_model_before_fork(config: Config) -> Model:
     """Load torch and the weights in Gunicorn's master, for the worker to inherit, on one
     thread: a thread pool started here would deadlock the forked worker, which sets its own
     limits (`configure_threads`, from deploy/gunicorn.conf.py)."""
+    import torch
+    from .models import serving_model
     torch.set_num_threads(1)
     return serving_model(config)
 
 
 def configure_threads(threads: int, interop_threads: int) -> None:
     """Limit torch's CPU threads (the VPS has 1–2 cores shared with the web site)."""
+    import torch
     torch.set_num_threads(max(1, threads))
     try:
         torch.set_num_interop_threads(max(1, interop_threads))
@@ -66,15 +70,30 @@ def in_a_child(work: Callable[[], None]) -> None:
     """Run `work` in a forked child and wait for it. For a long-lived process's start (Gunicorn's
     master, `ear worker`): a look at every library (tidying, finding unfinished rebuilds) opens
     each in turn, and what that allocates would stay in this process's heap as holes (tens of
-    MB with 100 libraries, docs/libraries.md); in a child it goes when the child ends. The
-    database pool's idle connections are closed first: a child must not share them."""
+    MB with 100 libraries, docs/libraries.md); in a child it goes when the child ends."""
+    _, status = os.waitpid(fork_child(work), 0)
+    if status:
+        raise EarError("start_failed", f"{getattr(work, '__name__', 'starting')} failed in a child "
+                       "process: its traceback is above.", 500)
+
+
+def fork_child(work: Callable[[], None], killed_with_parent: bool = False) -> int:
+    """Fork a child that runs `work` and exits, 0 if it returned and 1 if it raised (its
+    traceback on stderr); the child's pid. The database pool's idle connections are closed
+    first: a child must not share them. `killed_with_parent`: SIGKILL the child if this process
+    dies (a child holding a lock of its parent's would keep the restarted parent out)."""
     close_idle()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
+            if killed_with_parent:
+                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:  # it died before that was set
+                    os._exit(status)
             work()
             status = 0
         except BaseException:  # noqa: BLE001 - told, then the parent says it failed
@@ -83,10 +102,7 @@ def in_a_child(work: Callable[[], None]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    if status:
-        raise EarError("start_failed", f"{getattr(work, '__name__', 'starting')} failed in a child "
-                       "process: its traceback is above.", 500)
+    return pid
 
 
 def one_heap() -> None:

@@ -1,11 +1,10 @@
-"""`ear worker`: the queue's jobs (jobs.py), one at a time, in a process of their own.
+"""The jobs of the queue (jobs.py), one at a time, in a process of their own: the child that
+`ear worker` (standby.py) forks when a job comes, or a test's.
 
 Adding a track costs seconds to minutes of CPU; done here, never in the web worker, it cannot
 hold a visitor's query. The worker runs nice'd, with its own torch thread limit (config.py).
-Its name (EAR_WORKER_NAME, else the host's) is its own: a lock in the data folder stops a second
-worker of that name, so at its start a worker may put back in the queue what it was running
-when it last died. While it works, a thread beats for it (jobs.BEAT_EVERY_S) with the job's
-progress. SIGTERM or SIGINT: the job in hand goes back to the queue, and the worker exits.
+While it works, a thread beats for it (jobs.BEAT_EVERY_S) with the job's progress. SIGTERM or
+SIGINT: the job in hand goes back to the queue, and the worker exits.
 
 A track is made and its job marked done in one commit (Catalog.store's `then`), so a worker
 killed at any moment leaves either no track, which the retried job makes, or the track with
@@ -15,27 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
-import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
-
-from peewee import InterfaceError, OperationalError
 
 from . import jobs
 from .catalog import Catalog
 from .db import Job, Track
 from .errors import EarError
 from .ingest import expected_seconds
-from .reembed import queue_behind, reembed
-from .runtime import in_a_child, one_heap, trim_heap
-from .storage import locked
+from .reembed import reembed
+from .runtime import trim_heap
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_RETRY_S = 5.0  # between tries to reach a database that did not answer
 
 
 class Stopping(Exception):
@@ -43,38 +36,19 @@ class Stopping(Exception):
 
 
 class Worker:
-    def __init__(self, catalog: Catalog, name: str = "") -> None:
+    def __init__(self, catalog: Catalog, name: str) -> None:
         self.catalog = catalog
-        self.name = name or socket.gethostname()
-        if not _NAME.fullmatch(self.name):  # it names the worker's lock file
-            raise EarError("bad_worker_name", f"A worker's name is letters, digits, '.', '_' and "
-                           f"'-' (EAR_WORKER_NAME={self.name!r}).")
+        self.name = name  # whose jobs these are in the queue (standby.worker_name)
         self._stop = threading.Event()
         self._job: Job | None = None
         self._progress: float | None = None
 
-    def run(self, poll_s: float = 1.0, until_idle: bool = False) -> int:
-        """Work through the queue (waiting `poll_s` between looks when it is empty) until
-        stopped, or with `until_idle` until it is empty. Returns how many jobs it ended."""
-        one_heap()  # before its threads (the heartbeat, FFmpeg's timers) each grow a heap of their own
-        lock = self.catalog.config.data_dir / f"worker-{self.name}.lock"
-        with locked(lock, wait=False) as mine:
-            if not mine:
-                raise EarError("worker_running", f"An ear worker named {self.name} is running "
-                               f"already (it holds {lock}); give another EAR_WORKER_NAME.", 409)
-            jobs.requeue_own(self.name)
-            in_a_child(self._queue_unfinished_rebuilds)
-            log.info("ear worker %s: waiting for jobs", self.name)
-            with self._beating():
-                return self._loop(poll_s, until_idle)
-
-    def _queue_unfinished_rebuilds(self) -> None:
-        """Queue what its last life did not get to: rebuilds, and libraries still to follow a
-        change of model (one that came just before a crash, say)."""
-        for shelf in self.catalog.every_library():
-            if shelf.index.needs_rebuild():
-                self.catalog.request_rebuild(shelf.name)
-        queue_behind(self.catalog)
+    def run(self, linger_s: float = 0.0, first: Job | None = None, poll_s: float = 1.0) -> int:
+        """Do `first` (a job claimed for this worker), then the queue's jobs, until stopped or
+        until the queue has been empty for `linger_s` (looking every `poll_s`). Returns how many
+        jobs it ended."""
+        with self._beating():
+            return self._loop(linger_s, first, poll_s)
 
     def stop(self, *_) -> None:
         """Stop soon: the job in hand is given back at its next progress."""
@@ -84,22 +58,22 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
 
-    def _loop(self, poll_s: float, until_idle: bool) -> int:
-        ended = 0
+    def _loop(self, linger_s: float, job: Job | None, poll_s: float) -> int:
+        ended, idle_since = 0, time.monotonic()
         while not self._stop.is_set():
-            try:
-                job = jobs.claim(self.name)
-            except (OperationalError, InterfaceError) as exc:  # the database restarting, say
-                log.warning("cannot reach the database (%s); trying again", exc)
-                self._stop.wait(_RETRY_S)
-                continue
             if job is None:
-                if until_idle:
+                job = jobs.claim_or_wait(self.name, self._stop)
+            if job is None:
+                if time.monotonic() - idle_since >= linger_s:
                     break
                 self._stop.wait(poll_s)
                 continue
             ended += self._work(job)
+            job = None
             trim_heap()  # an analysis's temporaries are gone: give their heap back
+            idle_since = time.monotonic()
+        if job is not None:  # told to stop before it began
+            jobs.give_back(job)
         return ended
 
     def _work(self, job: Job) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from .busy_tables import Results, Status
-from .service_memory import _smaps
+from .service_memory import _smaps, children
 
 TOKEN = "ear-busy"  # the admin token of the service busy.py starts: its own, for one run
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -150,18 +150,21 @@ def _queued(url: str, count: int, clips: list[tuple[int, Path]], rounds: int, re
 
 
 def _cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU seconds of a process (utime + stime of /proc/PID/stat) and of the children it has
-    waited for (cutime + cstime: its FFmpegs)."""
-    fields = [int(x) for x in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:15]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (fields[0] + fields[1]) / tick, (fields[2] + fields[3]) / tick
+    """CPU seconds of `ear worker` and of the child doing its jobs (standby.py; it lingers after
+    the last job, so it is alive when this is read): their own (utime + stime of /proc/PID/stat)
+    and that of the children they have waited for (cutime + cstime: the FFmpegs)."""
+    tick, own, waited = os.sysconf("SC_CLK_TCK"), 0, 0
+    for one in [pid, *children(pid)]:
+        fields = [int(x) for x in Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()[11:15]]
+        own, waited = own + fields[0] + fields[1], waited + fields[2] + fields[3]
+    return own / tick, waited / tick
 
 
 def _memory(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
     """Per process: private memory (Private_Clean + Private_Dirty) and Pss, in MB."""
     out = {}
     for name, pid in pids.items():
-        m = _smaps(pid)
+        m = _smaps(pid, with_children=name == "ear worker")
         out[name] = ((m["Private_Clean"] + m["Private_Dirty"]) / 1024, m["Pss"] / 1024)
     return out
 

@@ -108,12 +108,19 @@ def service_memory(data_dir: Path, files: list[str], count: int, conf: Path) -> 
     return "\n".join(lines)
 
 
-def _smaps(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, value = line.partition(":")
-        out[key.strip()] = int(value.split()[0])
+def _smaps(pid: int, with_children: bool = False) -> dict[str, int]:
+    """/proc/PID/smaps_rollup's figures (kB); `with_children`: summed over the process and its
+    children (`ear worker` and the child that does its jobs, standby.py)."""
+    out: dict[str, int] = {}
+    for one in [pid, *(children(pid) if with_children else [])]:
+        for line in Path(f"/proc/{one}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, value = line.partition(":")
+            out[key.strip()] = out.get(key.strip(), 0) + int(value.split()[0])
     return out
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def main() -> int:
