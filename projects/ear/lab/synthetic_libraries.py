@@ -85,7 +85,7 @@ def _add_synthetic(catalog: Catalog, name: str, count: int, seconds: float,
         vectors[tid] = (window.astype(np.float16), starts, rng.standard_normal(STYLE_DIM).astype(np.float32))
     with library.table.writing(), database.connection_context():
         library.table.add({tid: (landmarks[tid], peaks[tid]) for tid in ids})
-        library.index.add(vectors)
+        library.index.add(vectors, library.model_name())
         rows = [{"id": tid, "library": name, "title": f"synthetic {tid}", "duration": seconds,
                  "source": f"synthetic-{tid}.wav", "content_hash": f"synthetic-{tid}"} for tid in ids]
         with database.atomic():
