@@ -45,6 +45,22 @@ def test_pitch_of_noise_and_silence_is_unvoiced():
     assert np.isnan(pitch.contour([np.zeros(SAMPLE_RATE, np.float32)])).all()
 
 
+def test_salience_agrees_with_the_dense_product_of_its_weights():
+    """pitch._salience multiplies by its sparse weights; the plain formula is the oracle: each
+    candidate's magnitudes^0.5 at its harmonics' two nearest bins, summed with their weights."""
+    samples = np.random.default_rng(3).standard_normal(SAMPLE_RATE * 5).astype(np.float32)
+    frames = 1 + (samples.size - pitch.N_FFT) // pitch.HOP
+    salience, level = pitch._salience(samples, frames)
+    framed = np.lib.stride_tricks.sliding_window_view(samples, pitch.N_FFT)[::pitch.HOP][:frames]
+    weights = pitch._WEIGHTS.to_dense().numpy()  # candidates × bins
+    magnitude = np.abs(np.fft.rfft(framed * np.hanning(pitch.N_FFT), axis=1))[:, :weights.shape[1]]
+    expected = np.sqrt(magnitude) @ weights.T
+    assert salience.shape == expected.shape == (frames, pitch._CANDIDATES.size)
+    np.testing.assert_allclose(salience, expected, rtol=1e-3, atol=1e-3 * expected.max())
+    np.testing.assert_allclose(level, 10 * np.log10((magnitude ** 2).sum(axis=1) + 1e-10), atol=1e-3)
+    assert (weights > 0).sum(axis=1).max() <= 2 * pitch.HARMONICS
+
+
 def test_a_track_streamed_in_blocks_has_the_contour_of_the_whole():
     from ear.features import blocks
     audio = np.concatenate([tone(60 + k % 12, 0.4) for k in range(200)])  # 80 s: two blocks

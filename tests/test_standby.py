@@ -1,7 +1,8 @@
 """`ear worker` as Supervisor runs it (standby.py): the process that waits holds no torch; a
 child does the jobs and goes when the queue has been empty EAR_WORKER_LINGER_S; a child killed
 on its own (the OOM killer's choice) gives its job back, and one whose parent was killed dies
-with it, so that a restarted worker of the same name takes over at once."""
+with it, so that a restarted worker of the same name takes over at once; a child that cannot
+start stops the worker, and the jobs wait untried."""
 from __future__ import annotations
 
 import os
@@ -135,3 +136,18 @@ def test_a_child_dies_with_its_worker_and_the_restarted_worker_takes_over(client
         assert (job.status, job.attempts) == ("done", 2), job.to_json()
     finally:
         second.stop()
+
+
+def test_a_child_that_cannot_start_stops_the_worker_and_leaves_the_jobs_queued(client, config, tmp_path):
+    """The data folder turned into another catalog's after the worker started: the child that
+    would do the job refuses to open it. The worker exits non-zero (Supervisor says so), and
+    the job has not been tried."""
+    worker = _Worker(config, tmp_path / "worker.log")
+    (config.data_dir / "catalog-id").write_text("another catalog\n")
+    job_id = _upload(client, _noise(tmp_path, 5, 10))
+    assert worker.proc.wait(timeout=60) != 0
+    log = (tmp_path / "worker.log").read_text()
+    assert "database_mismatch" in log or "not this database's catalog" in log, log
+    assert "the jobs stay queued" in log, log
+    job = jobs.get(job_id)
+    assert (job.status, job.attempts) == ("queued", 0), job.to_json()

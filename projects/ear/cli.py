@@ -1,5 +1,5 @@
 """The `ear` command: ingest, identify, similar, hum, tracks, remove, compact, reindex, worker, jobs,
-users, stats, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed.
+users, stats, models, copy-database, serve, eval, train, ingest-memory, busy, libraries, speed.
 
 This module parses; each command's code is imported when it runs (_COMMAND_MODULES), so that
 `ear worker`'s waiting process (standby.py) loads no torch."""

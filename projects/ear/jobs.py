@@ -29,6 +29,7 @@ STALE_AFTER_S = 30.0
 MAX_ATTEMPTS = 3
 KEEP_FINISHED_DAYS = 30  # finished jobs are listed this long, then deleted
 RETRY_S = 5.0  # between a worker's tries to reach a database that did not answer
+UNREACHABLE = (OperationalError, InterfaceError)  # what a database that does not answer raises
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,22 @@ def claim(worker: str) -> Job | None:
         return job
 
 
-def claim_or_wait(worker: str, stop: threading.Event) -> Job | None:
+def try_claim(worker: str, stop: threading.Event) -> Job | None:
     """`claim`, but a database that does not answer (restarting, say) is told in the log and
     waited for (RETRY_S, or until `stop`) instead of ending the worker: None then."""
     try:
         return claim(worker)
-    except (OperationalError, InterfaceError) as exc:
+    except UNREACHABLE as exc:
         log.warning("cannot reach the database (%s); trying again", exc)
         stop.wait(RETRY_S)
         return None
+
+
+def waiting() -> bool:
+    """Whether a job waits to be claimed (after queueing again those of silent workers)."""
+    with database.connection_context(), write_transaction():
+        _requeue_stale()
+        return Job.select().where(Job.status == QUEUED).exists()
 
 
 def _requeue_stale() -> None:
@@ -94,8 +102,9 @@ def _fail_worn_out(condition) -> None:
 
 
 def requeue_own(worker: str) -> None:
-    """At a worker's start: what it was running when it died goes back to the queue now,
-    without waiting for its beats to go stale (a worker's name is its own; see worker.py)."""
+    """At a worker's start, and when the child doing its jobs died: what it was running goes
+    back to the queue now, without waiting for its beats to go stale (a worker's name is its
+    own; see standby.py)."""
     with database.connection_context(), write_transaction():
         mine = (Job.status == RUNNING) & (Job.worker == worker)
         _fail_worn_out(mine)

@@ -17,6 +17,7 @@ frames (features.py): a clip's frames are those of the same stretch of the whole
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -36,7 +37,6 @@ GRID_STEP = 0.1  # semitones: 10 cents, refined between grid points by a parabol
 HARMONICS = 8  # a voice's or an instrument's first eight carry most of its energy below 5 kHz
 WEIGHT = 0.6  # the h-th harmonic counts 0.6^(h−1): a fundamental outscores its sub-octave
 _TOP_HZ = 5000.0  # above it the room and Opus leave little of a hum's harmonics
-_COMPRESS = 0.5  # magnitude^0.5: a loud harmonic must not drown the series' others
 # Voiced: the best candidate ≥ PEAKINESS × the frame's mean candidate (a flat spectrum scores
 # about 1.5; a mix where no line leads, about 2), and the frame ≥ the recording's loud frames'
 # level − QUIET_DB. WEIGHT and PEAKINESS were chosen on 50 beats of `ear eval --hum` (seed 0),
@@ -47,8 +47,10 @@ _WINDOW = torch.hann_window(N_FFT, periodic=False)
 
 
 def _salience_weights() -> tuple[torch.Tensor, np.ndarray]:
-    """(bins × candidates) matrix: each harmonic of each candidate shared by its two nearest
-    bins (linear interpolation), and the candidates' MIDI numbers."""
+    """(candidates × bins) matrix: each harmonic of each candidate shared by its two nearest
+    bins (linear interpolation), and the candidates' MIDI numbers. Sparse (CSR): a candidate
+    weighs 2 × HARMONICS of the ~640 bins, so a dense product would be 98 % multiplications by
+    zero, five times the CPU (docs/speed.md)."""
     midi = np.arange(LOWEST - 12, HIGHEST + GRID_STEP / 2, GRID_STEP)
     hz = 440.0 * 2 ** ((midi - 69) / 12)
     bins = int(_TOP_HZ * N_FFT / SAMPLE_RATE) + 2
@@ -61,7 +63,16 @@ def _salience_weights() -> tuple[torch.Tensor, np.ndarray]:
         cols = np.nonzero(inside)[0]
         weights[below[cols], cols] += WEIGHT ** (h - 1) * (1 - frac[cols])
         weights[below[cols] + 1, cols] += WEIGHT ** (h - 1) * frac[cols]
-    return torch.from_numpy(weights), midi.astype(np.float32)
+    by_candidate = weights.T
+    rows, cols = np.nonzero(by_candidate)  # row-major: each candidate's bins in order
+    row_starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=midi.size))])
+    # Made from its parts, not by to_sparse_csr(): that runs in torch's thread pool, which the
+    # Gunicorn master, where this module is imported, must never start (runtime.py).
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": its product is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        sparse = torch.sparse_csr_tensor(torch.from_numpy(row_starts), torch.from_numpy(cols),
+                                         torch.from_numpy(by_candidate[rows, cols]), by_candidate.shape)
+    return sparse, midi.astype(np.float32)
 
 
 _WEIGHTS, _CANDIDATES = _salience_weights()
@@ -113,10 +124,12 @@ def _salience(samples: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]
     if frames == 0:
         return np.zeros((0, _CANDIDATES.size), np.float32), np.zeros(0, np.float32)
     spec = torch.stft(torch.from_numpy(x), N_FFT, HOP, window=_WINDOW, center=False, return_complex=True)
-    spec = torch.view_as_real(spec[:_WEIGHTS.shape[0]])
-    power = (spec[..., 0].square() + spec[..., 1].square()).T  # frames × bins
-    level = 10 * torch.log10(power.sum(dim=1) + 1e-10)
-    salience = power.pow(_COMPRESS / 2) @ _WEIGHTS
+    spec = torch.view_as_real(spec[:_WEIGHTS.shape[1]])
+    power = spec[..., 0].square() + spec[..., 1].square()  # bins × frames
+    level = 10 * torch.log10(power.sum(dim=0) + 1e-10)
+    # magnitude^0.5, so that a loud harmonic does not drown the series' others: power^0.25, as
+    # two square roots (a quarter of pow's CPU).
+    salience = (_WEIGHTS @ power.sqrt_().sqrt_()).T.contiguous()
     return salience.numpy(), level.numpy()
 
 

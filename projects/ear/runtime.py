@@ -77,11 +77,12 @@ def in_a_child(work: Callable[[], None]) -> None:
                        "process: its traceback is above.", 500)
 
 
-def fork_child(work: Callable[[], None], killed_with_parent: bool = False) -> int:
+def fork_child(work: Callable[[], None]) -> int:
     """Fork a child that runs `work` and exits, 0 if it returned and 1 if it raised (its
     traceback on stderr); the child's pid. The database pool's idle connections are closed
-    first: a child must not share them. `killed_with_parent`: SIGKILL the child if this process
-    dies (a child holding a lock of its parent's would keep the restarted parent out)."""
+    first: a child must not share them. The child is SIGKILLed if this process dies (one holding
+    a lock of its parent's would keep the restarted parent out), and SIGTERM and SIGINT end it
+    until `work` says otherwise (it must not run the parent's handlers)."""
     close_idle()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -90,10 +91,11 @@ def fork_child(work: Callable[[], None], killed_with_parent: bool = False) -> in
     if pid == 0:
         status = 1
         try:
-            if killed_with_parent:
-                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:  # it died before that was set
-                    os._exit(status)
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # it died before that was set
+                os._exit(status)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
             work()
             status = 0
         except BaseException:  # noqa: BLE001 - told, then the parent says it failed

@@ -1,17 +1,19 @@
 """`ear worker`, the process Supervisor keeps: it holds the worker's name, waits for jobs, and
 has them done by a child (worker.py) that goes away when the queue has been empty a while.
 
-The queue is empty most of the time, and waiting on it needs only the database: about 40 MB.
+The queue is empty most of the time, and waiting on it needs only the database: about 23 MB.
 Doing a job needs torch, the model and an analysis's heap, about 200 MB more, which a small VPS
-would rather give the site between uploads. So this process never imports torch: when it claims
-a job it forks a child that does it and every job queued after it, and exits once the queue has
-been empty for EAR_WORKER_LINGER_S. What the child loaded goes with it; loading it again costs
-the next upload 1–3 s of CPU (docs/jobs.md).
+would rather give the site between uploads. So this process never imports torch: when a job
+waits it forks a child, which claims and does it and every job queued after it, and exits once
+the queue has been empty for EAR_WORKER_LINGER_S. What the child loaded goes with it; loading it
+again costs the next upload 1–3 s of CPU (docs/jobs.md).
 
 A worker's name (EAR_WORKER_NAME, else the host's) is its own: a lock in the data folder stops a
-second worker of that name, so at its start, and whenever its child dies, a worker may put back
-in the queue what it was running. The child inherits the lock and is killed with this process,
-so a restarted worker never finds its name held by an orphan.
+second worker of that name, so at its start, and whenever its child is killed, a worker may put
+back in the queue what it was running. Every child inherits the lock and is killed with this
+process, so a restarted worker never finds its name held by an orphan. A child that fails (it
+cannot load the model, say) stops the worker too, so that Supervisor says so, and the jobs stay
+queued.
 
 SIGTERM or SIGINT: the child gives its job back at its next block and exits, then this process.
 """
@@ -22,14 +24,14 @@ import os
 import re
 import signal
 import socket
-import threading
+import time
 
 from . import jobs
 from .config import Config
-from .db import Job, init_db
+from .db import init_db
 from .errors import EarError
 from .runtime import configure_threads, fork_child, in_a_child, one_heap
-from .storage import locked
+from .storage import ensure_writable, locked
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -49,13 +51,14 @@ class Standby:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.name = worker_name(config)
-        self._stop = threading.Event()
+        self._stopping = False  # a flag, not an Event: a signal handler must not take a lock
         self._child = 0
 
     def run(self, until_idle: bool = False, poll_s: float = 1.0) -> None:
         """Hand the queue's jobs to children, one child at a time, until stopped, or with
         `until_idle` until the queue is empty (the child then lingers for nothing)."""
         one_heap()  # before any thread: the children inherit it
+        ensure_writable(self.config.data_dir)
         init_db(self.config.database)
         lock = self.config.data_dir / f"worker-{self.name}.lock"
         with locked(lock, wait=False) as mine:
@@ -65,43 +68,60 @@ class Standby:
             jobs.requeue_own(self.name)
             in_a_child(self._catch_up)
             log.info("ear worker %s: waiting for jobs", self.name)
-            while not self._stop.is_set():
-                job = jobs.claim_or_wait(self.name, self._stop)
-                if job is not None:
-                    self._hand_over(job, 0.0 if until_idle else self.config.worker_linger_s)
+            while not self._stopping:
+                waits = self._job_waits()
+                if waits:
+                    self._hand_over(0.0 if until_idle else self.config.worker_linger_s)
+                elif waits is None:  # the database did not answer: ask again
+                    continue
                 elif until_idle:
                     break
                 else:
-                    self._stop.wait(poll_s)
+                    time.sleep(poll_s)
 
     def stop_on_signals(self) -> None:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, sig: int, _frame) -> None:
-        self._stop.set()
+        self._stopping = True
         if self._child:
             try:
                 os.kill(self._child, sig)
             except ProcessLookupError:  # it ended just now
                 pass
 
-    def _hand_over(self, job: Job, linger_s: float) -> None:
-        """Fork the child that does `job` and what comes after it; wait for it to end. The stop
-        signals wait until the child has its own handlers, so a stop is never lost between."""
+    def _job_waits(self) -> bool | None:
+        """Whether a job waits; None, after a pause, if the database did not answer."""
+        try:
+            return jobs.waiting()
+        except jobs.UNREACHABLE as exc:  # the database restarting, say
+            log.warning("cannot reach the database (%s); trying again", exc)
+            time.sleep(jobs.RETRY_S)
+            return None
+
+    def _hand_over(self, linger_s: float) -> None:
+        """Fork the child that does the jobs; wait for it to end. The stop signals wait until
+        the child has its own handlers, so a stop is never lost between."""
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            self._child = fork_child(lambda: self._work(job, linger_s), killed_with_parent=True)
+            if self._stopping:
+                return
+            self._child = fork_child(lambda: self._child_main(linger_s))
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         _, status = os.waitpid(self._child, 0)
         self._child = 0
-        if status:  # killed (out of memory, say) or crashed: what it was doing goes back
-            log.warning("ear worker %s: its child ended with status %#x; its job goes back to "
-                        "the queue", self.name, status)
+        if os.WIFSIGNALED(status):  # killed (out of memory, say): what it was doing goes back
+            log.warning("ear worker %s: its child was killed (signal %d); its job goes back to "
+                        "the queue", self.name, os.WTERMSIG(status))
             jobs.requeue_own(self.name)
+        elif os.WEXITSTATUS(status):
+            jobs.requeue_own(self.name)
+            raise EarError("worker_failed", f"ear worker {self.name}: the child doing the jobs "
+                           "failed (its traceback is above); the jobs stay queued.", 500)
 
-    def _work(self, job: Job, linger_s: float) -> None:
+    def _child_main(self, linger_s: float) -> None:
         """In the child: load what the jobs need, then do them."""
         from .catalog import Catalog  # only here: the process that waits never loads torch
         from .worker import Worker
@@ -109,10 +129,9 @@ class Standby:
         worker = Worker(Catalog(self.config), self.name)
         worker.stop_on_signals()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        if self._stop.is_set():  # told to stop before the fork
-            worker.stop()
-        log.info("ear worker %s: %d jobs done, the queue empty for %.0f s; handing back their "
-                 "memory", self.name, worker.run(linger_s, first=job), linger_s)
+        ended = worker.run(linger_s)
+        log.info("ear worker %s: %d jobs ended; its child goes, and the memory it loaded with it",
+                 self.name, ended)
 
     def _catch_up(self) -> None:
         """In a child, at the start: tidy the catalog, and queue what the worker's last life did

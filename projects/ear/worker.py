@@ -43,12 +43,11 @@ class Worker:
         self._job: Job | None = None
         self._progress: float | None = None
 
-    def run(self, linger_s: float = 0.0, first: Job | None = None, poll_s: float = 1.0) -> int:
-        """Do `first` (a job claimed for this worker), then the queue's jobs, until stopped or
-        until the queue has been empty for `linger_s` (looking every `poll_s`). Returns how many
-        jobs it ended."""
+    def run(self, linger_s: float = 0.0, poll_s: float = 1.0) -> int:
+        """Do the queue's jobs until stopped or until the queue has been empty for `linger_s`
+        (looking every `poll_s`). Returns how many jobs it ended."""
         with self._beating():
-            return self._loop(linger_s, first, poll_s)
+            return self._loop(linger_s, poll_s)
 
     def stop(self, *_) -> None:
         """Stop soon: the job in hand is given back at its next progress."""
@@ -58,22 +57,18 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
 
-    def _loop(self, linger_s: float, job: Job | None, poll_s: float) -> int:
+    def _loop(self, linger_s: float, poll_s: float) -> int:
         ended, idle_since = 0, time.monotonic()
         while not self._stop.is_set():
-            if job is None:
-                job = jobs.claim_or_wait(self.name, self._stop)
+            job = jobs.try_claim(self.name, self._stop)
             if job is None:
                 if time.monotonic() - idle_since >= linger_s:
                     break
                 self._stop.wait(poll_s)
                 continue
             ended += self._work(job)
-            job = None
             trim_heap()  # an analysis's temporaries are gone: give their heap back
             idle_since = time.monotonic()
-        if job is not None:  # told to stop before it began
-            jobs.give_back(job)
         return ended
 
     def _work(self, job: Job) -> bool:

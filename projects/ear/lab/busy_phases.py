@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from .busy_tables import Results, Status
-from .service_memory import _smaps, children
+from .service_memory import _proc, _smaps, children
 
 TOKEN = "ear-busy"  # the admin token of the service busy.py starts: its own, for one run
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -155,8 +155,10 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
     and that of the children they have waited for (cutime + cstime: the FFmpegs)."""
     tick, own, waited = os.sysconf("SC_CLK_TCK"), 0, 0
     for one in [pid, *children(pid)]:
-        fields = [int(x) for x in Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()[11:15]]
-        own, waited = own + fields[0] + fields[1], waited + fields[2] + fields[3]
+        stat = _proc(one, "stat")
+        if stat:
+            fields = [int(x) for x in stat.rpartition(")")[2].split()[11:15]]
+            own, waited = own + fields[0] + fields[1], waited + fields[2] + fields[3]
     return own / tick, waited / tick
 
 

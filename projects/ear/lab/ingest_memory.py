@@ -3,8 +3,9 @@ and by the service (an admin upload to a real Gunicorn started with the producti
 added by an `ear worker` beside it).
 
 Prints one table: per file, the command's peak RSS and CPU; the web worker's RSS before the
-upload and above it during the upload; `ear worker`'s RSS before and its peak during the job
-(VmHWM, reset through /proc/PID/clear_refs). All run in processes of their own, so that this
+upload and above it during the upload; `ear worker`'s RSS while it waits, and the peak of the
+child it forks for the job (VmHWM; standby.py; the child lingers after the job, so it is read
+before it goes). All run in processes of their own, so that this
 one's memory counts in none.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .service_memory import add_gunicorn_conf_argument, ear_worker, serving
+from .service_memory import add_gunicorn_conf_argument, children, ear_worker, serving
 
 _TOKEN = "ingest-memory"
 
@@ -35,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{conf}: no such Gunicorn settings file; pass --gunicorn-conf.", file=sys.stderr)
         return 2
     print(f"{'file':28} {'audio':>8} {'ear ingest':>11} {'cpu s':>7} {'outcome':>14} {'web idle':>9} "
-          f"{'upload':>8} {'ear worker':>11} {'job peak':>9} {'above':>8} {'job':>12}", flush=True)
+          f"{'upload':>8} {'worker waits':>12} {'child peak':>10} {'job':>12}", flush=True)
     for name in args.files:
         path = Path(name)
         with tempfile.TemporaryDirectory() as cli_dir, tempfile.TemporaryDirectory() as service_dir:
             cli_peak, cpu, outcome = _cli_ingest(path, Path(cli_dir))
             web, worker, job = _service_upload(path, Path(service_dir), conf)
         print(f"{path.name[:28]:28} {_duration(path):>8} {cli_peak:8.0f} MB {cpu:7.1f} {outcome[:14]:>14} "
-              f"{web[0]:6.0f} MB {web[1] - web[0]:+5.0f} MB {worker[0]:8.0f} MB {worker[1]:6.0f} MB "
-              f"{worker[1] - worker[0]:+5.0f} MB {job[:12]:>12}", flush=True)
+              f"{web[0]:6.0f} MB {web[1] - web[0]:+5.0f} MB {worker[0]:9.0f} MB {worker[1]:7.0f} MB "
+              f"{job[:12]:>12}", flush=True)
     return 0
 
 
@@ -61,8 +62,8 @@ def _cli_ingest(path: Path, data_dir: Path) -> tuple[float, float, str]:
 
 def _service_upload(path: Path, data_dir: Path, conf: Path
                     ) -> tuple[tuple[float, float], tuple[float, float], str]:
-    """(idle, peak) RSS in MB of the web worker while it takes `path` as an upload and of
-    `ear worker` while it adds it; and how the job ended (done, or its error's code)."""
+    """(idle, peak) RSS in MB of the web worker while it takes `path` as an upload, and of `ear
+    worker` waiting and its child adding it; and how the job ended (done, or its error's code)."""
     # An upload limit above the default 50 MB: a 3-hour Opus at 48 kbit/s is 73 MB.
     env = {"EAR_DATA_DIR": str(data_dir), "EAR_ADMIN_TOKEN": _TOKEN, "EAR_MAX_UPLOAD_MB": "200",
            "EAR_DATABASE_URL": ""}  # SQLite in the work folder, whatever .env says
@@ -76,7 +77,8 @@ def _service_upload(path: Path, data_dir: Path, conf: Path
             time.sleep(0.2)
             job = _call(f"{url}/jobs/{job['id']}")["job"]
         outcome = job["status"] if job["status"] == "done" else job["error"]["code"]
-        return (idle[web], _status(web, "VmHWM")), (idle[worker], _status(worker, "VmHWM")), outcome
+        child = children(worker)[0]  # still there: it lingers EAR_WORKER_LINGER_S after its job
+        return (idle[web], _status(web, "VmHWM")), (idle[worker], _status(child, "VmHWM")), outcome
 
 
 def _call(url: str, data: bytes | None = None) -> dict:

@@ -28,6 +28,7 @@ from .service_memory import _smaps, add_gunicorn_conf_argument, children, ear_wo
 
 _CLIP_AT_S, _UPLOAD_AT_S, _CLIP_S = 30.0, 60.0, 10.0  # the query, and the upload (other music)
 _TIMING_ROUNDS = 300  # GET /tracks/<id> of each kind
+_LINGER_S = 60.0  # the worker's child, after the jobs: long enough to be measured, then it goes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     upload = _cut(args.track, _UPLOAD_AT_S + _CLIP_S * runs, work / f"upload-{runs}.webm")
     env = {"EAR_DATA_DIR": str(data), "EAR_DATABASE_URL": ""}  # SQLite in --work, whatever .env says
     with serving(Path(args.gunicorn_conf), env) as (url, master, web), \
-            ear_worker(env, work / "worker.log") as worker:
+            ear_worker(env, work / "worker.log", linger_s=_LINGER_S) as worker:
         pids = {"master": master, "web worker": web, "ear worker": worker.pid}
         memory = {"at start": _memory(pids)}
         rounds = {name: _identify_each(url, keys, clip.read_bytes(), Status(name))

@@ -44,12 +44,14 @@ def serving(conf: Path, env: dict[str, str], *extra: str) -> Iterator[tuple[str,
 
 
 @contextmanager
-def ear_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def ear_worker(env: dict[str, str], log: Path, linger_s: float = 600.0) -> Iterator[subprocess.Popen]:
     """`ear worker` on the catalog in `env` (this process's over), as Supervisor starts it, its
-    output in `log`: given once it waits for jobs (its model loaded); stopped with SIGTERM after
-    (it gives back a job in hand), unless stopped already."""
+    output in `log`: given once it waits for jobs; stopped with SIGTERM after (its child gives
+    back a job in hand), unless stopped already. Its child lingers `linger_s` after the last job
+    (EAR_WORKER_LINGER_S, whatever .env says), so that it can be measured after its jobs."""
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], env={**os.environ, **env},
+        proc = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"],
+                                env={**os.environ, **env, "EAR_WORKER_LINGER_S": str(linger_s)},
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         for _ in range(1200):
@@ -113,14 +115,22 @@ def _smaps(pid: int, with_children: bool = False) -> dict[str, int]:
     children (`ear worker` and the child that does its jobs, standby.py)."""
     out: dict[str, int] = {}
     for one in [pid, *(children(pid) if with_children else [])]:
-        for line in Path(f"/proc/{one}/smaps_rollup").read_text().splitlines()[1:]:
+        for line in _proc(one, "smaps_rollup").splitlines()[1:]:
             key, _, value = line.partition(":")
             out[key.strip()] = out.get(key.strip(), 0) + int(value.split()[0])
     return out
 
 
 def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [int(c) for c in _proc(pid, f"task/{pid}/children").split()]
+
+
+def _proc(pid: int, name: str) -> str:
+    """/proc/PID/NAME's text; empty if the process has just ended (a child going)."""
+    try:
+        return Path(f"/proc/{pid}/{name}").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def main() -> int:

@@ -42,6 +42,8 @@ INGEST_STAGES = (
     ("landmarks", "hashes.TrackLandmarks.add", "hashes.TrackLandmarks.result"),
     ("log-mel", "embed.LogMel.from_power|embed.LogMel.forward"),
     ("embedding network", "embed.Embedder.forward_with_texture"),
+    ("melody: salience", "pitch._salience"),
+    ("melody: best candidate", "pitch._best"),
     ("heap trim", "runtime.trim_heap"),
 )
 QUERY_STAGES = (
