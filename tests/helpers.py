@@ -78,6 +78,9 @@ def run_ear(data_dir: Path, *args: str, check: bool = True, database_url: str = 
     return result
 
 
+WORKER_APP_NAME = "ear worker"
+
+
 class Server:
     def __init__(self, data_dir: Path, port: int, proc: subprocess.Popen):
         self.data_dir, self.port, self.proc = data_dir, port, proc
@@ -98,8 +101,9 @@ def start_gunicorn(tmp_path: Path, ask: bool = True, **env_vars: str):
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(data_dir, port, proc)
     wait_until_up(server.url + "/health", proc, tmp_path / "gunicorn.log", ask=ask)
-    worker = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    # PGAPPNAME: on PostgreSQL, its connections are told apart from Gunicorn's (pg_stat_activity).
+    worker = subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], cwd=tmp_path,
+                              env={**env, "PGAPPNAME": WORKER_APP_NAME}, stdout=log, stderr=subprocess.STDOUT)
     yield server
     for running in (worker, proc):
         running.terminate()
