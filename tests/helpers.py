@@ -189,3 +189,11 @@ def stop_nginx(prefix: Path) -> None:
     subprocess.run(["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
                     "-c", str(prefix / "nginx.conf"), "-s", "quit"], check=False)
     subprocess.run(["rm", "-rf", str(prefix)], check=False)
+
+
+def noise_opus(folder: Path, seed: int, seconds: float) -> bytes:
+    """Audio unlike any other seed's, quick to make: FFmpeg's pink noise, as Opus."""
+    path = folder / f"noise{seed}.opus"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d={seconds}:c=pink:seed={seed}",
+                    "-b:a", "32k", str(path)], check=True)
+    return path.read_bytes()

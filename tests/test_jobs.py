@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from helpers import AUTH, added, run_ear, work
+from helpers import AUTH, added, noise_opus, run_ear, work
 
 
 from ear import jobs
@@ -110,7 +110,7 @@ def test_a_job_that_fails_says_why_and_keeps_nothing(client, catalog, songs_dir)
 
 
 def test_a_stopping_worker_gives_its_job_back(app, client, tmp_path):
-    answer = client.post("/tracks", data=_noise(tmp_path, 7, 600), headers=AUTH)
+    answer = client.post("/tracks", data=noise_opus(tmp_path, 7, 600), headers=AUTH)
     job_id = answer.get_json()["job"]["id"]
     worker = Worker(app.extensions["ear"], "stopping")
     threading.Timer(0.5, worker.stop).start()
@@ -179,7 +179,7 @@ def test_two_workers_share_the_queue_and_take_each_job_once(client, config, tmp_
     workers = [subprocess.Popen([sys.executable, "-m", "ear.cli", "worker"], text=True,
                                 env={**env, "EAR_WORKER_NAME": name}, stderr=subprocess.PIPE)
                for name in ("left", "right")]
-    uploads = [_noise(tmp_path, seed, 180) for seed in range(N_UPLOADS)]
+    uploads = [noise_opus(tmp_path, seed, 180) for seed in range(N_UPLOADS)]
     try:
         for worker in workers:
             assert "waiting for jobs" in worker.stderr.readline()
@@ -199,11 +199,3 @@ def test_two_workers_share_the_queue_and_take_each_job_once(client, config, tmp_
     assert {j.track_id for j in ingests} == {t["id"] for t in client.get("/tracks").get_json()["tracks"]}
     assert all(j.attempts == 1 for j in ingests)
     assert {j.worker for j in ingests} == {"left", "right"}, logs  # both had work
-
-
-def _noise(folder, seed: int, seconds: float) -> bytes:
-    """Audio unlike any other seed's, quick to make: FFmpeg's pink noise, as Opus."""
-    path = folder / f"noise{seed}.opus"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d={seconds}:c=pink:seed={seed}",
-                    "-b:a", "32k", str(path)], check=True)
-    return path.read_bytes()

@@ -13,16 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import AUTH
+from helpers import AUTH, noise_opus
 
 from ear import jobs
+from ear.lab.service_memory import children
 
 pytestmark = pytest.mark.postgresql
 LINGER_S = 2
-
-
-def _children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _holds_torch(pid: int) -> bool:
@@ -57,7 +54,7 @@ class _Worker:
         assert self.proc.poll() is None, log.read_text()
 
     def child(self) -> int:
-        return _until(lambda: _children(self.proc.pid), 30, "a child doing the job")[0]
+        return _until(lambda: children(self.proc.pid), 30, "a child doing the job")[0]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -65,11 +62,6 @@ class _Worker:
         self.proc.wait(timeout=60)
 
 
-def _noise(tmp_path: Path, seed: int, seconds: float) -> bytes:
-    path = tmp_path / f"noise{seed}.opus"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d={seconds}:c=pink:seed={seed}",
-                    "-b:a", "32k", str(path)], check=True)
-    return path.read_bytes()
 
 
 def _upload(client, data: bytes) -> int:
@@ -94,12 +86,12 @@ def test_the_waiting_worker_holds_no_torch_and_the_child_goes_after_the_jobs(cli
         assert not _holds_torch(worker.proc.pid)
         waiting_mb = _private_mb(worker.proc.pid)
         for seed in (1, 2):  # the second job comes after the first child went: a new one does it
-            job_id = _upload(client, _noise(tmp_path, seed, 30))
+            job_id = _upload(client, noise_opus(tmp_path, seed, 30))
             child = worker.child()
             assert _ended(job_id).status == "done"
-            assert _holds_torch(child) and _children(worker.proc.pid) == [child]  # lingering
+            assert _holds_torch(child) and children(worker.proc.pid) == [child]  # lingering
             working_mb = _private_mb(child)
-            _until(lambda: not _children(worker.proc.pid), LINGER_S + 30, "the child gone")
+            _until(lambda: not children(worker.proc.pid), LINGER_S + 30, "the child gone")
             assert not _holds_torch(worker.proc.pid)
         print(f"\nprivate MB: waiting {waiting_mb:.1f}, its child after a job {working_mb:.1f}, "
               f"waiting again {_private_mb(worker.proc.pid):.1f}")
@@ -111,7 +103,7 @@ def test_the_waiting_worker_holds_no_torch_and_the_child_goes_after_the_jobs(cli
 def test_a_child_killed_alone_gives_its_job_back(client, config, tmp_path):
     worker = _Worker(config, tmp_path / "worker.log")
     try:
-        job_id = _upload(client, _noise(tmp_path, 3, 1200))
+        job_id = _upload(client, noise_opus(tmp_path, 3, 1200))
         _running(job_id)
         os.kill(worker.child(), signal.SIGKILL)
         job = _ended(job_id, timeout_s=240)
@@ -123,7 +115,7 @@ def test_a_child_killed_alone_gives_its_job_back(client, config, tmp_path):
 
 def test_a_child_dies_with_its_worker_and_the_restarted_worker_takes_over(client, config, tmp_path):
     first = _Worker(config, tmp_path / "worker.log")
-    job_id = _upload(client, _noise(tmp_path, 4, 1200))
+    job_id = _upload(client, noise_opus(tmp_path, 4, 1200))
     _running(job_id)
     child = first.child()
     first.proc.kill()  # the parent alone, as `kill -9 PID` would
@@ -144,7 +136,7 @@ def test_a_child_that_cannot_start_stops_the_worker_and_leaves_the_jobs_queued(c
     the job has not been tried."""
     worker = _Worker(config, tmp_path / "worker.log")
     (config.data_dir / "catalog-id").write_text("another catalog\n")
-    job_id = _upload(client, _noise(tmp_path, 5, 10))
+    job_id = _upload(client, noise_opus(tmp_path, 5, 10))
     assert worker.proc.wait(timeout=60) != 0
     log = (tmp_path / "worker.log").read_text()
     assert "database_mismatch" in log or "not this database's catalog" in log, log

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
+from typing import Callable, TypeVar
 
 from peewee import InterfaceError, OperationalError, fn
 
@@ -32,6 +32,7 @@ RETRY_S = 5.0  # between a worker's tries to reach a database that did not answe
 UNREACHABLE = (OperationalError, InterfaceError)  # what a database that does not answer raises
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def queue_ingest(original: str, source: str, metadata: dict[str, str],
@@ -69,14 +70,14 @@ def claim(worker: str) -> Job | None:
         return job
 
 
-def try_claim(worker: str, stop: threading.Event) -> Job | None:
-    """`claim`, but a database that does not answer (restarting, say) is told in the log and
-    waited for (RETRY_S, or until `stop`) instead of ending the worker: None then."""
+def unless_unreachable(ask: Callable[[], T], pause: Callable[[float], object]) -> T | None:
+    """`ask()`'s answer; None, after `pause(RETRY_S)`, if the database did not answer (restarting,
+    say): told in the log instead of ending the worker that asked."""
     try:
-        return claim(worker)
+        return ask()
     except UNREACHABLE as exc:
         log.warning("cannot reach the database (%s); trying again", exc)
-        stop.wait(RETRY_S)
+        pause(RETRY_S)
         return None
 
 

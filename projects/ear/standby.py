@@ -69,7 +69,7 @@ class Standby:
             in_a_child(self._catch_up)
             log.info("ear worker %s: waiting for jobs", self.name)
             while not self._stopping:
-                waits = self._job_waits()
+                waits = jobs.unless_unreachable(jobs.waiting, time.sleep)
                 if waits:
                     self._hand_over(0.0 if until_idle else self.config.worker_linger_s)
                 elif waits is None:  # the database did not answer: ask again
@@ -90,15 +90,6 @@ class Standby:
                 os.kill(self._child, sig)
             except ProcessLookupError:  # it ended just now
                 pass
-
-    def _job_waits(self) -> bool | None:
-        """Whether a job waits; None, after a pause, if the database did not answer."""
-        try:
-            return jobs.waiting()
-        except jobs.UNREACHABLE as exc:  # the database restarting, say
-            log.warning("cannot reach the database (%s); trying again", exc)
-            time.sleep(jobs.RETRY_S)
-            return None
 
     def _hand_over(self, linger_s: float) -> None:
         """Fork the child that does the jobs; wait for it to end. The stop signals wait until

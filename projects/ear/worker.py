@@ -60,7 +60,7 @@ class Worker:
     def _loop(self, linger_s: float, poll_s: float) -> int:
         ended, idle_since = 0, time.monotonic()
         while not self._stop.is_set():
-            job = jobs.try_claim(self.name, self._stop)
+            job = jobs.unless_unreachable(lambda: jobs.claim(self.name), self._stop.wait)
             if job is None:
                 if time.monotonic() - idle_since >= linger_s:
                     break
