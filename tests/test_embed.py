@@ -3,11 +3,13 @@ nearer its clean self than any window of another song."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from helpers import room_clip
 from synth import song
 
 from ear.decode import decode
-from ear.embed import DIM, STYLE_DIM, Model
+from ear.embed import DIM, STYLE_DIM, Model, _mean_and_std
+from ear.features import squared_magnitude
 
 
 def _mono16k(audio: np.ndarray, tmp_path, name: str) -> np.ndarray:
@@ -57,3 +59,19 @@ def test_a_window_through_a_room_is_nearest_its_clean_self(tmp_path):
         own = float(q @ own_vectors[np.argmin(np.abs(own_starts - 10.0))])
         others = max(float(np.max(v @ q)) for s, (v, _) in stored.items() if s != seed)
         assert own > others + 0.05, (seed, own, others)
+
+
+def test_the_texture_statistics_are_torchs_mean_and_std():
+    """The oracle: torch's own mean and unbiased std, on a channels-last tensor like the
+    network's (where torch's std was the slow one)."""
+    x = torch.relu(torch.randn(8, 192, 4, 8)).contiguous(memory_format=torch.channels_last)
+    x[0, 0] = 0.0  # a silent channel: no spread, and no NaN
+    mean, std = _mean_and_std(x)
+    assert torch.allclose(mean, x.mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(std, x.std(dim=(2, 3)), atol=1e-5)
+    assert std[0, 0] == 0.0
+
+
+def test_the_squared_magnitude_is_abs_squared():
+    spec = torch.stft(torch.randn(16000), 512, 256, window=torch.hann_window(512), return_complex=True)
+    assert torch.allclose(squared_magnitude(spec), spec.abs().square(), rtol=1e-5, atol=1e-6)

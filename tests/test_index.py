@@ -50,6 +50,34 @@ def test_pending_then_built_answers_the_same(tmp_path):
     assert reopened.search_tracks(_style(centres[7]), 1)[0][0] == 7
 
 
+def _same_answers(index, opened_afresh, centres):
+    assert index.track_ids() == opened_afresh.track_ids() == set(centres)
+    assert index.window_count == opened_afresh.window_count
+    queries = np.stack([centres[t] for t in sorted(centres)]).astype(np.float32)
+    for (t1, s1, sim1), (t2, s2, sim2) in zip(index.search_windows(queries, 5),
+                                              opened_afresh.search_windows(queries, 5)):
+        assert np.array_equal(t1, t2) and np.array_equal(s1, s2) and np.allclose(sim1, sim2)
+
+
+def test_a_reader_reads_only_the_pending_files_added_since_it_last_looked(tmp_path):
+    writer, reader = EmbeddingIndex(tmp_path, DIM, TRACK_DIM), EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
+    centres = {}
+    for round_ in range(3):
+        centres |= _fill(writer, count=2, first=10 * round_ + 1, seed=round_)
+        reader.refresh()
+        _same_answers(reader, EmbeddingIndex(tmp_path, DIM, TRACK_DIM), centres)
+    writer.rebuild()  # the pending files are folded: the next ones are no longer an addition
+    centres |= _fill(writer, count=2, first=41, seed=4)
+    reader.refresh()
+    _same_answers(reader, EmbeddingIndex(tmp_path, DIM, TRACK_DIM), centres)
+    # Proof that the files read before are not read again: one gone, the reader still follows.
+    first_pending = json.loads((tmp_path / "manifest.json").read_text())["pending"][0]
+    (tmp_path / first_pending).rename(tmp_path / "aside.npz")
+    centres |= _fill(writer, count=2, first=51, seed=5)
+    reader.refresh()
+    assert reader.track_ids() == set(centres)
+
+
 def test_rebuild_swaps_under_running_queries(tmp_path):
     index = EmbeddingIndex(tmp_path, DIM, TRACK_DIM)
     centres = _fill(index)

@@ -58,7 +58,8 @@ class EmbeddingIndex:
             manifest = self._read_manifest()
             built = (old.built if manifest.get("built") == old.manifest.get("built")
                      else open_built(self.folder, manifest.get("built"), self.track_dim))
-            pending = open_pending(self.folder, manifest.get("pending", []), self.dim, self.track_dim)
+            pending = open_pending(self.folder, manifest.get("pending", []), self.dim, self.track_dim,
+                                   already=(old.manifest.get("pending", []), old.pending))
             self._state = _State(manifest, now, built, pending,
                                  np.asarray(manifest.get("removed", []), np.int64))
 

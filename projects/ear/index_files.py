@@ -52,14 +52,26 @@ def open_built(folder: Path, names: dict | None, track_dim: int) -> Built:
     return Built(windows, window_items, tracks, np.load(folder / names["track_ids"], mmap_mode="r"))
 
 
-def open_pending(folder: Path, names: list[str], dim: int, track_dim: int) -> Pending:
-    """The pending files a manifest names, read whole (they are small: a rebuild folds them)."""
-    if not names:
-        return empty_pending(dim, track_dim)
-    parts = [np.load(folder / name) for name in names]
-    return Pending(*(np.concatenate([p[key] for p in parts]).astype(
-        np.float32 if "vectors" in key else np.int32)
-        for key in ("window_vectors", "window_items", "track_vectors", "track_ids")))
+def open_pending(folder: Path, names: list[str], dim: int, track_dim: int,
+                 already: tuple[list[str], Pending] | None = None) -> Pending:
+    """The pending files a manifest names, read whole (they are small: a rebuild folds them).
+    `already`: files read before and what they held. When `names` only adds to them (a track
+    was added: the usual change) only the new files are read; else all are. Reading them all
+    at each addition made a bulk upload of n tracks read n²/2 files (docs/speed.md)."""
+    held, read = empty_pending(dim, track_dim), names
+    if already is not None and already[0] == names[:len(already[0])]:
+        held, read = already[1], names[len(already[0]):]
+    if not read:
+        return held
+    parts = [held, *(_read_pending(folder / name) for name in read)]
+    return Pending(*(np.concatenate([getattr(p, key) for p in parts])
+                     for key in ("window_vectors", "window_items", "track_vectors", "track_ids")))
+
+
+def _read_pending(path: Path) -> Pending:
+    with np.load(path) as held:
+        return Pending(held["window_vectors"].astype(np.float32), held["window_items"].astype(np.int32),
+                       held["track_vectors"].astype(np.float32), held["track_ids"].astype(np.int32))
 
 
 def empty_pending(dim: int, track_dim: int) -> Pending:

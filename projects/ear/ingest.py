@@ -126,7 +126,7 @@ class HashedAudio:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for part in self._parts:
-            self._digest.update(part.tobytes())
+            self._digest.update(np.ascontiguousarray(part))  # its buffer: no copy
             self._samples += part.size
             yield part
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .decode import SAMPLE_RATE
-from .features import HOP as LANDMARK_HOP, Block, blocks
+from .features import HOP as LANDMARK_HOP, Block, blocks, squared_magnitude
 
 N_FFT = 2048  # 128 ms: bins of 7.8 Hz, fine enough at the upper harmonics to place a voice
 HOP = 3 * LANDMARK_HOP  # 48 ms, a whole number of landmark frames: notes last ≥ 100 ms
@@ -124,8 +124,7 @@ def _salience(samples: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]
     if frames == 0:
         return np.zeros((0, _CANDIDATES.size), np.float32), np.zeros(0, np.float32)
     spec = torch.stft(torch.from_numpy(x), N_FFT, HOP, window=_WINDOW, center=False, return_complex=True)
-    spec = torch.view_as_real(spec[:_WEIGHTS.shape[1]])
-    power = spec[..., 0].square() + spec[..., 1].square()  # bins × frames
+    power = squared_magnitude(spec[:_WEIGHTS.shape[1]])  # bins × frames
     level = 10 * torch.log10(power.sum(dim=0) + 1e-10)
     # magnitude^0.5, so that a loud harmonic does not drown the series' others: power^0.25, as
     # two square roots (a quarter of pow's CPU).

@@ -58,17 +58,19 @@ class Worker:
             signal.signal(sig, self.stop)
 
     def _loop(self, linger_s: float, poll_s: float) -> int:
-        ended, idle_since = 0, time.monotonic()
+        ended, idle_since, trimmed = 0, time.monotonic(), True
         while not self._stop.is_set():
             job = jobs.unless_unreachable(lambda: jobs.claim(self.name), self._stop.wait)
             if job is None:
+                if not trimmed:  # the jobs' temporaries are gone: give their heap back (not
+                    trim_heap()  # between two jobs, where the next one reuses it)
+                    trimmed = True
                 if time.monotonic() - idle_since >= linger_s:
                     break
                 self._stop.wait(poll_s)
                 continue
             ended += self._work(job)
-            trim_heap()  # an analysis's temporaries are gone: give their heap back
-            idle_since = time.monotonic()
+            trimmed, idle_since = False, time.monotonic()
         return ended
 
     def _work(self, job: Job) -> bool:
