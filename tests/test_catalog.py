@@ -14,9 +14,11 @@ from ear.db import Track, database
 from ear.ids import track_ids
 from ear.models import shipped_model
 from ear.segments import pack
+from ear.features import FRAME_SECONDS
 from ear.identify import identify
 from ear.ingest import fingerprint, embedding, prepare
 from ear.lab.degrade import pink_noise, resample
+from ear.match import PASSES, best_per_track, verified_candidates
 
 
 def _add(catalog: Catalog, source, **kwargs):
@@ -68,6 +70,23 @@ def test_unknown_audio_is_no_match(filled_catalog, tmp_path):
         assert _matches(filled_catalog, room_clip(song(seed), 5, 8, "SOFT", tmp_path, seed)) == []
     noise = pink_noise(16000 * 8, np.random.default_rng(0))
     assert _matches(filled_catalog, noise) == []
+
+
+def test_fits_found_only_where_the_embeddings_proposed_are_no_votes(filled_catalog, tmp_path):
+    library = filled_catalog.library()
+    song2 = next(t.id for t in filled_catalog.tracks() if t.title == "song2")
+    # Noise, with song2 at 10 s proposed: the search there finds a fit in each pass (none is
+    # confident), and those fits are not votes.
+    noise = pink_noise(16000 * 3, np.random.default_rng(1))
+    verified, _ = verified_candidates(noise, library.table, lambda: [(song2, 10.0)])
+    searched = [f for f in verified if not f.voted]
+    assert len(searched) == len(PASSES) and {f.track_id for f in searched} == {song2}
+    assert all(abs(f.offset * FRAME_SECONDS - 10.0) <= 0.6 for f in searched)
+    # A clip of song2 at 10 s: its votes find it there, on their own.
+    clip = room_clip(song(2), 10.0, 3, "SOFT", tmp_path, 2)
+    verified, _ = verified_candidates(clip, library.table, lambda: [(song2, 10.0)])
+    fit = best_per_track(verified)[song2]
+    assert fit.voted_z >= 5.0 and fit.voted_offsets_s[0] == pytest.approx(10.0, abs=0.05)
 
 
 def test_metadata_from_tags_or_given(catalog, songs_dir):

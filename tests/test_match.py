@@ -115,7 +115,7 @@ def test_scan_finds_every_place_a_noisy_clip_fits_a_track_that_repeats():
 def test_placements_say_where_a_track_fits_but_not_whether():
     # Track 1's candidate fit at 2 s (z 8) and, found by the scan, a better one at 40 s.
     best = best_per_track([Fit(8.0, 1, 125), Fit(3.0, 2, 600)], [Fit(9.0, 1, 2500), Fit(7.9, 1, 5000)])
-    assert best[1] == TrackFit(8.0, 40.0, (2.0, 80.0))
+    assert best[1] == TrackFit(8.0, 40.0, (2.0, 80.0), 8.0, (2.0,))  # the scan is no vote
     # A track whose candidates fit weakly is no answer, however well the scan fits it somewhere.
     weak = best_per_track([Fit(5.0, 1, 125), Fit(4.8, 2, 600)], [Fit(9.0, 1, 2500)])
     assert weak[1].z == 5.0
@@ -129,9 +129,35 @@ def test_the_embeddings_alone_answer_only_over_enough_windows():
     short = {5: votes[5]._replace(windows=fusion.EMBEDDING_ALONE_WINDOWS - 1)}  # under 5 s of audio
     [few] = fusion.combine({}, short, THRESHOLD)
     assert not few.is_match and few.embedding_score == enough.embedding_score
-    # ...while a fingerprint fit that agrees on the offset still makes it an answer together
-    [fused] = fusion.combine({5: TrackFit(THRESHOLD - 3.0, 12.2)}, short, THRESHOLD)
+    # ...while a fingerprint fit that the landmarks' votes found at that offset still makes it
+    # an answer together
+    [fused] = fusion.combine({5: TrackFit(THRESHOLD - 3.0, 12.2, voted_offsets_s=(12.2,))}, short, THRESHOLD)
     assert fused.is_match and fused.kinds == []
     # A small library's index: its windows' neighbours are unlike music, the margins of anything wide.
     [small] = fusion.combine({}, votes, THRESHOLD, index_windows=fusion.EMBEDDING_ALONE_INDEX_WINDOWS - 1)
     assert not small.is_match
+
+
+def test_a_fit_found_only_where_the_embeddings_proposed_does_not_agree_with_them():
+    # The embeddings put the clip 12 s into track 5; the fingerprint fits it 762 frames (12.19 s)
+    # in; track 6 is another track the votes found, weakly.
+    votes = {5: fusion.Vote(0.1, 12.0, 1)}
+    weak_z = fusion.FUSED_SCORE - fusion.EMBEDDING_WEIGHT * 0.1 + 0.5  # enough together
+    by_votes = best_per_track([Fit(weak_z, 5, 762), Fit(2.0, 6, 100)])
+    [together, _] = fusion.combine(by_votes, votes, THRESHOLD)
+    assert together.agree and together.is_match and together.offset_s == 12.192
+    # The same fit found only by the search around the embeddings' offset: it fits there by
+    # construction, so it is no second opinion; its offset is still the exact one.
+    by_search = best_per_track([Fit(weak_z, 5, 762, voted=False), Fit(2.0, 6, 100)])
+    assert by_search[5].voted_offsets_s == () and by_search[5].voted_z == 0.0
+    [alone, _] = fusion.combine(by_search, votes, THRESHOLD)
+    assert not alone.agree and not alone.is_match and alone.offset_s == 12.192
+    # Votes that found the track elsewhere, weakly, do not agree either...
+    weak_elsewhere = best_per_track([Fit(weak_z, 5, 762, voted=False), Fit(3.0, 5, 3000)])
+    assert weak_elsewhere[5].z == weak_z and weak_elsewhere[5].voted_offsets_s == (48.0,)
+    [far] = fusion.combine(weak_elsewhere, votes, THRESHOLD)
+    assert not far.agree and not far.is_match
+    # ...but a fit they found elsewhere that is no noise is a second opinion: the music repeats.
+    repeat = best_per_track([Fit(weak_z, 5, 762, voted=False), Fit(4.5, 5, 3000)])
+    [again] = fusion.combine(repeat, votes, THRESHOLD)
+    assert again.agree and again.is_match and again.offset_s == 12.192

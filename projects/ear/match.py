@@ -47,6 +47,9 @@ class Fit(NamedTuple):
     z: float
     track_id: int
     offset: int  # in frames: stored frame − query frame
+    # False: found only by searching around an offset the embeddings proposed, where a fit is
+    # found by construction, so it is no second opinion on them (see `fusion.Evidence.agree`).
+    voted: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class TrackFit:
     z: float  # the best z-score of its candidates (what decides)
     offset_s: float  # where its best fit puts the clip
     other_offsets_s: tuple[float, ...] = ()  # other places that fit almost as well
+    # The fits the landmarks' votes found (not the search around the embeddings' offsets):
+    voted_z: float = 0.0  # the best of their z-scores (0: none)
+    voted_offsets_s: tuple[float, ...] = ()  # where they put the clip
 
 
 def verified_candidates(samples: np.ndarray, table: HashTable,
@@ -69,8 +75,9 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
     only the candidates' fits decide the answer.
 
     `proposals()` gives (track, offset in s) pairs found some other way (the embeddings); they
-    are verified too, searching ±0.6 s around the offset since their offsets are coarse. It is
-    called only when the landmarks alone found nothing beyond doubt (SURE_Z)."""
+    are verified too (their fits not `voted`), searching ±0.6 s around the offset since their
+    offsets are coarse. It is called only when the landmarks alone found nothing beyond doubt
+    (SURE_Z)."""
     table.refresh()
     verified: list[Fit] = []
     placements: list[Fit] = []
@@ -93,11 +100,12 @@ def verified_candidates(samples: np.ndarray, table: HashTable,
                     proposed = proposals()
                 for track, offset_s in proposed:
                     centre = int(round(offset_s / FRAME_SECONDS))
-                    verified.append(max(_fits(grid, stored_peaks, table, track, range(
-                        centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(SHIFTS)))))
-            here_z, here_track, _ = max(verified[first_here:], default=(0.0, -1, 0))
-            if here_z > best_z:
-                best_z, best_at = here_z, (here_track, grid, tried)
+                    searched = _fits(grid, stored_peaks, table, track, range(
+                        centre - _PROPOSAL_SPAN, centre + _PROPOSAL_SPAN + 1, len(SHIFTS)))
+                    verified.append(max(searched)._replace(voted=False))
+            here = max(verified[first_here:], default=Fit(0.0, -1, 0))
+            if here.z > best_z:
+                best_z, best_at = here.z, (here.track_id, grid, tried)
             if best_z >= CONFIDENT_Z:
                 break
         if best_at is not None and best_z >= _REPEAT_MIN_Z:
@@ -199,14 +207,17 @@ def runner_ups(best: dict[int, TrackFit]) -> dict[int, float]:
 
 
 def best_per_track(verified: Sequence[Fit], placements: Sequence[Fit] = ()) -> dict[int, TrackFit]:
-    """Each track's fit: the best z of its candidates, the offset of its best fit, and other
-    offsets that fit almost as well; `placements` only place a track (see
-    `verified_candidates`)."""
+    """Each track's fit: the best z of its candidates, the offset of its best fit, other
+    offsets that fit almost as well, and what the fits found by the votes say;
+    `placements` only place a track (see `verified_candidates`)."""
     decided: dict[int, float] = {}
-    for fit in verified:
-        decided[fit.track_id] = max(decided.get(fit.track_id, 0.0), float(fit.z))
+    voted: dict[int, list[Fit]] = {}
+    for fit in sorted(verified, reverse=True):
+        decided.setdefault(fit.track_id, max(float(fit.z), 0.0))
+        if fit.voted:
+            voted.setdefault(fit.track_id, []).append(fit)
     found: dict[int, list[tuple[float, int]]] = {}
-    for z, track, offset in sorted([*verified, *placements], reverse=True):
+    for z, track, offset, _ in sorted([*verified, *placements], reverse=True):
         found.setdefault(track, []).append((float(z), offset))
     out = {}
     for track, fits in found.items():
@@ -216,8 +227,11 @@ def best_per_track(verified: Sequence[Fit], placements: Sequence[Fit] = ()) -> d
             if z > 0 and z2 >= _AMBIGUOUS_RATIO * z and all(
                     abs(o2 - o) * FRAME_SECONDS >= MIN_OFFSET_GAP_S for o in [offset, *others]):
                 others.append(o2)
+        by_votes = voted.get(track, [])
         out[track] = TrackFit(decided.get(track, 0.0), _seconds(offset),
-                              tuple(_seconds(o) for o in sorted(others)))
+                              tuple(_seconds(o) for o in sorted(others)),
+                              max(float(by_votes[0].z), 0.0) if by_votes else 0.0,
+                              tuple(_seconds(f.offset) for f in by_votes))
     return out
 
 
