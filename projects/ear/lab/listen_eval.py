@@ -1,5 +1,5 @@
 """`ear eval --listen`: an answer while still listening (issue 16). The widget uploads what it has
-heard so far every `--every` seconds and stops at a match it trusts (`first_match`); how soon
+heard so far every `--every` seconds and stops at the first match (`first_match`); how soon
 is that, and how often is it wrong?
 
 Contract. Renders, per level, one `--record-s` recording of each catalog track
@@ -35,11 +35,6 @@ from .eval import add_benchmark_arguments
 from .degrade import LEVELS, Level, noise_bank
 
 _LISTED = 12  # wrong first answers listed by name, at most
-# The widget's rule for stopping early (static/widget.js: SURE, ALONE_S): a match this confident,
-# or on this much audio, or named by two uploads in a row. Every other match on 1.5-3 s was
-# measured too often wrong to end the listening (docs/seeing.md).
-SURE = 0.99
-ALONE_S = 4.0
 
 
 def add_arguments(p) -> None:
@@ -73,10 +68,9 @@ def run(config: Config, args) -> int:
           "it names another track; none: no match; unk FP: unknown clips given a match; all wrong: "
           "wrong + unk FP over catalog and unknown clips together")
     print(short_table(results, levels, lengths))
-    print(f"growing prefixes (an upload every {args.every:g} s, stopping at the match the widget "
-          f"trusts: confidence ≥ {SURE:g}, ≥ {ALONE_S:g} s of audio, or named twice in a row): ≤N s: "
+    print(f"growing prefixes (an upload every {args.every:g} s, stopping at the first match): ≤N s: "
           "the answer came by then and names the track; median, p90: seconds heard until a right "
-          "answer (those recordings only); never: no trusted match; 1st wrong: the answer named "
+          "answer (those recordings only); never: no match; 1st wrong: the answer named "
           "another track; unk any: unknown recordings given an answer")
     print(listen_table(results, levels, steps))
     print(wrong_first(results, steps))
@@ -119,17 +113,11 @@ def listen_all(catalog: Catalog, recordings: list[dict], cuts: list[float]) -> l
 
 def first_match(result: dict, steps: list[float]) -> tuple[float, dict] | None:
     """(seconds, answer) of the match the widget stops at, over the prefixes `steps`; None:
-    never. Its rule (static/widget.js): a match with confidence SURE or more, or on ALONE_S of
-    audio or more, or one that the upload before named too; the last upload (the whole
-    recording) is taken as it is."""
-    previous = None
-    for i, seconds in enumerate(steps):
+    never. Its rule (static/widget.js): the first upload that matched."""
+    for seconds in steps:
         answer = result["answers"][f"{seconds:g}"]
-        track = answer["track_id"]
-        if track is not None and (answer["confidence"] >= SURE or seconds >= ALONE_S or track == previous
-                                  or i == len(steps) - 1):
+        if answer["track_id"] is not None:
             return seconds, answer
-        previous = track
     return None
 
 

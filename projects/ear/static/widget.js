@@ -73,11 +73,8 @@ ul{margin:6px 0 0;padding-left:1.1em}
 </div>`;
 
   const LOOK_MS = 1500;  // how often what has been heard so far is sent while listening
-  // A match ends the listening when it is this confident, or rests on ALONE_S of audio, or two
-  // uploads in a row name its track; other matches on 1.5–3 s were wrong too often (docs/seeing.md,
-  // `ear eval --listen`, which applies the same rule).
-  const SURE = 0.99;
-  const ALONE_S = 4;
+  // The first match ends the listening: ear answers a clip of a few seconds only on evidence that
+  // `ear eval --listen` never saw name a wrong track (docs/seeing.md; it replays the same rule).
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
   function themeOf(el) {
@@ -216,20 +213,15 @@ ul{margin:6px 0 0;padding-left:1.1em}
 
     // An answer while still listening: every LOOK_MS what has been heard so far goes up as a
     // request of its own, which the one server worker answers between other visitors' (a single
-    // request streamed for the whole recording would hold that worker all along). A trusted
-    // match (SURE, ALONE_S, or named twice in a row) stops the recording; what resolves is that
-    // answer, or null when none came. Each is `partial`: ear logs it only if it matched, and
+    // request streamed for the whole recording would hold that worker all along). The first
+    // match stops the recording; what resolves is that answer, or null when none came. Each is `partial`: ear logs it only if it matched, and
     // keeps none of its audio (the picture of why costs ear time only when there is a match).
     async answerWhileListening(recorder, chunks, type, name, done) {
-      let previous = null;  // the track the upload before named
       while (recorder.state === "recording") {
         await Promise.race([new Promise((resolve) => setTimeout(resolve, LOOK_MS)), done]);
         if (recorder.state !== "recording") return null;
         const body = await this.ask(new Blob(chunks, { type: type() }), name(), true).catch(() => null);
-        const best = body?.matches?.[0];
-        const trusted = best && (best.confidence >= SURE || body.query_seconds >= ALONE_S || best.track.id === previous);
-        previous = best ? best.track.id : null;
-        if (trusted) {
+        if (body?.matches?.length) {
           if (recorder.state === "recording") recorder.stop();
           return body;
         }
