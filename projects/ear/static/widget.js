@@ -214,8 +214,9 @@ ul{margin:6px 0 0;padding-left:1.1em}
     // An answer while still listening: every LOOK_MS what has been heard so far goes up as a
     // request of its own, which the one server worker answers between other visitors' (a single
     // request streamed for the whole recording would hold that worker all along). The first
-    // match stops the recording; what resolves is that answer, or null when none came. Each is `partial`: ear logs it only if it matched, and
-    // keeps none of its audio (the picture of why costs ear time only when there is a match).
+    // match stops the recording; what resolves is that answer, or null when none came. Each is
+    // `partial`: ear logs it only if it matched, and keeps none of its audio (the picture of why
+    // costs ear time only when there is a match).
     async answerWhileListening(recorder, chunks, type, name, done) {
       while (recorder.state === "recording") {
         await Promise.race([new Promise((resolve) => setTimeout(resolve, LOOK_MS)), done]);
